@@ -1,0 +1,94 @@
+from rest_framework import serializers
+
+from ..models import ApiKey, Invitation, Membership, Organization, OrganizationKind, Project, Role
+
+
+class OrganizationSerializer(serializers.ModelSerializer):
+    role = serializers.CharField(read_only=True, help_text="Your role in this organization.")
+
+    class Meta:
+        model = Organization
+        fields = ["slug", "name", "kind", "created_at", "role"]
+        read_only_fields = ["slug", "created_at"]
+
+
+class OrganizationCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    kind = serializers.ChoiceField(choices=[OrganizationKind.COMPANY, OrganizationKind.UNIVERSITY])
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    email = serializers.EmailField(source="user.email", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "email", "role", "created_at"]
+        read_only_fields = ["id", "email", "created_at"]
+
+
+class MemberRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(source="display_status", read_only=True)
+
+    class Meta:
+        model = Invitation
+        fields = ["id", "email", "role", "status", "created_at", "expires_at"]
+        read_only_fields = ["id", "status", "created_at", "expires_at"]
+
+
+class InvitationCreateSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+
+
+class InvitationAcceptSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=200)
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    created_by = serializers.EmailField(source="created_by.email", read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "role",
+            "created_by",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "is_active",
+        ]
+        read_only_fields = fields
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=80)
+    role = serializers.ChoiceField(choices=[r for r in Role.values if r != Role.OWNER], default=Role.MEMBER)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    token = serializers.CharField(read_only=True, help_text="Shown once. Store it now.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "token"]
+        read_only_fields = fields
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "name", "slug", "created_at"]
+        read_only_fields = ["id", "slug", "created_at"]
+
+
+class MeSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    organizations = OrganizationSerializer(many=True)

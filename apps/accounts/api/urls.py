@@ -1,0 +1,20 @@
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from . import views
+
+router = SimpleRouter()
+router.register("organizations", views.OrganizationViewSet, basename="organization")
+
+org_router = SimpleRouter()
+org_router.register("members", views.MemberViewSet, basename="member")
+org_router.register("invitations", views.InvitationViewSet, basename="invitation")
+org_router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
+org_router.register("projects", views.ProjectViewSet, basename="project")
+
+urlpatterns = [
+    path("me/", views.MeView.as_view(), name="api-me"),
+    path("invitations/accept/", views.InvitationAcceptView.as_view(), name="api-invitation-accept"),
+    path("organizations/<slug:org_slug>/", include(org_router.urls)),
+    *router.urls,
+]

@@ -1,0 +1,62 @@
+"""Live pages: a saved change is announced to a Channels group; each subscribed socket re-renders
+the same partial template its page rendered on load, for its own user, and pushes it.
+
+Rendering per socket (not once per group) keeps role-dependent parts of a partial, such as an
+admin's buttons, correct for every viewer, and guarantees a reload and a push never disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+REFRESH_EVENT = "partial.refresh"
+
+
+def live_notify(*, group: str) -> None:
+    """Tell every socket of `group` to re-render. A Redis hiccup never fails the caller's write."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(group, {"type": REFRESH_EVENT})
+    except Exception:  # noqa: BLE001 - the change is saved; the page catches up on reload
+        logger.warning("live notify to %s failed", group, exc_info=True)
+
+
+def live_notify_on_commit(*, group: str) -> None:
+    transaction.on_commit(lambda: live_notify(group=group))
+
+
+class LivePartialConsumer(AsyncWebsocketConsumer):
+    """Base consumer. Subclasses say who may subscribe to what, and how to render the partial."""
+
+    def authorize(self) -> list[str] | None:
+        """Return the groups to join, or None to refuse the socket. Runs in a thread (ORM allowed)."""
+        raise NotImplementedError
+
+    def render(self) -> str:
+        """Render the partial for this socket's user. Runs in a thread (ORM allowed)."""
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        groups = await database_sync_to_async(self.authorize)()
+        if not groups:
+            await self.close(code=4403)
+            return
+        self.live_groups = groups
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "live_groups", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def partial_refresh(self, event: dict) -> None:
+        html = await database_sync_to_async(self.render)()
+        await self.send(text_data=html)

@@ -1,0 +1,224 @@
+"""The run command: one process that starts the portal's processes and stops them on Ctrl-C.
+
+    python -m portal.runtime.launcher [--host 127.0.0.1] [--port 8000]
+
+It starts embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set), migrates,
+loads the demo data, then runs the ASGI web server, a Celery worker, Celery beat and the local
+node agent as separate processes, exactly as they would run on separate machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_url, redis_start
+
+DEMO_LOGIN = ("demo@neocloud.localhost", "demo-password-123")
+OPERATOR_LOGIN = ("operator@neocloud.localhost", "operator-password-123")
+
+
+class LaunchError(RuntimeError):
+    """Printed as one line; the launcher never shows a traceback for an expected problem."""
+
+
+@dataclass
+class Supervisor:
+    env: dict[str, str]
+    children: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        # Each child gets its own process group so that Ctrl-C is handled here, in order.
+        self.children[name] = subprocess.Popen(argv, env=self.env, start_new_session=True)
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, child in self.children.items():
+            code = child.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop_all(self, timeout: float = 15) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children.values():
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                child.wait(remaining)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    result = subprocess.run([sys.executable, "manage.py", *args], env=env)
+    if result.returncode != 0:
+        raise LaunchError(f"'manage.py {' '.join(args)}' failed (exit {result.returncode}); see above")
+
+
+def _wait_healthy(url: str, supervisor: Supervisor, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        exited = supervisor.first_exited()
+        if exited:
+            raise LaunchError(f"{exited[0]} exited with code {exited[1]} while starting; see its output above")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise LaunchError(f"the web server did not answer {url}/healthz within {timeout:.0f} s")
+
+
+def _agent_argv(env: dict[str, str], url: str) -> list[str] | None:
+    """The local node agent, once the capacity app provides one (see provisioning/agent)."""
+    try:
+        from provisioning.agent import main as _agent_main  # noqa: F401
+    except ImportError:
+        return None
+    return [sys.executable, "-m", "provisioning.agent.local", "--portal", url]
+
+
+def run(host: str, port: int) -> int:
+    if not _port_free(host, port):
+        raise LaunchError(f"port {port} on {host} is already in use; stop what uses it or pass --port N")
+    root = data_dir()
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    env.setdefault("PORTAL_DEBUG", "1")
+    url = f"http://{host}:{port}"
+    env.setdefault("PORTAL_BASE_URL", url)
+    env.setdefault("PORTAL_EMAIL_DIR", str(root / "mail"))
+
+    started_postgres = started_redis = None
+    if not env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = postgres_url(root)
+        started_postgres = root
+    if not env.get("REDIS_URL"):
+        started_redis = redis_start(root)
+        env["REDIS_URL"] = started_redis.url
+
+    supervisor = Supervisor(env=env)
+    interrupted = False
+
+    def _on_signal(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        _manage(env, "migrate", "--noinput", "-v", "0")
+        _manage(env, "demo_load")
+        supervisor.spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "portal.asgi:application",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--lifespan",
+                "off",
+            ],
+        )
+        supervisor.spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
+        supervisor.spawn(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(root / "celerybeat-schedule"),
+            ],
+        )
+        agent = _agent_argv(env, url)
+        if agent:
+            supervisor.spawn("agent", agent)
+        _wait_healthy(url, supervisor)
+        print(
+            "\n"
+            f"  Neocloud portal is up: {url}/\n"
+            f"  Demo login:  {DEMO_LOGIN[0]} / {DEMO_LOGIN[1]}\n"
+            f"  Operator:    {OPERATOR_LOGIN[0]} / {OPERATOR_LOGIN[1]}\n"
+            f"  API docs:    {url}/api/docs/\n"
+            f"  Mail (verification, invitations) is written to {env['PORTAL_EMAIL_DIR']}\n"
+            f"  Data folder: {root}\n"
+            "  Press Ctrl-C to stop everything.\n",
+            flush=True,
+        )
+        while not interrupted:
+            exited = supervisor.first_exited()
+            if exited:
+                raise LaunchError(f"{exited[0]} exited with code {exited[1]}; stopping the portal")
+            time.sleep(0.5)
+        print("\nStopping the portal…", flush=True)
+        return 0
+    finally:
+        supervisor.stop_all()
+        if started_redis:
+            started_redis.stop()
+        if started_postgres:
+            postgres_stop(started_postgres)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("PORTAL_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORTAL_PORT", "8000")))
+    args = parser.parse_args(argv)
+    try:
+        return run(args.host, args.port)
+    except (LaunchError, EmbeddedServiceError) as exc:
+        print(f"portal: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Pytest plugin (loaded with `-p` before pytest-django): points the test run at real services.
+
+Unless DATABASE_URL / REDIS_URL are given, it starts embedded PostgreSQL and Redis under
+.data/test, apart from the development data, and stops what it started when the run ends.
+pytest-django then creates its test database on that server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .embedded import BASE_DIR, postgres_running, postgres_stop, postgres_url, redis_start
+
+_started: dict = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args) -> None:
+    root = Path(os.environ.setdefault("PORTAL_DATA_DIR", str(BASE_DIR / ".data" / "test")))
+    root.mkdir(parents=True, exist_ok=True)
+    # Per run, so that two runs on one data folder never read or wipe each other's mail.
+    mail_dir = root / f"mail-{os.getpid()}"
+    shutil.rmtree(mail_dir, ignore_errors=True)
+    mail_dir.mkdir()
+    os.environ["PORTAL_EMAIL_DIR"] = str(mail_dir)
+    # Fresh cache and channel namespaces per run: allauth's rate limits live in the cache, and a
+    # previous run's counters must not throttle this one's sign-ups.
+    os.environ.setdefault("PORTAL_CHANNEL_PREFIX", f"test-{os.getpid()}")
+    os.environ.setdefault("PORTAL_CACHE_PREFIX", f"test-{os.getpid()}")
+    if not os.environ.get("DATABASE_URL"):
+        # A server another run started is left for that run to stop.
+        if not postgres_running(root):
+            _started["postgres"] = root
+        os.environ["DATABASE_URL"] = postgres_url(root)
+    if not os.environ.get("REDIS_URL"):
+        redis = redis_start(root)
+        os.environ["REDIS_URL"] = redis.url
+        _started["redis"] = redis
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(os.environ.get("PORTAL_EMAIL_DIR", ""), ignore_errors=True)
+    if "redis" in _started:
+        _started.pop("redis").stop()
+    if "postgres" in _started:
+        postgres_stop(_started.pop("postgres"))

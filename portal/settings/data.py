@@ -1,0 +1,49 @@
+"""PostgreSQL, Redis, the Channels layer and Celery.
+
+DATABASE_URL and REDIS_URL select real servers. When they are unset the embedded servers from
+pip wheels are started under the data folder (.data/ by default): see portal.runtime.embedded.
+"""
+
+import dj_database_url
+
+from .env import env_int, env_str
+
+_database_url = env_str("DATABASE_URL")
+if not _database_url:
+    from portal.runtime.embedded import postgres_url
+
+    _database_url = postgres_url()
+
+DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env_int("PORTAL_DB_CONN_MAX_AGE", 0))}
+
+_redis_url = env_str("REDIS_URL")
+if not _redis_url:
+    from portal.runtime.embedded import redis_start
+
+    _redis_url = redis_start().url
+REDIS_URL = _redis_url.rstrip("/")
+
+# Separate logical databases keep the broker's queues apart from the channel layer's groups.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [f"{REDIS_URL}/1"], "prefix": env_str("PORTAL_CHANNEL_PREFIX", "asgi")},
+    }
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"{REDIS_URL}/2",
+        "KEY_PREFIX": env_str("PORTAL_CACHE_PREFIX", "portal"),
+    }
+}
+
+CELERY_BROKER_URL = f"{REDIS_URL}/0"
+CELERY_RESULT_BACKEND = None  # tasks write their outcome to PostgreSQL, not to a result store
+CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the message for another worker
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE: dict = {}

@@ -1,0 +1,33 @@
+"""Catalog-only fixtures: a fake provisioning driver that is always unregistered afterwards."""
+
+import pytest
+
+from provisioning.drivers import Driver, driver_register, driver_unregister
+
+
+class FakeDriver(Driver):
+    def __init__(self, name: str, kinds: frozenset[str]):
+        self.name = name
+        self.offering_kinds = kinds
+
+    def start(self, instance_id: int) -> None:
+        pass
+
+    def stop(self, instance_id: int) -> None:
+        pass
+
+
+@pytest.fixture
+def register_driver():
+    """Call with offering kinds to make them launchable for this test only."""
+    names: list[str] = []
+
+    def register(*kinds: str) -> FakeDriver:
+        driver = FakeDriver(name=f"fake-{len(names)}", kinds=frozenset(kinds))
+        driver_register(driver)
+        names.append(driver.name)
+        return driver
+
+    yield register
+    for name in names:
+        driver_unregister(name)

@@ -1,0 +1,106 @@
+"""Fixtures shared by every test. Real PostgreSQL and Redis come from portal.runtime.pytest_plugin."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.factories.accounts import OrganizationFactory, UserFactory
+from tests.support.processes import celery_worker_start, live_portal_start
+
+CHROMIUM = os.environ.get("PORTAL_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def org(db, user):
+    return OrganizationFactory(owner=user)
+
+
+@pytest.fixture
+def demo_catalog(db):
+    """The demo catalog the run command loads: regions, GPU models, offerings, flavors, prices."""
+    from apps.catalog.demo import catalog_demo_load
+
+    catalog_demo_load()
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+# --- real processes ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def process_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("process-logs")
+
+
+@pytest.fixture(scope="session")
+def live_portal(django_db_setup, django_db_blocker, process_logs):
+    """The ASGI server (uvicorn) as a subprocess on the test database."""
+    portal = live_portal_start(process_logs)
+    yield portal
+    portal.web.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(live_portal, process_logs):
+    """A real Celery worker process consuming the test run's Redis broker."""
+    worker = celery_worker_start(process_logs, base_url=live_portal.url)
+    yield worker
+    worker.stop()
+
+
+# --- browser -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
+    # ORM calls from the test body. Only this test process is affected: the portal processes
+    # under test are separate and never see the variable (tests/support/processes.py drops it).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Debian's chromium is missing at {CHROMIUM}: run `make test`, which installs it")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_context(chromium):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness would dominate in-process tests; the subprocesses of the
+    # integration and browser tests keep the production hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

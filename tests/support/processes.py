@@ -1,0 +1,157 @@
+"""Real portal processes for integration and browser tests: the ASGI server and a Celery worker,
+started as subprocesses on the pytest-django test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_database_url() -> str:
+    """DATABASE_URL of the test database pytest-django created (settings now name it)."""
+    db = settings.DATABASES["default"]
+    host = quote(db["HOST"], safe="") if db["HOST"].startswith("/") else db["HOST"]
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    return f"postgresql://{db['USER']}{password}@{host}{port}/{db['NAME']}"
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env.update(
+        DATABASE_URL=test_database_url(), DJANGO_SETTINGS_MODULE="portal.settings", PYTHONUNBUFFERED="1", **extra
+    )
+    return env
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def assert_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.log()[-3000:]}")
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> ManagedProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    handle = log_path.open("w")
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    return ManagedProcess(name=name, process=process, log_path=log_path)
+
+
+def wait_http_ok(url: str, managed: ManagedProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        managed.assert_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s:\n{managed.log()[-3000:]}")
+
+
+def wait_log(managed: ManagedProcess, needle: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        managed.assert_alive()
+        if needle in managed.log():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{managed.name} did not log {needle!r} within {timeout} s:\n{managed.log()[-3000:]}")
+
+
+@dataclass
+class LivePortal:
+    url: str
+    web: ManagedProcess
+
+    def ws_url(self, path: str) -> str:
+        return self.url.replace("http://", "ws://") + path
+
+
+def live_portal_start(log_dir: Path) -> LivePortal:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = process_env(PORTAL_BASE_URL=url)
+    web = spawn(
+        "web",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "portal.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--no-access-log",
+        ],
+        env,
+        log_dir,
+    )
+    wait_http_ok(f"{url}/healthz", web)
+    return LivePortal(url=url, web=web)
+
+
+def celery_worker_start(log_dir: Path, base_url: str) -> ManagedProcess:
+    env = process_env(PORTAL_BASE_URL=base_url)
+    worker = spawn(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env,
+        log_dir,
+    )
+    wait_log(worker, "ready.")
+    return worker
