@@ -10,6 +10,7 @@ node agent as separate processes, exactly as they would run on separate machines
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import socket
@@ -91,10 +92,8 @@ def _wait_healthy(url: str, supervisor: Supervisor, timeout: float = 60) -> None
 
 
 def _agent_argv(env: dict[str, str], url: str) -> list[str] | None:
-    """The local node agent, once the capacity app provides one (see provisioning/agent)."""
-    try:
-        from provisioning.agent import main as _agent_main  # noqa: F401
-    except ImportError:
+    """The local node agent, once the portal has the capacity app it registers with."""
+    if importlib.util.find_spec("apps.capacity") is None:
         return None
     return [sys.executable, "-m", "provisioning.agent.local", "--portal", url]
 

@@ -1,0 +1,260 @@
+"""The agent's side of the portal protocol (standard library only: urllib).
+
+All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UTC.
+
+1. Register, once per host, with a one-time registration token an operator created:
+
+       POST {portal}/api/v1/agent/register
+       {"token": "<registration token>", "inventory": <NodeInventory payload>}
+       -> 201 {"node_id": "<uuid>", "credential": "<secret>", "heartbeat_interval_s": 10}
+
+   The agent stores node_id + credential in its state file (mode 0600), so a restarted agent
+   resumes without a new token. Every later call sends
+       Authorization: Node <node_id>:<credential>
+
+2. Heartbeat, every `heartbeat_interval_s` (the portal may change it in any reply):
+
+       POST {portal}/api/v1/agent/heartbeat
+       {"seq": <int>, "sent_at": "<iso>", "inventory": <NodeInventory payload> | null}
+       -> 200 {"heartbeat_interval_s": <int>, "desired_workloads": [...]}
+
+   `inventory` is null when unchanged since the last one the portal accepted (register or a 2xx
+   heartbeat); a restarted agent sends it on its first heartbeat. The agent stores
+   `desired_workloads` but does not act on them yet.
+
+3. Telemetry, every `--telemetry-interval` seconds:
+
+       POST {portal}/api/v1/agent/telemetry
+       {"seq": <int>, "telemetry": <NodeTelemetry payload>}
+       -> 202
+
+`seq` is one counter per agent run shared by heartbeat and telemetry, starting at the agent's
+start time in milliseconds since the epoch and going up by one per message, so a restarted
+agent's messages are always newer than the previous run's: the portal ignores a message whose
+seq is not above the last it saw for that node and kind.
+
+Errors: a 4xx is a bug on our side or a bad credential, never retried; the portal's JSON
+`{"detail": "..."}` (or the raw body) is logged. 401/403 on heartbeat or telemetry means the
+node's credential is no longer valid: the agent exits, and re-registering needs a new token.
+5xx, timeouts and connection errors are transient: retried with capped exponential backoff and
+full jitter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("neocloud.agent")
+
+DEFAULT_STATE_FILE = Path("~/.neocloud-agent/state.json")
+DEFAULT_HEARTBEAT_INTERVAL_S = 10
+
+
+class PortalRejected(Exception):
+    """A 4xx: retrying the same request will not help."""
+
+    def __init__(self, path: str, status: int, detail: str):
+        super().__init__(f"portal rejected {path}: HTTP {status}: {detail}")
+        self.path = path
+        self.status = status
+        self.detail = detail
+
+
+class CredentialRejected(PortalRejected):
+    """401/403: this node's credential (or the registration token) is not accepted."""
+
+
+class PortalUnavailable(Exception):
+    """5xx, timeout or connection failure, still failing after the retries."""
+
+
+class AgentStopping(Exception):
+    """The agent was asked to stop while waiting to retry."""
+
+
+@dataclass
+class AgentState:
+    portal_url: str
+    hostname: str
+    node_id: str
+    credential: str
+
+
+@dataclass
+class Registration:
+    node_id: str
+    credential: str
+    heartbeat_interval_s: int
+
+
+@dataclass
+class HeartbeatReply:
+    heartbeat_interval_s: int
+    desired_workloads: list = field(default_factory=list)
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 6  # 1 + 5 retries: about a minute of trying with the defaults
+    base_s: float = 1.0
+    cap_s: float = 30.0
+
+    def delay_s(self, retry_number: int) -> float:
+        # Full jitter: many agents restarting with the portal do not retry in lock-step.
+        return random.uniform(0, min(self.cap_s, self.base_s * 2**retry_number))
+
+
+class PortalClient:
+    def __init__(
+        self,
+        portal_url: str,
+        *,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        stop: threading.Event | None = None,
+    ):
+        self.portal_url = portal_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.stop = stop or threading.Event()
+        self.node_id: str | None = None
+        self.credential: str | None = None
+
+    def authenticate(self, node_id: str, credential: str) -> None:
+        self.node_id, self.credential = node_id, credential
+
+    def register(self, token: str, inventory: dict) -> Registration:
+        reply = self._post("/api/v1/agent/register", {"token": token, "inventory": inventory},
+                           authenticated=False)
+        try:
+            return Registration(
+                node_id=str(reply["node_id"]),
+                credential=str(reply["credential"]),
+                heartbeat_interval_s=int(
+                    reply.get("heartbeat_interval_s", DEFAULT_HEARTBEAT_INTERVAL_S)
+                ),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PortalRejected("/api/v1/agent/register", 201,
+                                 f"reply lacks node_id/credential: {exc}") from exc
+
+    def heartbeat(self, seq: int, sent_at: str, inventory: dict | None) -> HeartbeatReply:
+        reply = self._post("/api/v1/agent/heartbeat",
+                           {"seq": seq, "sent_at": sent_at, "inventory": inventory})
+        return HeartbeatReply(
+            heartbeat_interval_s=int(
+                reply.get("heartbeat_interval_s", DEFAULT_HEARTBEAT_INTERVAL_S)
+            ),
+            desired_workloads=list(reply.get("desired_workloads") or []),
+        )
+
+    def telemetry(self, seq: int, telemetry: dict) -> None:
+        self._post("/api/v1/agent/telemetry", {"seq": seq, "telemetry": telemetry})
+
+    # --- transport ------------------------------------------------------------------------------
+
+    def _post(self, path: str, body: dict, *, authenticated: bool = True) -> dict:
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "User-Agent": "neocloud-agent/1"}
+        if authenticated:
+            if not self.node_id or not self.credential:
+                raise RuntimeError("not registered: no node credential to authenticate with")
+            headers["Authorization"] = f"Node {self.node_id}:{self.credential}"
+        data = json.dumps(body).encode()
+        for attempt in range(self.retry.attempts):
+            if attempt:
+                delay = self.retry.delay_s(attempt - 1)
+                if self.stop.wait(delay):
+                    raise AgentStopping()
+            try:
+                return self._post_once(path, data, headers)
+            except _Transient as exc:
+                log.warning("portal %s: %s (try %d of %d)", path, exc, attempt + 1,
+                            self.retry.attempts)
+        raise PortalUnavailable(f"portal {path} still unavailable after "
+                                f"{self.retry.attempts} tries")
+
+    def _post_once(self, path: str, data: bytes, headers: dict) -> dict:
+        request = urllib.request.Request(self.portal_url + path, data=data, headers=headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return _json_or_empty(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = _error_detail(exc.read())
+            if exc.code >= 500:
+                raise _Transient(f"HTTP {exc.code}: {detail}") from exc
+            if exc.code in (401, 403):
+                raise CredentialRejected(path, exc.code, detail) from exc
+            raise PortalRejected(path, exc.code, detail) from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise _Transient(f"cannot reach {self.portal_url}: {reason}") from exc
+
+
+class _Transient(Exception):
+    pass
+
+
+def _json_or_empty(body: bytes) -> dict:
+    if not body.strip():
+        return {}
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return {}
+    return reply if isinstance(reply, dict) else {}
+
+
+def _error_detail(body: bytes) -> str:
+    text = body.decode(errors="replace").strip()
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        return text[:300] or "(empty body)"
+    if isinstance(reply, dict) and "detail" in reply:
+        return str(reply["detail"])[:300]
+    return text[:300]
+
+
+# --- state file --------------------------------------------------------------------------------
+
+
+def state_load(path: Path) -> AgentState | None:
+    """The saved registration, or None when this host has not registered yet."""
+    path = path.expanduser()
+    if not path.exists():
+        return None
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("state file %s is readable by others (mode %o): it holds a credential; "
+                    "fixing it to 0600", path, mode)
+        os.chmod(path, 0o600)
+    data = json.loads(path.read_text())
+    return AgentState(**{key: data[key] for key in AgentState.__dataclass_fields__})
+
+
+def state_save(path: Path, state: AgentState) -> None:
+    """Write atomically with mode 0600 from the first byte (it holds the node's credential)."""
+    path = path.expanduser()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=".state-", dir=path.parent)  # 0600
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(asdict(state), handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

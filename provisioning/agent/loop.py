@@ -1,0 +1,227 @@
+"""The agent's run: register (or resume), then heartbeat and telemetry until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .client import (
+    AgentState,
+    AgentStopping,
+    CredentialRejected,
+    PortalClient,
+    PortalRejected,
+    PortalUnavailable,
+    state_load,
+    state_save,
+)
+from .host import host_facts_read
+from .inventory import NodeInventory, NodeTelemetry, inventory_from_nvml, telemetry_from_nvml
+
+log = logging.getLogger("neocloud.agent")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_REJECTED = 3  # the portal refused our token or credential: a person must act
+
+_INTERVAL_MIN_S, _INTERVAL_MAX_S = 1, 300
+
+
+@dataclass
+class Sources:
+    """Where inventory and telemetry come from: real NVML, or a simulation."""
+
+    inventory_read: Callable[[], NodeInventory]
+    telemetry_read: Callable[[], NodeTelemetry]
+
+
+def sources_real(hostname: str | None, disk_path: str) -> Sources:
+    from . import nvml
+
+    return Sources(
+        inventory_read=lambda: inventory_from_nvml(
+            nvml.nvml_inventory_read(), host_facts_read(hostname, disk_path)
+        ),
+        telemetry_read=lambda: telemetry_from_nvml(nvml.nvml_telemetry_read()),
+    )
+
+
+def sources_simulated(spec_text: str, hostname: str | None, disk_path: str) -> Sources:
+    from . import simulate
+
+    spec = simulate.simulation_spec_parse(spec_text)  # ValueError before anything starts
+    host = host_facts_read(hostname, disk_path)
+    return Sources(
+        inventory_read=lambda: inventory_from_nvml(
+            simulate.simulated_inventory_raw(spec, host["hostname"]), host
+        ),
+        telemetry_read=lambda: telemetry_from_nvml(
+            simulate.simulated_telemetry_raw(spec, host["hostname"])
+        ),
+    )
+
+
+def seq_start() -> int:
+    """Milliseconds since the epoch: a restarted agent's first seq beats the last run's."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class AgentRun:
+    client: PortalClient
+    sources: Sources
+    state_path: Path
+    token: str | None
+    telemetry_interval_s: float
+    stop: threading.Event
+    next_seq: int = field(default_factory=seq_start)
+    heartbeat_interval_s: float = 10
+    inventory_accepted: dict | None = None  # the last payload the portal took
+    desired_workloads: list = field(default_factory=list)  # acted on in a later issue
+
+    def seq_take(self) -> int:
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        return seq
+
+
+def agent_run(run: AgentRun, *, once: bool = False) -> int:
+    """Register or resume, then loop; returns the process exit code."""
+    try:
+        inventory = run.sources.inventory_read()
+        while True:
+            try:
+                agent_register_or_resume(run, inventory)
+                break
+            except PortalUnavailable as exc:
+                if once:
+                    log.error("%s", exc)
+                    return EXIT_ERROR
+                log.warning("%s; trying again in %ds", exc, run.heartbeat_interval_s)
+                if run.stop.wait(run.heartbeat_interval_s):
+                    return EXIT_OK
+        return _loop(run, once=once)
+    except AgentStopping:
+        return EXIT_OK
+    except CredentialRejected as exc:
+        log.error("%s. This node's credential is not valid (any more): delete %s and start the "
+                  "agent again with a new --token to re-register.", exc, run.state_path)
+        return EXIT_REJECTED
+    except _RegistrationError as exc:
+        log.error("%s", exc)
+        return EXIT_REJECTED
+
+
+def agent_register_or_resume(run: AgentRun, inventory: NodeInventory) -> AgentState:
+    state = state_load(run.state_path)
+    if state is not None:
+        if state.portal_url != run.client.portal_url or state.hostname != inventory.hostname:
+            raise _RegistrationError(
+                f"state file {run.state_path} belongs to {state.hostname} at {state.portal_url}, "
+                f"not {inventory.hostname} at {run.client.portal_url}: use another --state-file"
+            )
+        run.client.authenticate(state.node_id, state.credential)
+        log.info("resuming as node %s (%d GPUs%s)", state.node_id, len(inventory.gpus),
+                 ", SIMULATED" if inventory.simulated else "")
+        return state
+    if not run.token:
+        raise _RegistrationError(
+            f"not registered yet ({run.state_path} does not exist): pass --token or set "
+            "NEOCLOUD_AGENT_TOKEN to the one-time registration token from the portal"
+        )
+    payload = inventory.to_payload()
+    try:
+        registration = run.client.register(run.token, payload)
+    except PortalRejected as exc:
+        raise _RegistrationError(f"{exc}. Registration tokens work once; ask the portal "
+                                 "for a new one.") from exc
+    state = AgentState(portal_url=run.client.portal_url, hostname=inventory.hostname,
+                       node_id=registration.node_id, credential=registration.credential)
+    state_save(run.state_path, state)
+    run.client.authenticate(state.node_id, state.credential)
+    run.inventory_accepted = payload
+    run.heartbeat_interval_s = _interval_clamp(registration.heartbeat_interval_s)
+    log.info("registered as node %s (%d GPUs%s); state in %s", state.node_id,
+             len(inventory.gpus), ", SIMULATED" if inventory.simulated else "", run.state_path)
+    return state
+
+
+def agent_heartbeat(run: AgentRun) -> None:
+    try:
+        payload = run.sources.inventory_read().to_payload()
+    except Exception:  # a failed read must not stop the heartbeat that says we are alive
+        log.exception("inventory read failed; heartbeat goes without inventory")
+        payload = None
+    changed = payload is not None and payload != run.inventory_accepted
+    reply = run.client.heartbeat(
+        run.seq_take(), datetime.now(UTC).isoformat(timespec="milliseconds"),
+        payload if changed else None,
+    )
+    if changed:
+        run.inventory_accepted = payload
+        log.info("inventory sent (%d GPUs)", len(payload["gpus"]))
+    interval = _interval_clamp(reply.heartbeat_interval_s)
+    if interval != run.heartbeat_interval_s:
+        log.info("heartbeat interval now %ss", interval)
+        run.heartbeat_interval_s = interval
+    if reply.desired_workloads != run.desired_workloads:
+        log.info("desired workloads: %d (not acted on yet)", len(reply.desired_workloads))
+        run.desired_workloads = reply.desired_workloads
+
+
+def agent_telemetry_send(run: AgentRun) -> None:
+    try:
+        payload = run.sources.telemetry_read().to_payload()
+    except Exception:
+        log.exception("telemetry read failed; skipped this round")
+        return
+    run.client.telemetry(run.seq_take(), payload)
+
+
+def _loop(run: AgentRun, *, once: bool) -> int:
+    next_heartbeat = next_telemetry = time.monotonic()
+    while not run.stop.is_set():
+        if next_heartbeat <= time.monotonic():
+            failed = _send(run, agent_heartbeat)
+            next_heartbeat = time.monotonic() + run.heartbeat_interval_s
+            if failed and once:
+                return EXIT_ERROR
+        if next_telemetry <= time.monotonic():
+            failed = _send(run, agent_telemetry_send)
+            next_telemetry = time.monotonic() + run.telemetry_interval_s
+            if failed and once:
+                return EXIT_ERROR
+        if once:
+            return EXIT_OK
+        run.stop.wait(max(0.0, min(next_heartbeat, next_telemetry) - time.monotonic()))
+    log.info("stopping")
+    return EXIT_OK
+
+
+def _send(run: AgentRun, send: Callable[[AgentRun], None]) -> bool:
+    """Send one message; True when it failed. A rejected credential propagates (we must exit)."""
+    try:
+        send(run)
+    except CredentialRejected:
+        raise
+    except PortalRejected as exc:
+        # Our bug (a payload the portal refuses), not the network: say so, keep the node alive.
+        log.error("%s", exc)
+        return True
+    except PortalUnavailable as exc:
+        log.warning("%s; next try at the next interval", exc)
+        return True
+    return False
+
+
+def _interval_clamp(seconds: float) -> float:
+    return max(_INTERVAL_MIN_S, min(_INTERVAL_MAX_S, seconds))
+
+
+class _RegistrationError(Exception):
+    pass

@@ -1,0 +1,197 @@
+"""Command line of the node agent (`neocloud-agent`, or `python -m provisioning.agent.main`).
+
+    neocloud-agent --portal https://portal.example --token <one-time token>     # first start
+    neocloud-agent --portal https://portal.example                              # later starts
+    neocloud-agent --portal http://127.0.0.1:8000 --simulate 8xH100-80GB --hostname sim-01 \\
+        --state-file /tmp/sim-01.json --token <token>                         # no GPUs here
+    neocloud-agent --capture /tmp/nvml-capture        # on a GPU host: write a test fixture
+
+Without --simulate the agent reads real NVML and refuses to start where NVML is unavailable; it
+never falls back to simulated GPUs on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .client import DEFAULT_STATE_FILE, PortalClient
+from .loop import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    AgentRun,
+    Sources,
+    agent_run,
+    sources_real,
+    sources_simulated,
+)
+
+log = logging.getLogger("neocloud.agent")
+
+CAPTURE_FILE = "nvml_capture.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments_parse(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    if args.capture:
+        return capture_write(Path(args.capture), hostname=args.hostname, disk_path=args.disk_path)
+    if not args.portal:
+        print("neocloud-agent: --portal URL is required (or --capture DIR)", file=sys.stderr)
+        return EXIT_USAGE
+
+    if args.simulate:
+        try:
+            sources = sources_simulated(args.simulate, args.hostname, args.disk_path)
+        except ValueError as exc:
+            print(f"neocloud-agent: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        log.warning("SIMULATED GPUs (%s): for development and scale tests only", args.simulate)
+        return _run(args, sources)
+
+    from .nvml import nvml_session, nvml_unavailable_reason
+
+    reason = nvml_unavailable_reason()
+    if reason:
+        print(f"neocloud-agent: NVML is unavailable on this host ({reason}); "
+              "use --simulate SPEC for a simulated node", file=sys.stderr)
+        return EXIT_ERROR
+    # One NVML session for the whole run makes each periodic read cheap.
+    with nvml_session():
+        return _run(args, sources_real(args.hostname, args.disk_path))
+
+
+def _run(args: argparse.Namespace, sources: Sources) -> int:
+    stop = threading.Event()
+    run = AgentRun(
+        client=PortalClient(args.portal, stop=stop),
+        sources=sources,
+        state_path=Path(args.state_file).expanduser(),
+        token=args.token or os.environ.get("NEOCLOUD_AGENT_TOKEN"),
+        telemetry_interval_s=args.telemetry_interval,
+        stop=stop,
+    )
+    previous = _stop_on_signals(stop)
+    try:
+        return agent_run(run, once=args.once)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_on_signals(stop: threading.Event) -> dict:
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # signals can only be handled in the main thread (e.g. main() under a test)
+
+    def handler(signum, _frame):
+        log.info("%s received", signal.Signals(signum).name)
+        stop.set()
+
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def capture_write(directory: Path, *, hostname: str | None = None, disk_path: str = "/") -> int:
+    """Read real NVML once and write raw reads + parsed payloads as JSON, for a test fixture."""
+    from .host import host_facts_read
+    from .inventory import inventory_from_nvml, telemetry_from_nvml
+    from .nvml import (
+        nvml_inventory_read,
+        nvml_session,
+        nvml_telemetry_read,
+        nvml_unavailable_reason,
+    )
+
+    reason = nvml_unavailable_reason()
+    if reason:
+        print(f"neocloud-agent: cannot capture, NVML is unavailable here ({reason})",
+              file=sys.stderr)
+        return EXIT_ERROR
+    with nvml_session():
+        inventory_raw = nvml_inventory_read()
+        telemetry_raw = nvml_telemetry_read()
+    host = host_facts_read(hostname, disk_path)
+    inventory = inventory_from_nvml(inventory_raw, host).to_payload()
+    telemetry = telemetry_from_nvml(telemetry_raw).to_payload()
+    capture = {
+        "source": f"captured by `neocloud-agent --capture` on {host['hostname']} "
+                  f"at {inventory_raw['read_at']}",
+        "host": host,
+        "inventory_raw": inventory_raw,
+        "telemetry_raw": telemetry_raw,
+        "inventory_payload": inventory,
+        "telemetry_payload": telemetry,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "nvml_inventory_raw.json": inventory_raw,
+        "nvml_telemetry_raw.json": telemetry_raw,
+        "inventory_payload.json": inventory,
+        "telemetry_payload.json": telemetry,
+        CAPTURE_FILE: capture,
+    }
+    for name, content in files.items():
+        (directory / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+
+    print(f"driver {inventory['driver_version']}, CUDA {inventory['cuda_version']}, "
+          f"NVML {inventory_raw['nvml_version']}, {len(inventory['gpus'])} GPU(s)")
+    for gpu in inventory["gpus"]:
+        mig = {None: "no MIG", False: "MIG off", True: "MIG on"}[gpu["mig_mode_current"]]
+        memory = f"{gpu['memory_bytes'] / 2**30:.1f} GiB" if gpu["memory_bytes"] else "? GiB"
+        print(f"  GPU{gpu['index']} {gpu['name']} {gpu['uuid']} {memory} {mig} "
+              f"({len(gpu['mig_devices'])} MIG devices) health={gpu['health']}"
+              + (f" {gpu['health_reasons']}" if gpu["health_reasons"] else ""))
+    errors = {g["index"]: g["errors"] for g in inventory_raw["gpus"] if g.get("errors")}
+    if errors or inventory_raw["errors"]:
+        print(f"  NVML field errors: {inventory_raw['errors'] or ''} {errors}")
+    print(f"wrote {', '.join(files)} to {directory}")
+    print(f"commit {directory / CAPTURE_FILE} as tests/agent/fixtures/nvml_<gpu>_capture.json")
+    return EXIT_OK
+
+
+def _arguments_parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="neocloud-agent",
+        description="Neocloud node agent: reports this GPU host to the portal.",
+    )
+    parser.add_argument("--portal", help="portal base URL, e.g. https://portal.example")
+    parser.add_argument("--token", help="one-time registration token (first start only; "
+                        "or env NEOCLOUD_AGENT_TOKEN)")
+    parser.add_argument("--state-file", default=str(DEFAULT_STATE_FILE),
+                        help="where node id and credential are kept (default %(default)s)")
+    parser.add_argument("--simulate", metavar="SPEC",
+                        help="report SIMULATED GPUs, e.g. 8xH100-80GB, 4xH200-141GB, "
+                        "8xA100-80GB, 2xL40S-48GB, 8xH100-80GB,mig=1g.10gb*7")
+    parser.add_argument("--hostname", help="report this hostname (several simulated agents on "
+                        "one machine need different ones)")
+    parser.add_argument("--disk-path", default="/", help="path whose disk size is reported")
+    parser.add_argument("--telemetry-interval", type=_positive_float, default=10.0,
+                        metavar="SECONDS", help="seconds between telemetry reports")
+    parser.add_argument("--once", action="store_true",
+                        help="register or resume, send one heartbeat and telemetry, exit")
+    parser.add_argument("--capture", metavar="DIR",
+                        help="write real NVML reads and payloads as JSON into DIR, then exit")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    if args.capture and args.simulate:
+        parser.error("--capture reads real NVML; it cannot be combined with --simulate")
+    return args
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
