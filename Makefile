@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint system-packages
 
-run: $(STAMP)
+run: $(STAMP) system-packages
 	@$(PY) -m portal.runtime.launcher
 
 test: $(STAMP) system-packages
@@ -25,12 +25,22 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-# The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+# Debian packages: nginx is the front proxy (run and test); Chromium drives the browser tests
+# (Playwright's own browser download is not used). The nginx package's own system service is
+# stopped: the portal runs nginx itself, with its own configuration.
+run:  DEBIAN_PACKAGES = nginx
+test: DEBIAN_PACKAGES = nginx chromium
 system-packages:
-	@command -v chromium >/dev/null || { \
+	@missing=""; \
+	for package in $(DEBIAN_PACKAGES); do \
+	  command -v $$package >/dev/null || test -x /usr/sbin/$$package || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "Installing Debian's chromium for the browser tests …"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "Installing Debian packages:$$missing …"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	      && { service nginx stop >/dev/null 2>&1 || true; }; \
 	  else \
-	    echo "portal: the browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; \
-	  fi; }
+	    echo "portal: please install Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi

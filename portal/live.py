@@ -13,7 +13,11 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
+from django.http import HttpRequest
+from django.middleware.csrf import get_token
+from django.template.loader import render_to_string
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,19 @@ class LivePartialConsumer(AsyncWebsocketConsumer):
     def render(self) -> str:
         """Render the partial for this socket's user. Runs in a thread (ORM allowed)."""
         raise NotImplementedError
+
+    def render_partial(self, template: str, context: dict) -> str:
+        """Render `template` as the page did, with a CSRF token for this browser so that forms
+        inside a pushed partial still post (a push has no request to take one from)."""
+        return render_to_string(template, {**context, "csrf_token": self._csrf_token()})
+
+    def _csrf_token(self) -> str | None:
+        secret = self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME)
+        if not secret:
+            return None
+        request = HttpRequest()
+        request.META["CSRF_COOKIE"] = secret
+        return get_token(request)  # masked afresh, as the page itself does on every render
 
     async def connect(self) -> None:
         groups = await database_sync_to_async(self.authorize)()

@@ -2,20 +2,28 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from apps.instances.views.proxy_auth import notebook_auth
 from portal.health import healthz
 
 api_v1 = [
     path("", include("apps.accounts.api.urls")),
     path("catalog/", include("apps.catalog.api.urls")),
+    path("agent/", include("apps.capacity.api.urls")),
+    path("organizations/<slug:org_slug>/", include("apps.instances.api.urls")),
 ]
 
+# The API comes first: agents' heartbeats are the most frequent requests, and URL resolution
+# walks this list in order.
 urlpatterns = [
+    path("api/v1/", include(api_v1)),
     path("", include("apps.catalog.urls")),
     path("", include("apps.accounts.urls")),
+    path("", include("apps.instances.urls")),
     path("accounts/", include("allauth.urls")),
+    path("ops/", include("apps.capacity.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
-    path("api/v1/", include(api_v1)),
+    path("internal/notebook-auth", notebook_auth, name="notebook-auth"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

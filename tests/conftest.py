@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.factories.accounts import OrganizationFactory, UserFactory
-from tests.support.processes import celery_worker_start, live_portal_start
+from tests.support.processes import celery_beat_start, celery_worker_start, live_portal_start
 
 CHROMIUM = os.environ.get("PORTAL_CHROMIUM", "/usr/bin/chromium")
 
@@ -50,7 +50,7 @@ def live_portal(django_db_setup, django_db_blocker, process_logs):
     """The ASGI server (uvicorn) as a subprocess on the test database."""
     portal = live_portal_start(process_logs)
     yield portal
-    portal.web.stop()
+    portal.stop()
 
 
 @pytest.fixture(scope="session")
@@ -61,11 +61,21 @@ def celery_worker(live_portal, process_logs):
     worker.stop()
 
 
+@pytest.fixture(scope="session")
+def celery_beat(celery_worker, process_logs):
+    """Celery beat, so periodic tasks (node liveness, reconcilers) run as in production."""
+    beat = celery_beat_start(process_logs)
+    yield beat
+    beat.stop()
+
+
 # --- browser -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium():
+    # Function-scoped on purpose: Playwright's sync API runs an event loop in this thread while it
+    # is open, and later tests that call async_to_sync (e.g. live notifications) must not see it.
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
@@ -89,6 +99,7 @@ def chromium():
         )
         yield browser
         browser.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 @pytest.fixture
@@ -100,7 +111,8 @@ def browser_context(chromium):
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # PBKDF2's deliberate slowness would dominate in-process tests; the subprocesses of the
-    # integration and browser tests keep the production hasher.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def _fast_password_hashing(request, settings):
+    # PBKDF2's deliberate slowness would dominate in-process tests. Tests against the real
+    # portal processes keep the production hasher, so users they create can log in there.
+    if "live_portal" not in request.fixturenames:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

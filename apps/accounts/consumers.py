@@ -1,4 +1,4 @@
-from django.template.loader import render_to_string
+from django.http import Http404
 
 from portal.live import LivePartialConsumer
 
@@ -6,20 +6,26 @@ from .selectors import organization_access_get
 from .services import members_group
 from .views.members import MEMBERS_PARTIAL, members_context
 
+NO_LONGER_MEMBER = '<section id="members" data-testid="members"><p>You are no longer a member here.</p></section>'
+
 
 class MembersConsumer(LivePartialConsumer):
     """Pushes the members partial of one organization to its members' open pages."""
 
-    def authorize(self):
-        from django.http import Http404
+    def _access(self):
+        return organization_access_get(user=self.scope["user"], slug=self.scope["url_route"]["kwargs"]["slug"])
 
+    def authorize(self):
         try:
-            self.access = organization_access_get(
-                user=self.scope["user"], slug=self.scope["url_route"]["kwargs"]["slug"]
-            )
+            return [members_group(self._access().organization)]
         except Http404:
             return None
-        return [members_group(self.access.organization)]
 
     def render(self) -> str:
-        return render_to_string(MEMBERS_PARTIAL, members_context(self.access))
+        # Access is looked up again on every push: a member removed or demoted meanwhile must
+        # not keep seeing (or be offered) what their old role allowed.
+        try:
+            access = self._access()
+        except Http404:
+            return NO_LONGER_MEMBER
+        return self.render_partial(MEMBERS_PARTIAL, members_context(access))

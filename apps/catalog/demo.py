@@ -167,9 +167,14 @@ OFFERINGS = [
 ]
 
 IMAGES = [
+    # What notebooks run today: the node agent starts JupyterLab from its own Python environment
+    # (no container runtime yet), so the image says exactly that.
+    ("jupyterlab-4-host", "JupyterLab 4 (node's Python environment)",
+     "JupyterLab 4 and an IPython kernel from the node agent's environment, with the host's CUDA driver.",
+     [OfferingKind.NOTEBOOK]),
     ("pytorch-2-6-cuda-12-6-jupyterlab-4", "PyTorch 2.6 + CUDA 12.6 + JupyterLab 4",
      "Python 3.12, PyTorch 2.6, CUDA 12.6, cuDNN 9, JupyterLab 4.",
-     [OfferingKind.NOTEBOOK, OfferingKind.GPU_SLICE]),
+     [OfferingKind.GPU_SLICE]),
     ("ubuntu-22-04-cuda-12-6", "Ubuntu 22.04 LTS + CUDA 12.6",
      "NVIDIA driver 560, CUDA 12.6, Docker and the NVIDIA Container Toolkit.",
      [OfferingKind.BARE_METAL, OfferingKind.GPU_SLICE]),

@@ -197,12 +197,17 @@ class Image(models.Model):
     # A JSON list of OfferingKind values: an image applies to kinds, not to single offerings, and
     # a list keeps the catalog to one table without a join.
     offering_kinds = models.JSONField(default=list, blank=True)
+    # Extra Jupyter server arguments this image's notebooks start with (node agents pass them on).
+    notebook_args = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def applies_to(self, kind: str) -> bool:
+        return kind in (self.offering_kinds or [])
 
     def clean(self) -> None:
         kinds = self.offering_kinds

@@ -1,11 +1,13 @@
 """Reads of the catalog. The catalog is public: nothing here is scoped by organization.
 
 Current prices are chosen in the database (PostgreSQL DISTINCT ON), so a page costs the same
-few queries however many offerings, flavors or past prices there are.
+few queries however many offerings, flavors or past prices there are. Availability comes from
+apps.capacity (what exists), a fixed number of queries per region shown.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -40,11 +42,18 @@ def regions_active_list() -> QuerySet[Region]:
     return Region.objects.filter(is_active=True)
 
 
-def region_get_active(*, code: str) -> Region:
-    """The active region `code`, or a ValidationError that names the choices."""
-    region = regions_active_list().filter(code=code).first()
+def region_get_active(*, code: str, regions: Sequence[Region] | None = None) -> Region:
+    """The active region `code`, or a ValidationError that names the choices.
+
+    `regions`, the active regions when the caller has them already, saves the queries.
+    """
+    if regions is None:
+        region = regions_active_list().filter(code=code).first()
+    else:
+        region = next((r for r in regions if r.code == code), None)
     if region is None:
-        known = ", ".join(regions_active_list().values_list("code", flat=True)) or "none yet"
+        codes = regions_active_list().values_list("code", flat=True) if regions is None else [r.code for r in regions]
+        known = ", ".join(codes) or "none yet"
         raise ValidationError({"region": f"Unknown region '{code}'. Available regions: {known}."})
     return region
 
@@ -151,6 +160,9 @@ def offerings_public_list(
 class FlavorListing:
     flavor: Flavor
     prices: dict[str, Price]  # unit -> current price
+    # How many could be launched now in the listing's region (summed over active regions when
+    # none is chosen); None for flavors without a GPU, where capacity says nothing.
+    available: int | None = None
 
     @property
     def hourly(self) -> Price | None:
@@ -178,6 +190,7 @@ class OfferingListing:
     offering: Offering
     flavors: list[FlavorListing]
     launchable: bool
+    region: Region | None = None  # the region of the prices and availability; None: all regions
 
     @property
     def is_token_endpoint(self) -> bool:
@@ -198,27 +211,68 @@ class Storefront:
     groups: list[KindGroup] = field(default_factory=list)
 
 
-def _offering_listing(offering: Offering, launchable: frozenset[str]) -> OfferingListing:
+def flavors_availability_get(
+    *, flavors: Iterable[Flavor], regions: Iterable[Region]
+) -> dict[int, int]:
+    """How many of each GPU flavor could be launched now, summed over `regions`.
+
+    Capacity's count per region (a fixed few queries each); flavors without a GPU are left out.
+    """
+    # Imported here: capacity is built on the catalog, so the catalog never imports it at load.
+    from apps.capacity.selectors.availability import flavor_availability
+
+    gpu_flavors = [f for f in flavors if f.slice_kind != SliceKind.NONE]
+    totals: dict[int, int] = {f.pk: 0 for f in gpu_flavors}
+    if not gpu_flavors:
+        return totals
+    for region in regions:
+        for flavor_id, count in flavor_availability(flavors=gpu_flavors, region=region).items():
+            totals[flavor_id] = totals.get(flavor_id, 0) + count
+    return totals
+
+
+def _availability_regions(
+    *, region: Region | None, regions: Sequence[Region] | None
+) -> Sequence[Region]:
+    if region is not None:
+        return [region]
+    return regions if regions is not None else list(regions_active_list())
+
+
+def _offering_listing(
+    offering: Offering, launchable: frozenset[str], available: dict[int, int], region: Region | None
+) -> OfferingListing:
     flavors = [
-        FlavorListing(flavor=f, prices={p.unit: p for p in getattr(f, CURRENT_PRICES_ATTR)})
+        FlavorListing(
+            flavor=f, prices={p.unit: p for p in getattr(f, CURRENT_PRICES_ATTR)}, available=available.get(f.pk)
+        )
         for f in offering.flavors.all()
     ]
     return OfferingListing(
-        offering=offering, flavors=flavors, launchable=offering.kind in launchable
+        offering=offering, flavors=flavors, launchable=offering.kind in launchable, region=region
     )
 
 
-def storefront_list(*, region_code: str | None, currency: str = DEFAULT_CURRENCY) -> Storefront:
-    """Public offerings grouped by kind (in OfferingKind's order) with flavors and prices.
+def storefront_list(
+    *, region_code: str | None, currency: str = DEFAULT_CURRENCY, regions: Sequence[Region] | None = None
+) -> Storefront:
+    """Public offerings grouped by kind (in OfferingKind's order) with flavors, prices and
+    availability.
 
-    Without a region the all-regions list prices are shown. An unknown or inactive region
-    raises ValidationError with a message fit to show the user.
+    Without a region the all-regions list prices are shown, with availability summed over the
+    active regions. `regions`: the active regions, when the caller has them already. An unknown
+    or inactive region raises ValidationError with a message fit to show the user.
     """
-    region = region_get_active(code=region_code) if region_code else None
+    region = region_get_active(code=region_code, regions=regions) if region_code else None
     launchable = launchable_kinds()
+    offerings = list(offerings_public_list(region=region, currency=currency))
+    available = flavors_availability_get(
+        flavors=[f for offering in offerings for f in offering.flavors.all()],
+        regions=_availability_regions(region=region, regions=regions),
+    )
     by_kind: dict[str, list[OfferingListing]] = {}
-    for offering in offerings_public_list(region=region, currency=currency):
-        by_kind.setdefault(offering.kind, []).append(_offering_listing(offering, launchable))
+    for offering in offerings:
+        by_kind.setdefault(offering.kind, []).append(_offering_listing(offering, launchable, available, region))
     groups = [
         KindGroup(kind=kind.value, label=kind.label, offerings=by_kind[kind.value])
         for kind in OfferingKind
@@ -228,11 +282,16 @@ def storefront_list(*, region_code: str | None, currency: str = DEFAULT_CURRENCY
 
 
 def offering_listing_get(
-    *, slug: str, region_code: str | None, currency: str = DEFAULT_CURRENCY
+    *, slug: str, region_code: str | None, currency: str = DEFAULT_CURRENCY,
+    regions: Sequence[Region] | None = None,
 ) -> OfferingListing:
-    """One public offering with flavors and prices; 404 for unknown or non-public slugs."""
-    region = region_get_active(code=region_code) if region_code else None
+    """One public offering with flavors, prices and availability; 404 for unknown or non-public
+    slugs. `regions` as for storefront_list."""
+    region = region_get_active(code=region_code, regions=regions) if region_code else None
     offering = offerings_public_list(region=region, currency=currency).filter(slug=slug).first()
     if offering is None:
         raise Http404("No such offering.")
-    return _offering_listing(offering, launchable_kinds())
+    available = flavors_availability_get(
+        flavors=offering.flavors.all(), regions=_availability_regions(region=region, regions=regions)
+    )
+    return _offering_listing(offering, launchable_kinds(), available, region)

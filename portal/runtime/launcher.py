@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_url, redis_start
+from .proxy import ProxyError, front_proxy_start
 
 DEMO_LOGIN = ("demo@neocloud.localhost", "demo-password-123")
 OPERATOR_LOGIN = ("operator@neocloud.localhost", "operator-password-123")
@@ -59,6 +61,12 @@ class Supervisor:
                 os.killpg(child.pid, signal.SIGKILL)
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -91,11 +99,31 @@ def _wait_healthy(url: str, supervisor: Supervisor, timeout: float = 60) -> None
     raise LaunchError(f"the web server did not answer {url}/healthz within {timeout:.0f} s")
 
 
-def _agent_argv(env: dict[str, str], url: str) -> list[str] | None:
-    """The local node agent, once the portal has the capacity app it registers with."""
+LOCAL_SIMULATION = "8xH100-80GB"
+
+
+def _agent_argv(env: dict[str, str], url: str, root) -> list[str] | None:
+    """The local node agent: real NVML when this host has NVIDIA GPUs, else a simulated node."""
     if importlib.util.find_spec("apps.capacity") is None:
         return None
-    return [sys.executable, "-m", "provisioning.agent.local", "--portal", url]
+    from provisioning.agent.nvml import nvml_available
+
+    state_file = root / "agent" / "state.json"
+    argv = [sys.executable, "-m", "provisioning.agent.main", "--portal", url, "--state-file", str(state_file)]
+    if not state_file.exists():
+        token = subprocess.run(
+            [sys.executable, "manage.py", "capacity_token_create", "--note", "local agent of make run"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if token.returncode != 0:
+            raise LaunchError(f"could not create the local agent's token: {token.stderr.strip()[-300:]}")
+        argv += ["--token", token.stdout.strip()]
+    if not nvml_available():
+        argv += ["--simulate", LOCAL_SIMULATION, "--hostname", "local-simulated-node"]
+        print(f"  No NVIDIA GPU here: the local agent reports a SIMULATED {LOCAL_SIMULATION} node.", flush=True)
+    return argv
 
 
 def run(host: str, port: int) -> int:
@@ -108,6 +136,8 @@ def run(host: str, port: int) -> int:
     url = f"http://{host}:{port}"
     env.setdefault("PORTAL_BASE_URL", url)
     env.setdefault("PORTAL_EMAIL_DIR", str(root / "mail"))
+    # Shared by the web processes and the front proxy for this run only.
+    env.setdefault("PORTAL_PROXY_SECRET", secrets.token_urlsafe(32))
 
     started_postgres = started_redis = None
     if not env.get("DATABASE_URL"):
@@ -129,6 +159,8 @@ def run(host: str, port: int) -> int:
     try:
         _manage(env, "migrate", "--noinput", "-v", "0")
         _manage(env, "demo_load")
+        # The browser talks to the front proxy on `port`; the ASGI server listens on loopback only.
+        web_port = _free_loopback_port()
         supervisor.spawn(
             "web",
             [
@@ -137,9 +169,9 @@ def run(host: str, port: int) -> int:
                 "uvicorn",
                 "portal.asgi:application",
                 "--host",
-                host,
+                "127.0.0.1",
                 "--port",
-                str(port),
+                str(web_port),
                 "--no-access-log",
                 "--lifespan",
                 "off",
@@ -177,10 +209,17 @@ def run(host: str, port: int) -> int:
                 str(root / "celerybeat-schedule"),
             ],
         )
-        agent = _agent_argv(env, url)
+        _wait_healthy(f"http://127.0.0.1:{web_port}", supervisor)
+        proxy = front_proxy_start(
+            root=root / "nginx",
+            listen=f"{host}:{port}",
+            portal=f"127.0.0.1:{web_port}",
+            secret=env["PORTAL_PROXY_SECRET"],
+        )
+        supervisor.children["proxy"] = proxy.process
+        agent = _agent_argv(env, url, root)
         if agent:
             supervisor.spawn("agent", agent)
-        _wait_healthy(url, supervisor)
         print(
             "\n"
             f"  Neocloud portal is up: {url}/\n"
@@ -214,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args.host, args.port)
-    except (LaunchError, EmbeddedServiceError) as exc:
+    except (LaunchError, EmbeddedServiceError, ProxyError) as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1
 

@@ -31,6 +31,9 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
     # previous run's counters must not throttle this one's sign-ups.
     os.environ.setdefault("PORTAL_CHANNEL_PREFIX", f"test-{os.getpid()}")
     os.environ.setdefault("PORTAL_CACHE_PREFIX", f"test-{os.getpid()}")
+    # The test process opens connections from many threads (concurrency tests) and pytest-django
+    # manages them itself; the portal processes it starts get the pool back (support/processes.py).
+    os.environ["PORTAL_DB_POOL_MAX_SIZE"] = "0"
     if not os.environ.get("DATABASE_URL"):
         # A server another run started is left for that run to stop.
         if not postgres_running(root):

@@ -1,5 +1,7 @@
 """REST API v1 (Django REST framework) and its OpenAPI schema."""
 
+from .env import env_str
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.accounts.api.authentication.ApiKeyAuthentication",
@@ -12,6 +14,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
     "DEFAULT_VERSIONING_CLASS": None,
+    "DEFAULT_THROTTLE_RATES": {
+        # Registration is the only agent call without a credential: bound token guessing.
+        "agent-register": env_str("PORTAL_AGENT_REGISTER_RATE", "120/min"),
+    },
 }
 
 SPECTACULAR_SETTINGS = {

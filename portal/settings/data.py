@@ -46,4 +46,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "capacity-node-liveness": {
+        "task": "apps.capacity.tasks.node_liveness_check",
+        # Half the heartbeat interval: see CAPACITY_HEARTBEAT_MISSES.
+        "schedule": env_int("PORTAL_HEARTBEAT_INTERVAL_S", 10) / 2,
+    },
+    "instances-reconcile": {
+        "task": "provisioning.tasks.instances_reconcile",
+        "schedule": env_int("PORTAL_RECONCILE_EVERY_S", 5),
+    },
+}

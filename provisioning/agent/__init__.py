@@ -7,5 +7,8 @@ checkout with `PYTHONPATH=.` runs it. Only `nvml.py` touches pynvml.
 
 Modules: `nvml` (raw NVML reads), `host` (CPU, RAM, disk), `inventory` (the wire format and the
 pure parsers from raw reads), `simulate` (clearly labelled fake GPUs), `client` (the HTTP
-protocol), `loop` (register, heartbeat, telemetry), `main` (the command line).
+protocol), `loop` (register, heartbeat, telemetry), `main` (the command line), and the package
+`workloads` (JupyterLab notebook servers started and stopped to the portal's desired state, with
+a warm pool; it needs `jupyterlab` and `ipykernel` installed for the interpreter that runs the
+agent, and nothing else beyond the standard library).
 """

@@ -19,8 +19,9 @@ All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UT
        -> 200 {"heartbeat_interval_s": <int>, "desired_workloads": [...]}
 
    `inventory` is null when unchanged since the last one the portal accepted (register or a 2xx
-   heartbeat); a restarted agent sends it on its first heartbeat. The agent stores
-   `desired_workloads` but does not act on them yet.
+   heartbeat); a restarted agent sends it on its first heartbeat. `desired_workloads` is the
+   desired state of this node's workloads (see 4); the reply may add `"workloads_version": <int>`
+   (the long-poll's version of that list), which lets the agent order it against long-poll answers.
 
 3. Telemetry, every `--telemetry-interval` seconds:
 
@@ -28,20 +29,57 @@ All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UT
        {"seq": <int>, "telemetry": <NodeTelemetry payload>}
        -> 202
 
-`seq` is one counter per agent run shared by heartbeat and telemetry, starting at the agent's
+4. Desired workloads, long-polled by a background thread (and in every heartbeat reply):
+
+       GET {portal}/api/v1/agent/workloads?version=<last version seen, 0 at start>&wait=25
+       -> 200 {"version": <int>, "workloads": [<workload spec>, ...]}
+
+   The portal answers at once when its version differs from the one sent, else after up to
+   `wait` seconds with the same version. Each answer is the full list for this node; a workload
+   that is no longer listed is stopped (its working directory is kept). A workload spec:
+
+       {"id": "<instance uuid>", "kind": "notebook", "state": "running" | "stopped" | "deleted",
+        "gpus": ["GPU-<uuid>" | "MIG-<uuid>", ...], "jupyter_args": ["--Class.option=value", ...]}
+
+   Unknown kinds are ignored (logged). "deleted" stops the workload and removes its working
+   directory. jupyter_args may not set what the agent owns (ip, port, base_url, root_dir, token,
+   password, allow_origin, xsrf, kernelspecs, config files): such a spec is reported failed.
+   5xx, timeouts and connection errors: retried with backoff; 401/403: the agent exits; 404 (a
+   portal without the endpoint): heartbeats alone carry the desired state.
+
+5. Workload status, on every transition of a workload and every telemetry interval while it runs:
+
+       POST {portal}/api/v1/agent/workloads/<instance id>/status
+       {"seq": <int>, "state": "starting" | "running" | "stopped" | "failed",
+        "reason": <str, ≤ 1000 chars> | null, "route_slot": <str> | null, "host": <str> | null,
+        "port": <int> | null, "token": <str> | null, "pooled": <bool>, "started_at": "<iso>" | null,
+        "activity": {"last_activity": "<iso>" | null, "kernels": <int>, "busy_kernels": <int>,
+                     "connections": <int>} | null}
+       -> 202; 409 when stale (ignored); 404 when the portal does not know the instance (the
+          agent stops its server and reports nothing more about it in this run)
+
+   "running" carries route_slot/host/port/token: the notebook is served at
+   http://<host>:<port>/nb/<route_slot>/ and wants `Authorization: token <token>` (or ?token=).
+   "failed" carries a reason (with the last lines of Jupyter's output). "starting" carries only
+   route_slot. `started_at` is when Jupyter first answered, or for a warm-pool server (`pooled`)
+   the moment it was handed to this instance: metering starts there.
+
+`seq` is one counter per agent run shared by all of the above, starting at the agent's
 start time in milliseconds since the epoch and going up by one per message, so a restarted
 agent's messages are always newer than the previous run's: the portal ignores a message whose
-seq is not above the last it saw for that node and kind.
+seq is not above the last it saw for that node and kind (for workload status: that instance).
 
 Errors: a 4xx is a bug on our side or a bad credential, never retried; the portal's JSON
 `{"detail": "..."}` (or the raw body) is logged. 401/403 on heartbeat or telemetry means the
-node's credential is no longer valid: the agent exits, and re-registering needs a new token.
+node's credential is no longer valid (likewise on the long-poll and workload status): the agent
+exits, and re-registering needs a new token.
 5xx, timeouts and connection errors are transient: retried with capped exponential backoff and
 full jitter.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -100,6 +138,17 @@ class Registration:
 class HeartbeatReply:
     heartbeat_interval_s: int
     desired_workloads: list = field(default_factory=list)
+    workloads_version: int | None = None
+
+
+@dataclass
+class WorkloadsAnswer:
+    version: int
+    workloads: list
+
+
+# What the portal made of a workload status report.
+STATUS_ACCEPTED, STATUS_STALE, STATUS_UNKNOWN = "accepted", "stale", "unknown"
 
 
 @dataclass
@@ -121,10 +170,14 @@ class PortalClient:
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
         stop: threading.Event | None = None,
+        status_retry: RetryPolicy | None = None,
     ):
         self.portal_url = portal_url.rstrip("/")
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
+        # A workload status report is repeated at the next telemetry tick anyway: give up sooner,
+        # so a portal outage does not hold up stopping a workload for a minute.
+        self.status_retry = status_retry or RetryPolicy(attempts=3, base_s=0.5, cap_s=4.0)
         self.stop = stop or threading.Event()
         self.node_id: str | None = None
         self.credential: str | None = None
@@ -150,44 +203,82 @@ class PortalClient:
     def heartbeat(self, seq: int, sent_at: str, inventory: dict | None) -> HeartbeatReply:
         reply = self._post("/api/v1/agent/heartbeat",
                            {"seq": seq, "sent_at": sent_at, "inventory": inventory})
+        version = reply.get("workloads_version")
         return HeartbeatReply(
             heartbeat_interval_s=int(
                 reply.get("heartbeat_interval_s", DEFAULT_HEARTBEAT_INTERVAL_S)
             ),
             desired_workloads=list(reply.get("desired_workloads") or []),
+            workloads_version=version if isinstance(version, int) else None,
         )
 
     def telemetry(self, seq: int, telemetry: dict) -> None:
         self._post("/api/v1/agent/telemetry", {"seq": seq, "telemetry": telemetry})
 
+    def workloads_poll(self, version: int, wait_s: float) -> WorkloadsAnswer:
+        """One long-poll, no retries here: the watch thread owns the backoff."""
+        path = f"/api/v1/agent/workloads?version={int(version)}&wait={wait_s:g}"
+        try:
+            reply = self._request_once("GET", path, None, self._headers(True),
+                                       timeout_s=wait_s + self.timeout_s)
+        except _Transient as exc:
+            raise PortalUnavailable(f"portal {path}: {exc}") from exc
+        try:
+            return WorkloadsAnswer(version=int(reply["version"]),
+                                   workloads=list(reply.get("workloads") or []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PortalRejected(path, 200, f"reply lacks version/workloads: {exc}") from exc
+
+    def workload_status(self, instance_id: str, body: dict) -> str:
+        """STATUS_ACCEPTED, STATUS_STALE (409) or STATUS_UNKNOWN (404: stop the workload)."""
+        path = f"/api/v1/agent/workloads/{instance_id}/status"
+        try:
+            self._post(path, body, retry=self.status_retry)
+        except CredentialRejected:
+            raise
+        except PortalRejected as exc:
+            if exc.status == 409:
+                return STATUS_STALE
+            if exc.status == 404:
+                return STATUS_UNKNOWN
+            raise
+        return STATUS_ACCEPTED
+
     # --- transport ------------------------------------------------------------------------------
 
-    def _post(self, path: str, body: dict, *, authenticated: bool = True) -> dict:
+    def _headers(self, authenticated: bool) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "User-Agent": "neocloud-agent/1"}
         if authenticated:
             if not self.node_id or not self.credential:
                 raise RuntimeError("not registered: no node credential to authenticate with")
             headers["Authorization"] = f"Node {self.node_id}:{self.credential}"
+        return headers
+
+    def _post(self, path: str, body: dict, *, authenticated: bool = True,
+              retry: RetryPolicy | None = None) -> dict:
+        headers = self._headers(authenticated)
+        retry = retry or self.retry
         data = json.dumps(body).encode()
-        for attempt in range(self.retry.attempts):
+        for attempt in range(retry.attempts):
             if attempt:
-                delay = self.retry.delay_s(attempt - 1)
+                delay = retry.delay_s(attempt - 1)
                 if self.stop.wait(delay):
                     raise AgentStopping()
             try:
-                return self._post_once(path, data, headers)
+                return self._request_once("POST", path, data, headers)
             except _Transient as exc:
                 log.warning("portal %s: %s (try %d of %d)", path, exc, attempt + 1,
-                            self.retry.attempts)
+                            retry.attempts)
         raise PortalUnavailable(f"portal {path} still unavailable after "
-                                f"{self.retry.attempts} tries")
+                                f"{retry.attempts} tries")
 
-    def _post_once(self, path: str, data: bytes, headers: dict) -> dict:
+    def _request_once(self, method: str, path: str, data: bytes | None, headers: dict,
+                      timeout_s: float | None = None) -> dict:
         request = urllib.request.Request(self.portal_url + path, data=data, headers=headers,
-                                         method="POST")
+                                         method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s) as response:
                 return _json_or_empty(response.read())
         except urllib.error.HTTPError as exc:
             detail = _error_detail(exc.read())
@@ -196,7 +287,8 @@ class PortalClient:
             if exc.code in (401, 403):
                 raise CredentialRejected(path, exc.code, detail) from exc
             raise PortalRejected(path, exc.code, detail) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError,
+                http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise _Transient(f"cannot reach {self.portal_url}: {reason}") from exc
 

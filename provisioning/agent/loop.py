@@ -1,4 +1,7 @@
-"""The agent's run: register (or resume), then heartbeat and telemetry until told to stop."""
+"""The agent's run: register (or resume), then heartbeat and telemetry until told to stop.
+
+With a `WorkloadService` (not with --once) it also runs notebook workloads: a long-poll thread
+for the desired state and one thread per active workload (see `workloads/`)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .client import (
     AgentState,
@@ -22,6 +26,9 @@ from .client import (
 )
 from .host import host_facts_read
 from .inventory import NodeInventory, NodeTelemetry, inventory_from_nvml, telemetry_from_nvml
+
+if TYPE_CHECKING:
+    from .workloads.service import WorkloadService
 
 log = logging.getLogger("neocloud.agent")
 
@@ -83,11 +90,21 @@ class AgentRun:
     next_seq: int = field(default_factory=seq_start)
     heartbeat_interval_s: float = 10
     inventory_accepted: dict | None = None  # the last payload the portal took
-    desired_workloads: list = field(default_factory=list)  # acted on in a later issue
+    desired_workloads: list = field(default_factory=list)  # as of the last heartbeat reply
+    workloads: WorkloadService | None = None  # notebooks; None: this agent runs none
+    fatal: Exception | None = None  # set by a background thread that must end the run
+    _seq_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def seq_take(self) -> int:
-        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        # Heartbeats, telemetry and workload reports (other threads) share the counter.
+        with self._seq_lock:
+            seq, self.next_seq = self.next_seq, self.next_seq + 1
         return seq
+
+    def fatal_set(self, exc: Exception) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop.set()
 
 
 def agent_run(run: AgentRun, *, once: bool = False) -> int:
@@ -105,16 +122,36 @@ def agent_run(run: AgentRun, *, once: bool = False) -> int:
                 log.warning("%s; trying again in %ds", exc, run.heartbeat_interval_s)
                 if run.stop.wait(run.heartbeat_interval_s):
                     return EXIT_OK
-        return _loop(run, once=once)
+        if once or run.workloads is None:
+            return _loop(run, once=once)
+        run.workloads.start(run.client, run.seq_take, run.stop, run.telemetry_interval_s,
+                            run.fatal_set)
+        try:
+            return _loop(run, once=False)
+        finally:
+            run.workloads.shutdown()
     except AgentStopping:
+        if run.fatal is not None:
+            return _fatal_exit(run)
         return EXIT_OK
     except CredentialRejected as exc:
-        log.error("%s. This node's credential is not valid (any more): delete %s and start the "
-                  "agent again with a new --token to re-register.", exc, run.state_path)
-        return EXIT_REJECTED
+        return _credential_rejected(run, exc)
     except _RegistrationError as exc:
         log.error("%s", exc)
         return EXIT_REJECTED
+
+
+def _credential_rejected(run: AgentRun, exc: Exception) -> int:
+    log.error("%s. This node's credential is not valid (any more): delete %s and start the "
+              "agent again with a new --token to re-register.", exc, run.state_path)
+    return EXIT_REJECTED
+
+
+def _fatal_exit(run: AgentRun) -> int:
+    if isinstance(run.fatal, CredentialRejected):
+        return _credential_rejected(run, run.fatal)
+    log.error("%s", run.fatal)
+    return EXIT_ERROR
 
 
 def agent_register_or_resume(run: AgentRun, inventory: NodeInventory) -> AgentState:
@@ -170,8 +207,10 @@ def agent_heartbeat(run: AgentRun) -> None:
         log.info("heartbeat interval now %ss", interval)
         run.heartbeat_interval_s = interval
     if reply.desired_workloads != run.desired_workloads:
-        log.info("desired workloads: %d (not acted on yet)", len(reply.desired_workloads))
+        log.info("desired workloads in heartbeat: %d", len(reply.desired_workloads))
         run.desired_workloads = reply.desired_workloads
+    if run.workloads is not None:
+        run.workloads.desired_from_heartbeat(reply.desired_workloads, reply.workloads_version)
 
 
 def agent_telemetry_send(run: AgentRun) -> None:
@@ -199,6 +238,8 @@ def _loop(run: AgentRun, *, once: bool) -> int:
         if once:
             return EXIT_OK
         run.stop.wait(max(0.0, min(next_heartbeat, next_telemetry) - time.monotonic()))
+    if run.fatal is not None:
+        return _fatal_exit(run)
     log.info("stopping")
     return EXIT_OK
 

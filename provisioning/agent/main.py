@@ -5,6 +5,8 @@
     neocloud-agent --portal http://127.0.0.1:8000 --simulate 8xH100-80GB --hostname sim-01 \\
         --state-file /tmp/sim-01.json --token <token>                         # no GPUs here
     neocloud-agent --capture /tmp/nvml-capture        # on a GPU host: write a test fixture
+    neocloud-agent --portal https://portal.example --notebook-pool 2 \\
+        --workload-root /var/lib/neocloud/workloads --host-address 10.0.0.12   # notebooks
 
 Without --simulate the agent reads real NVML and refuses to start where NVML is unavailable; it
 never falls back to simulated GPUs on its own.
@@ -20,6 +22,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .client import DEFAULT_STATE_FILE, PortalClient
 from .loop import (
@@ -32,6 +35,9 @@ from .loop import (
     sources_real,
     sources_simulated,
 )
+
+if TYPE_CHECKING:
+    from .workloads.service import WorkloadService
 
 log = logging.getLogger("neocloud.agent")
 
@@ -71,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, sources: Sources) -> int:
     stop = threading.Event()
+    workloads = None
+    if not args.once:  # --once only registers and reports: it runs no workloads
+        workloads = _workloads(args)
+        if workloads is None:
+            return EXIT_USAGE
     run = AgentRun(
         client=PortalClient(args.portal, stop=stop),
         sources=sources,
@@ -78,6 +89,7 @@ def _run(args: argparse.Namespace, sources: Sources) -> int:
         token=args.token or os.environ.get("NEOCLOUD_AGENT_TOKEN"),
         telemetry_interval_s=args.telemetry_interval,
         stop=stop,
+        workloads=workloads,
     )
     previous = _stop_on_signals(stop)
     try:
@@ -85,6 +97,28 @@ def _run(args: argparse.Namespace, sources: Sources) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _workloads(args: argparse.Namespace) -> WorkloadService | None:
+    """The notebook side, checked and prepared; None (after saying why) when the flags are bad."""
+    from .workloads.service import WorkloadOptions, WorkloadService
+
+    state_dir = Path(args.state_file).expanduser().parent
+    if not args.workload_root:
+        # Made here first, so it gets the private mode state_save would give it.
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root = Path(args.workload_root) if args.workload_root else state_dir / "workloads"
+    service = WorkloadService(WorkloadOptions(
+        workload_root=root.expanduser().absolute(), workload_user=args.workload_user,
+        host_address=args.host_address, pool_size=args.notebook_pool,
+        start_timeout_s=args.notebook_start_timeout,
+    ))
+    try:
+        service.prepare()
+    except (ValueError, OSError) as exc:
+        print(f"neocloud-agent: {exc}", file=sys.stderr)
+        return None
+    return service
 
 
 def _stop_on_signals(stop: threading.Event) -> dict:
@@ -159,7 +193,8 @@ def capture_write(directory: Path, *, hostname: str | None = None, disk_path: st
 def _arguments_parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="neocloud-agent",
-        description="Neocloud node agent: reports this GPU host to the portal.",
+        description="Neocloud node agent: reports this GPU host to the portal and runs its "
+        "notebook workloads.",
     )
     parser.add_argument("--portal", help="portal base URL, e.g. https://portal.example")
     parser.add_argument("--token", help="one-time registration token (first start only; "
@@ -175,7 +210,23 @@ def _arguments_parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--telemetry-interval", type=_positive_float, default=10.0,
                         metavar="SECONDS", help="seconds between telemetry reports")
     parser.add_argument("--once", action="store_true",
-                        help="register or resume, send one heartbeat and telemetry, exit")
+                        help="register or resume, send one heartbeat and telemetry, exit "
+                        "(runs no workloads)")
+    parser.add_argument("--notebook-pool", type=_count, default=0, metavar="N",
+                        help="keep N unassigned JupyterLab servers warm for instant hand-out "
+                        "(default 0: off)")
+    parser.add_argument("--workload-root", metavar="DIR",
+                        help="where notebook working directories and server slots live "
+                        "(default: 'workloads' next to the state file)")
+    parser.add_argument("--workload-user", default="nobody", metavar="USER",
+                        help="unprivileged user notebooks run as when the agent is root "
+                        "(default %(default)s; a non-root agent runs them as itself)")
+    parser.add_argument("--host-address", default="127.0.0.1", metavar="ADDRESS",
+                        help="address notebook servers listen on and the portal's proxy "
+                        "reaches them at (default %(default)s)")
+    parser.add_argument("--notebook-start-timeout", type=_positive_float, default=60.0,
+                        metavar="SECONDS", help="a cold start not answering by then has failed "
+                        "(default %(default)s)")
     parser.add_argument("--capture", metavar="DIR",
                         help="write real NVML reads and payloads as JSON into DIR, then exit")
     parser.add_argument("--log-level", default="info",
@@ -184,6 +235,13 @@ def _arguments_parse(argv: list[str] | None) -> argparse.Namespace:
     if args.capture and args.simulate:
         parser.error("--capture reads real NVML; it cannot be combined with --simulate")
     return args
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def _positive_float(text: str) -> float:

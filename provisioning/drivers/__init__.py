@@ -6,7 +6,7 @@ workers can use it without the portal's settings.
 """
 
 from .base import KNOWN_OFFERING_KINDS, Driver
-from .registry import driver_register, driver_unregister, drivers_for_kind, launchable_kinds
+from .registry import driver_register, driver_unregister, drivers_for_kind, drivers_registered, launchable_kinds
 
 __all__ = [
     "KNOWN_OFFERING_KINDS",
@@ -14,5 +14,6 @@ __all__ = [
     "driver_register",
     "driver_unregister",
     "drivers_for_kind",
+    "drivers_registered",
     "launchable_kinds",
 ]

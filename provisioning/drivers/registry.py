@@ -51,3 +51,8 @@ def drivers_for_kind(kind: str) -> tuple[Driver, ...]:
 
 def launchable_kinds() -> frozenset[str]:
     return frozenset().union(*(d.offering_kinds for d in _drivers.values()))
+
+
+def drivers_registered() -> tuple[Driver, ...]:
+    """Every registered driver, in registration order."""
+    return tuple(_drivers.values())

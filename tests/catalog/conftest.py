@@ -2,7 +2,7 @@
 
 import pytest
 
-from provisioning.drivers import Driver, driver_register, driver_unregister
+from provisioning.drivers import Driver, driver_register, driver_unregister, drivers_registered
 
 
 class FakeDriver(Driver):
@@ -31,3 +31,15 @@ def register_driver():
     yield register
     for name in names:
         driver_unregister(name)
+
+
+@pytest.fixture(autouse=True)
+def empty_driver_registry():
+    """Catalog tests start from a registry with no drivers (the portal registers the notebook
+    driver at start-up) and get the portal's drivers back afterwards."""
+    registered = drivers_registered()
+    for driver in registered:
+        driver_unregister(driver.name)
+    yield
+    for driver in registered:
+        driver_register(driver)

@@ -1,7 +1,7 @@
 import factory
 from allauth.account.models import EmailAddress
 
-from apps.accounts.models import Membership, Organization, OrganizationKind, Role, User
+from apps.accounts.models import Membership, Organization, OrganizationKind, Project, Role, User
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -36,6 +36,12 @@ class OrganizationFactory(factory.django.DjangoModelFactory):
     def owner(obj, create, extracted, **kwargs):
         if create and extracted is not None:
             Membership.objects.create(organization=obj, user=extracted, role=Role.OWNER)
+
+    @factory.post_generation
+    def default_project(obj, create, extracted, **kwargs):
+        # As organization_create does: every organization starts with a Default project.
+        if create:
+            Project.objects.create(organization=obj, name="Default", slug="default")
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

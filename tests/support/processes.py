@@ -34,8 +34,16 @@ def test_database_url() -> str:
     return f"postgresql://{db['USER']}{password}@{host}{port}/{db['NAME']}"
 
 
+PROXY_SECRET = "test-front-proxy-secret"
+# Portal processes under test run a 1 s heartbeat so liveness can be observed in seconds.
+TEST_HEARTBEAT_INTERVAL_S = 1
+
+
 def process_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env.setdefault("PORTAL_HEARTBEAT_INTERVAL_S", str(TEST_HEARTBEAT_INTERVAL_S))
+    env.pop("PORTAL_DB_POOL_MAX_SIZE", None)  # the portal's own default, as in production
+    env.setdefault("PORTAL_PROXY_SECRET", PROXY_SECRET)
     env.update(
         DATABASE_URL=test_database_url(), DJANGO_SETTINGS_MODULE="portal.settings", PYTHONUNBUFFERED="1", **extra
     )
@@ -98,16 +106,26 @@ def wait_log(managed: ManagedProcess, needle: str, timeout: float = 60) -> None:
 
 @dataclass
 class LivePortal:
+    """The portal as a browser sees it: nginx (the front proxy) in front of the ASGI server."""
+
     url: str
     web: ManagedProcess
+    proxy: object = None
 
     def ws_url(self, path: str) -> str:
         return self.url.replace("http://", "ws://") + path
 
+    def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.web.stop()
+
 
 def live_portal_start(log_dir: Path) -> LivePortal:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    from portal.runtime.proxy import front_proxy_start
+
+    port, proxy_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{proxy_port}"
     env = process_env(PORTAL_BASE_URL=url)
     web = spawn(
         "web",
@@ -127,8 +145,18 @@ def live_portal_start(log_dir: Path) -> LivePortal:
         env,
         log_dir,
     )
-    wait_http_ok(f"{url}/healthz", web)
-    return LivePortal(url=url, web=web)
+    wait_http_ok(f"http://127.0.0.1:{port}/healthz", web)
+    try:
+        proxy = front_proxy_start(
+            root=log_dir / "nginx",
+            listen=f"127.0.0.1:{proxy_port}",
+            portal=f"127.0.0.1:{port}",
+            secret=env["PORTAL_PROXY_SECRET"],
+        )
+    except Exception:
+        web.stop()
+        raise
+    return LivePortal(url=url, web=web, proxy=proxy)
 
 
 def celery_worker_start(log_dir: Path, base_url: str) -> ManagedProcess:
@@ -155,3 +183,62 @@ def celery_worker_start(log_dir: Path, base_url: str) -> ManagedProcess:
     )
     wait_log(worker, "ready.")
     return worker
+
+
+def celery_beat_start(log_dir: Path) -> ManagedProcess:
+    env = process_env()
+    beat = spawn(
+        "beat",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(log_dir / "celerybeat-schedule"),
+        ],
+        env,
+        log_dir,
+    )
+    wait_log(beat, "beat: Starting")
+    return beat
+
+
+def agent_start(
+    log_dir: Path,
+    *,
+    portal_url: str,
+    name: str,
+    state_file: Path,
+    token: str | None,
+    simulate: str = "8xH100-80GB",
+    notebook_pool: int = 0,
+) -> ManagedProcess:
+    """A real node agent process (provisioning/agent) reporting a simulated host; it runs real
+    JupyterLab servers for notebook workloads, `notebook_pool` of them pre-started."""
+    argv = [
+        sys.executable,
+        "-m",
+        "provisioning.agent.main",
+        "--portal",
+        portal_url,
+        "--state-file",
+        str(state_file),
+        "--simulate",
+        simulate,
+        "--hostname",
+        name,
+        "--telemetry-interval",
+        "1",
+        "--notebook-pool",
+        str(notebook_pool),
+        "--workload-root",
+        str(state_file.parent / f"workloads-{name}"),
+    ]
+    if token:
+        argv += ["--token", token]
+    return spawn(f"agent-{name}", argv, process_env(), log_dir)

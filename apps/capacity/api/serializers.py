@@ -1,0 +1,90 @@
+"""The agent wire format (provisioning/agent/client.py documents the same), validated strictly so
+a malformed report is refused whole and never half-applied."""
+
+from rest_framework import serializers
+
+MAX_GPUS_PER_NODE = 64
+MAX_MIG_DEVICES_PER_GPU = 7 * 8
+
+UUID_FIELD = {"max_length": 96, "allow_blank": False}
+
+
+class MigDeviceReportSerializer(serializers.Serializer):
+    uuid = serializers.RegexField(r"^MIG-[A-Za-z0-9-]+$", max_length=96)
+    profile = serializers.RegexField(r"^[1-7]g\.[0-9]+gb(\+me)?$", max_length=16, allow_null=True, required=False)
+    memory_bytes = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+
+
+class GpuReportSerializer(serializers.Serializer):
+    uuid = serializers.RegexField(r"^GPU-[A-Za-z0-9-]+$", max_length=96)
+    index = serializers.IntegerField(min_value=0, max_value=MAX_GPUS_PER_NODE - 1)
+    name = serializers.CharField(max_length=96)
+    memory_bytes = serializers.IntegerField(min_value=0)
+    pci_bus_id = serializers.CharField(max_length=32, allow_blank=True, allow_null=True, required=False)
+    mig_mode_current = serializers.BooleanField(allow_null=True, required=False)
+    mig_mode_pending = serializers.BooleanField(allow_null=True, required=False)
+    mig_devices = serializers.ListField(
+        child=MigDeviceReportSerializer(), max_length=MAX_MIG_DEVICES_PER_GPU, required=False
+    )
+    health = serializers.ChoiceField(choices=["ok", "degraded", "failed"])
+    health_reasons = serializers.ListField(child=serializers.CharField(max_length=200), max_length=20, required=False)
+
+
+class InventoryReportSerializer(serializers.Serializer):
+    hostname = serializers.CharField(max_length=255)
+    cpus = serializers.IntegerField(min_value=0, max_value=100_000)
+    ram_bytes = serializers.IntegerField(min_value=0)
+    disk_bytes = serializers.IntegerField(min_value=0)
+    driver_version = serializers.CharField(max_length=32, allow_blank=True, allow_null=True, required=False)
+    cuda_version = serializers.CharField(max_length=16, allow_blank=True, allow_null=True, required=False)
+    simulated = serializers.BooleanField()
+    gpus = serializers.ListField(child=GpuReportSerializer(), max_length=MAX_GPUS_PER_NODE)
+
+    def validate_gpus(self, gpus):
+        uuids = [gpu["uuid"] for gpu in gpus]
+        if len(set(uuids)) != len(uuids):
+            raise serializers.ValidationError("GPU UUIDs must be unique within a report.")
+        return gpus
+
+
+class RegisterSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=200)
+    inventory = InventoryReportSerializer()
+
+
+class RegisteredSerializer(serializers.Serializer):
+    node_id = serializers.UUIDField()
+    credential = serializers.CharField()
+    heartbeat_interval_s = serializers.IntegerField()
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    seq = serializers.IntegerField(min_value=1)
+    sent_at = serializers.DateTimeField()
+    inventory = InventoryReportSerializer(allow_null=True, required=False)
+
+
+class HeartbeatReplySerializer(serializers.Serializer):
+    heartbeat_interval_s = serializers.IntegerField()
+    desired_workloads = serializers.ListField(child=serializers.DictField())
+
+
+class GpuTelemetrySerializer(serializers.Serializer):
+    uuid = serializers.RegexField(r"^GPU-[A-Za-z0-9-]+$", max_length=96)
+    utilization_pct = serializers.IntegerField(min_value=0, max_value=100, allow_null=True, required=False)
+    memory_used_bytes = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    temperature_c = serializers.IntegerField(min_value=-50, max_value=200, allow_null=True, required=False)
+    power_w = serializers.FloatField(min_value=0, max_value=10_000, allow_null=True, required=False)
+    power_limit_w = serializers.FloatField(min_value=0, max_value=10_000, allow_null=True, required=False)
+    ecc_uncorrected_volatile = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    xid_errors = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+
+
+class TelemetryBodySerializer(serializers.Serializer):
+    collected_at = serializers.DateTimeField()
+    gpus = serializers.ListField(child=GpuTelemetrySerializer(), max_length=MAX_GPUS_PER_NODE)
+
+
+class TelemetrySerializer(serializers.Serializer):
+    seq = serializers.IntegerField(min_value=1)
+    telemetry = TelemetryBodySerializer()

@@ -1,0 +1,98 @@
+"""The node agents' API. Thin: validate the report, hand it to apps.capacity.services.reports."""
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from ..services.reports import ReportRejected, node_heartbeat_apply, node_register, node_telemetry_apply
+from .authentication import IsNodeAgent, NodeAuthentication
+from .serializers import (
+    HeartbeatReplySerializer,
+    HeartbeatSerializer,
+    RegisteredSerializer,
+    RegisterSerializer,
+    TelemetrySerializer,
+)
+
+
+def _too_large(request) -> Response | None:
+    limit = settings.CAPACITY_AGENT_MAX_BODY_BYTES
+    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    if declared > limit or len(request.body) > limit:
+        return Response({"detail": f"Report too large: at most {limit} bytes."}, status=413)
+    return None
+
+
+def _rejected(error: ReportRejected) -> Response:
+    return Response({"detail": error.message}, status=error.status)
+
+
+class AgentView(APIView):
+    authentication_classes = [NodeAuthentication]
+    permission_classes = [IsNodeAgent]
+
+
+class RegisterView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "agent-register"
+
+    @extend_schema(request=RegisterSerializer, responses={201: RegisteredSerializer})
+    def post(self, request):
+        if (response := _too_large(request)) is not None:
+            return response
+        payload = RegisterSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            node, credential = node_register(**payload.validated_data)
+        except ReportRejected as error:
+            return _rejected(error)
+        body = {"node_id": node.pk, "credential": credential, "heartbeat_interval_s": node.heartbeat_interval_s}
+        return Response(RegisteredSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class HeartbeatView(AgentView):
+    @extend_schema(request=HeartbeatSerializer, responses=HeartbeatReplySerializer)
+    def post(self, request):
+        if (response := _too_large(request)) is not None:
+            return response
+        payload = HeartbeatSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            node = node_heartbeat_apply(
+                node=request.auth,
+                seq=payload.validated_data["seq"],
+                inventory=payload.validated_data.get("inventory"),
+            )
+        except ReportRejected as error:
+            return _rejected(error)
+        # The same desired state the workloads long-poll serves, for agents between polls.
+        from apps.instances.selectors import node_desired_version, node_desired_workloads
+
+        return Response(
+            {
+                "heartbeat_interval_s": node.heartbeat_interval_s,
+                "desired_workloads": node_desired_workloads(node_id=node.pk),
+                # Lets the agent order this list against a long-poll answer that overtook it.
+                "workloads_version": node_desired_version(node_id=node.pk),
+            }
+        )
+
+
+class TelemetryView(AgentView):
+    @extend_schema(request=TelemetrySerializer, responses={202: None})
+    def post(self, request):
+        if (response := _too_large(request)) is not None:
+            return response
+        payload = TelemetrySerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            updated = node_telemetry_apply(node=request.auth, **payload.validated_data)
+        except ReportRejected as error:
+            return _rejected(error)
+        return Response({"gpus_updated": updated}, status=status.HTTP_202_ACCEPTED)

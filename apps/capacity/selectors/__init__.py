@@ -1,0 +1,1 @@
+"""Reads of the capacity app: inventory for operators, availability for the storefront."""

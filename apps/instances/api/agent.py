@@ -1,0 +1,112 @@
+"""The node agents' side of workloads: a long-poll for the desired state and per-workload
+status reports. Authenticated with the node credential, like heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.response import Response
+
+from apps.capacity.api.authentication import NodeAuthentication
+from apps.capacity.api.views import AgentView, _too_large
+
+from ..live import node_desired_group
+from ..selectors import node_desired_version, node_desired_workloads
+from ..services.reports import StaleWorkloadReport, UnknownWorkload, workload_report_apply
+
+LONG_POLL_MAX_S = 30
+
+
+def desired_state(node_id) -> dict:
+    return {"version": node_desired_version(node_id=node_id), "workloads": node_desired_workloads(node_id=node_id)}
+
+
+def _node_from(request):
+    # The same authentication as the DRF agent views; it reads only the request's headers.
+    result = NodeAuthentication().authenticate(request)
+    return result[1] if result else None
+
+
+@csrf_exempt
+@require_GET
+async def workloads_long_poll(request):
+    """Answers at once when the node's desired state differs from `version`, else when it changes,
+    else after `wait` seconds. Async, so thousands of waiting agents cost no threads."""
+    try:
+        node = await sync_to_async(_node_from)(request)
+    except AuthenticationFailed as failed:
+        return JsonResponse({"detail": str(failed.detail)}, status=401)
+    if node is None:
+        return JsonResponse({"detail": "Send 'Authorization: Node <node_id>:<credential>'."}, status=401)
+    try:
+        seen = int(request.GET.get("version", "0"))
+        wait = max(0.0, min(float(request.GET.get("wait", "25")), LONG_POLL_MAX_S))
+    except ValueError:
+        return JsonResponse({"detail": "version must be an integer and wait a number of seconds."}, status=400)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = node_desired_group(node.pk)
+    await layer.group_add(group, channel)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            state = await sync_to_async(desired_state)(node.pk)
+            remaining = deadline - time.monotonic()
+            if state["version"] != seen or remaining <= 0:
+                return JsonResponse(state)
+            try:
+                await asyncio.wait_for(layer.receive(channel), timeout=remaining)
+            except TimeoutError:
+                pass
+    finally:
+        await layer.group_discard(group, channel)
+
+
+class ActivitySerializer(serializers.Serializer):
+    last_activity = serializers.DateTimeField(allow_null=True, required=False)
+    kernels = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
+    busy_kernels = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
+    connections = serializers.IntegerField(min_value=0, max_value=100_000, required=False)
+
+
+class WorkloadStatusSerializer(serializers.Serializer):
+    seq = serializers.IntegerField(min_value=1)
+    state = serializers.ChoiceField(choices=["starting", "running", "stopped", "failed"])
+    reason = serializers.CharField(max_length=1000, allow_null=True, allow_blank=True, required=False)
+    route_slot = serializers.RegexField(r"^[A-Za-z0-9-]{1,64}$", allow_null=True, required=False)
+    host = serializers.CharField(max_length=255, allow_null=True, required=False)
+    port = serializers.IntegerField(min_value=1, max_value=65535, allow_null=True, required=False)
+    token = serializers.CharField(max_length=128, allow_null=True, required=False)
+    pooled = serializers.BooleanField(required=False, default=False)
+    started_at = serializers.DateTimeField(allow_null=True, required=False)
+    activity = ActivitySerializer(allow_null=True, required=False)
+
+    def validate(self, data):
+        if data["state"] == "running" and not (data.get("route_slot") and data.get("port") and data.get("token")):
+            raise serializers.ValidationError("A running notebook report needs route_slot, host, port and token.")
+        return data
+
+
+class WorkloadStatusView(AgentView):
+    @extend_schema(request=WorkloadStatusSerializer, responses={202: None})
+    def post(self, request, instance_id):
+        if (response := _too_large(request)) is not None:
+            return response
+        payload = WorkloadStatusSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            instance = workload_report_apply(node=request.auth, instance_id=instance_id, **payload.validated_data)
+        except UnknownWorkload as unknown:
+            return Response({"detail": str(unknown)}, status=status.HTTP_404_NOT_FOUND)
+        except StaleWorkloadReport as stale:
+            return Response({"detail": str(stale)}, status=status.HTTP_409_CONFLICT)
+        return Response({"instance_state": instance.state}, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,73 @@
+from rest_framework import serializers
+
+from apps.catalog.models import Flavor, Image, Region
+
+from ..models import Instance, InstanceEvent
+
+
+class InstanceEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InstanceEvent
+        fields = ["created_at", "from_state", "to_state", "message", "source"]
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    offering = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    flavor = serializers.SerializerMethodField()
+    image = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    region = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    owner = serializers.EmailField(source="owner.email", read_only=True)
+    node = serializers.CharField(source="node.hostname", read_only=True, default=None)
+    node_simulated = serializers.BooleanField(source="node.simulated", read_only=True, default=None)
+    notebook_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Instance
+        fields = [
+            "id",
+            "name",
+            "state",
+            "state_reason",
+            "state_changed_at",
+            "offering",
+            "flavor",
+            "image",
+            "region",
+            "owner",
+            "node",
+            "node_simulated",
+            "created_at",
+            "notebook_url",
+        ]
+
+    def get_flavor(self, instance) -> str:
+        return f"{instance.offering.slug}/{instance.flavor.slug}"
+
+    def get_notebook_url(self, instance) -> str | None:
+        runtime = getattr(instance, "runtime", None)
+        if instance.state == "running" and runtime is not None and runtime.route_slot:
+            return f"/nb/{runtime.route_slot}/lab"
+        return None
+
+
+class InstanceDetailSerializer(InstanceSerializer):
+    events = InstanceEventSerializer(many=True, read_only=True)
+
+    class Meta(InstanceSerializer.Meta):
+        fields = [*InstanceSerializer.Meta.fields, "events"]
+
+
+class LaunchSerializer(serializers.Serializer):
+    flavor = serializers.CharField(help_text="<offering slug>/<flavor slug>, as the catalog API lists them")
+    image = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.all())
+    region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.filter(is_active=True))
+    name = serializers.CharField(max_length=63)
+
+    def validate_flavor(self, value: str) -> Flavor:
+        offering_slug, _, flavor_slug = value.partition("/")
+        flavor = (
+            Flavor.objects.select_related("offering").filter(offering__slug=offering_slug, slug=flavor_slug).first()
+        )
+        if flavor is None:
+            raise serializers.ValidationError(f"No flavor {value!r}; see /api/v1/catalog/flavors/.")
+        return flavor

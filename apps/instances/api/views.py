@@ -1,0 +1,47 @@
+"""REST API v1 for instances. Thin: services do the work, selectors scope the reads."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from apps.accounts.api.access import OrganizationScopedMixin
+
+from .. import selectors
+from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
+from .serializers import InstanceDetailSerializer, InstanceSerializer, LaunchSerializer
+
+
+class InstanceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = InstanceSerializer
+
+    def get_queryset(self):
+        return selectors.instances_list(access=self.access)
+
+    def _instance(self, pk):
+        return selectors.instance_get(access=self.access, instance_id=pk)
+
+    @extend_schema(responses=InstanceDetailSerializer)
+    def retrieve(self, request, org_slug, pk):
+        return Response(InstanceDetailSerializer(self._instance(pk)).data)
+
+    @extend_schema(request=LaunchSerializer, responses={201: InstanceSerializer})
+    def create(self, request, org_slug):
+        payload = LaunchSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        instance = instance_launch(access=self.access, **payload.validated_data)
+        return Response(InstanceSerializer(instance).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=InstanceSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request, org_slug, pk):
+        return Response(InstanceSerializer(instance_stop(access=self.access, instance=self._instance(pk))).data)
+
+    @extend_schema(request=None, responses=InstanceSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request, org_slug, pk):
+        return Response(InstanceSerializer(instance_start(access=self.access, instance=self._instance(pk))).data)
+
+    def destroy(self, request, org_slug, pk):
+        instance_delete(access=self.access, instance=self._instance(pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)

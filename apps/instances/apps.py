@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class InstancesConfig(AppConfig):
+    name = "apps.instances"
+    label = "instances"
+    verbose_name = "Instances: what customers launched"
+
+    def ready(self) -> None:
+        # Registering the driver is what makes notebook offerings launchable in the catalog.
+        from provisioning.drivers.agent_notebook import AGENT_NOTEBOOK_DRIVER
+        from provisioning.drivers.registry import driver_register
+
+        driver_register(AGENT_NOTEBOOK_DRIVER)

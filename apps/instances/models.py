@@ -1,0 +1,112 @@
+"""What a customer launched: the instance, its lifecycle state, the event log of every state
+change, and the runtime facts its node agent reports (kept apart from the lifecycle state)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class InstanceState(models.TextChoices):
+    REQUESTED = "requested", "Requested"
+    SCHEDULED = "scheduled", "Scheduled"
+    PROVISIONING = "provisioning", "Starting"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    STOPPED = "stopped", "Stopped"
+    FAILED = "failed", "Failed"
+    LOST = "lost", "Lost"
+    TERMINATED = "terminated", "Deleted"
+
+
+# States in which the instance holds (or is about to hold) capacity on a node.
+ACTIVE_STATES = (
+    InstanceState.REQUESTED,
+    InstanceState.SCHEDULED,
+    InstanceState.PROVISIONING,
+    InstanceState.RUNNING,
+    InstanceState.STOPPING,
+)
+# The states an agent should keep a workload running in.
+WANTED_RUNNING_STATES = (InstanceState.SCHEDULED, InstanceState.PROVISIONING, InstanceState.RUNNING)
+
+
+class Instance(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="instances")
+    project = models.ForeignKey("accounts.Project", on_delete=models.PROTECT, related_name="instances")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="instances")
+    name = models.CharField(max_length=63)
+    offering = models.ForeignKey("catalog.Offering", on_delete=models.PROTECT, related_name="+")
+    flavor = models.ForeignKey("catalog.Flavor", on_delete=models.PROTECT, related_name="+")
+    image = models.ForeignKey("catalog.Image", on_delete=models.PROTECT, related_name="+")
+    region = models.ForeignKey("catalog.Region", on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=16, choices=InstanceState.choices, default=InstanceState.REQUESTED)
+    state_reason = models.CharField(max_length=500, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    allocation = models.ForeignKey(
+        "capacity.Allocation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    node = models.ForeignKey("capacity.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    # Idle culling: when the owner was warned that the notebook will be stopped.
+    idle_warned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"]),
+            models.Index(fields=["state", "state_changed_at"]),
+            models.Index(fields=["node", "state"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+
+class InstanceEvent(models.Model):
+    """One row per lifecycle change (and notable steps): who or what, when, why."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=16, choices=InstanceState.choices, blank=True)
+    to_state = models.CharField(max_length=16, choices=InstanceState.choices, blank=True)
+    message = models.CharField(max_length=500)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=16, default="portal", help_text="user, portal, agent or reconciler")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}: {self.message}"
+
+
+class InstanceRuntime(models.Model):
+    """What the node agent last reported about the workload. Facts, not intentions: the
+    lifecycle state lives on Instance and changes only through apps.instances.services."""
+
+    instance = models.OneToOneField(Instance, on_delete=models.CASCADE, primary_key=True, related_name="runtime")
+    process_state = models.CharField(max_length=16, blank=True, help_text="starting, running, stopped, failed")
+    last_seq = models.BigIntegerField(default=0)
+    # Where the front proxy sends /nb/<route_slot>/…; the token is the Jupyter server's own
+    # secret, added by the proxy so it never reaches the browser.
+    route_slot = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    token = models.CharField(max_length=128, blank=True)
+    pooled = models.BooleanField(default=False)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="agent-confirmed: Jupyter answered")
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    kernels = models.PositiveIntegerField(default=0)
+    busy_kernels = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"runtime of {self.instance_id}: {self.process_state}"

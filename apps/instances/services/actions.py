@@ -1,0 +1,166 @@
+"""What users do with instances: launch, stop, start again, delete."""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from apps.accounts.models import Project
+from apps.accounts.roles import OrgAccess
+from apps.capacity.errors import AllocationRefused
+from apps.capacity.selectors.availability import flavor_slice_milli
+from apps.capacity.services.quotas import quota_check
+from apps.catalog.models import Flavor, Image, Region
+from apps.catalog.selectors import offering_is_launchable
+
+from ..models import ACTIVE_STATES, Instance, InstanceEvent, InstanceState
+from ..policy import launch_eligibility_check
+from .lifecycle import instance_transition
+
+NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+S = InstanceState
+
+
+def _provision_on_commit(instance_id) -> None:
+    from provisioning.tasks import instance_provision
+
+    transaction.on_commit(lambda: instance_provision.delay(str(instance_id)))
+
+
+def _release_on_commit(instance_id) -> None:
+    from provisioning.tasks import instance_release
+
+    transaction.on_commit(lambda: instance_release.delay(str(instance_id)))
+
+
+def _gpu_milli(flavor: Flavor) -> int:
+    return (flavor_slice_milli(flavor) or 0) * max(flavor.gpu_count, 1)
+
+
+@transaction.atomic
+def instance_launch(
+    *, access: OrgAccess, flavor: Flavor, image: Image, region: Region, name: str, project: Project | None = None
+) -> Instance:
+    if not access.can_launch:
+        raise PermissionDenied("Your role cannot launch instances; ask an owner or admin.")
+    offering = flavor.offering
+    if not offering_is_launchable(offering=offering):
+        raise ValidationError({"flavor": f"{offering.name} is not yet available to launch."})
+    if not image.applies_to(offering.kind):
+        raise ValidationError({"image": f"{image.name} cannot run on {offering.name}."})
+    name = (name or "").strip().lower()
+    if not NAME_PATTERN.match(name):
+        raise ValidationError({"name": "Use 1–63 lower-case letters, digits and hyphens, e.g. my-notebook."})
+    organization = access.organization
+    if Instance.objects.filter(organization=organization, name=name, state__in=ACTIVE_STATES).exists():
+        raise ValidationError({"name": f"An active instance is already called “{name}”."})
+    if project is None:
+        project = Project.objects.filter(organization=organization).order_by("created_at", "id").first()
+        if project is None:
+            raise ValidationError({"project": "Create a project in this organization first."})
+    elif project.organization_id != organization.pk:
+        raise ValidationError({"project": "That project belongs to another organization."})
+    if not region.is_active:
+        raise ValidationError({"region": f"{region.name} is not taking new launches."})
+    launch_eligibility_check(organization=organization)
+    try:
+        # An early answer for the user; the allocator checks again, under a lock, when it places.
+        quota_check(organization=organization, project=project, gpu_milli=_gpu_milli(flavor))
+    except AllocationRefused as refused:
+        raise ValidationError({"flavor": refused.message}) from refused
+    instance = Instance.objects.create(
+        organization=organization,
+        project=project,
+        owner_id=access.user_id,
+        name=name,
+        offering=offering,
+        flavor=flavor,
+        image=image,
+        region=region,
+        state=S.REQUESTED,
+        state_reason="Launch requested",
+    )
+    InstanceEvent.objects.create(
+        instance=instance, to_state=S.REQUESTED, message="Launch requested", actor_id=access.user_id, source="user"
+    )
+    _provision_on_commit(instance.pk)
+    return instance
+
+
+def _check_can_operate(access: OrgAccess, instance: Instance) -> None:
+    if instance.owner_id != access.user_id and not access.can_manage_members:
+        raise PermissionDenied("Only the instance's owner or an organization admin can do this.")
+
+
+@transaction.atomic
+def instance_stop(*, access: OrgAccess, instance: Instance) -> Instance:
+    """Ask for a stop. Idempotent: stopping an instance that is stopping or ended changes nothing."""
+    _check_can_operate(access, instance)
+    if instance.state == S.REQUESTED:
+        # Not placed yet: nothing runs, so it is stopped at once (the provision task then skips it).
+        moved = instance_transition(
+            instance_id=instance.pk,
+            to_state=S.STOPPED,
+            message="Stopped before it was placed",
+            expected_from=[S.REQUESTED],
+            actor=None,
+            source="user",
+        )
+    else:
+        moved = instance_transition(
+            instance_id=instance.pk,
+            to_state=S.STOPPING,
+            message="Stop requested",
+            expected_from=[S.SCHEDULED, S.PROVISIONING, S.RUNNING],
+            source="user",
+        )
+    instance.refresh_from_db()
+    return moved or instance
+
+
+@transaction.atomic
+def instance_start(*, access: OrgAccess, instance: Instance) -> Instance:
+    """Start a stopped (or failed, or lost) instance again, in the same working directory when it
+    lands on the same node."""
+    _check_can_operate(access, instance)
+    if not access.can_launch:
+        raise PermissionDenied("Your role cannot start instances.")
+    if instance.state not in (S.STOPPED, S.FAILED, S.LOST):
+        raise ValidationError(
+            f"Only a stopped instance can be started; this one is {instance.get_state_display().lower()}."
+        )
+    launch_eligibility_check(organization=instance.organization)
+    moved = instance_transition(
+        instance_id=instance.pk,
+        to_state=S.REQUESTED,
+        message="Start requested",
+        expected_from=[S.STOPPED, S.FAILED, S.LOST],
+        source="user",
+        allocation=None,
+        idle_warned_at=None,
+    )
+    if moved:
+        _provision_on_commit(instance.pk)
+    return moved or instance
+
+
+@transaction.atomic
+def instance_delete(*, access: OrgAccess, instance: Instance) -> Instance:
+    """Delete: a running instance is stopped first; its working directory is removed by its node."""
+    _check_can_operate(access, instance)
+    if instance.state in (S.SCHEDULED, S.PROVISIONING, S.RUNNING):
+        raise ValidationError("Stop the instance before deleting it.")
+    if instance.state == S.STOPPING:
+        raise ValidationError("The instance is stopping; delete it once it has stopped.")
+    moved = instance_transition(
+        instance_id=instance.pk,
+        to_state=S.TERMINATED,
+        message="Deleted",
+        expected_from=[S.REQUESTED, S.STOPPED, S.FAILED, S.LOST],
+        source="user",
+    )
+    if moved:
+        _release_on_commit(instance.pk)
+    return moved or instance

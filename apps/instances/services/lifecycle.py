@@ -1,0 +1,75 @@
+"""The instance lifecycle. Every state change goes through `instance_transition`: a
+compare-and-set on the current state plus an event row, announced after commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from ..live import instance_changed_on_commit
+from ..models import Instance, InstanceEvent, InstanceState
+
+S = InstanceState
+ALLOWED_TRANSITIONS: dict[str, set[str]] = {
+    S.REQUESTED: {S.SCHEDULED, S.FAILED, S.STOPPED, S.TERMINATED},
+    S.SCHEDULED: {S.PROVISIONING, S.RUNNING, S.STOPPING, S.FAILED, S.LOST},
+    S.PROVISIONING: {S.RUNNING, S.STOPPING, S.FAILED, S.LOST},
+    S.RUNNING: {S.STOPPING, S.FAILED, S.LOST},
+    S.STOPPING: {S.STOPPED, S.FAILED, S.LOST},
+    S.STOPPED: {S.REQUESTED, S.TERMINATED},
+    S.FAILED: {S.REQUESTED, S.TERMINATED},
+    S.LOST: {S.REQUESTED, S.TERMINATED, S.STOPPED},
+    S.TERMINATED: set(),
+}
+
+
+@transaction.atomic
+def instance_transition(
+    *,
+    instance_id: UUID,
+    to_state: str,
+    message: str,
+    expected_from: Iterable[str],
+    actor=None,
+    source: str = "portal",
+    **fields,
+) -> Instance | None:
+    """Move an instance from one of `expected_from` to `to_state`, with `fields` set in the same
+    UPDATE. Returns the instance, or None if it was not in an expected state (someone else moved
+    it first): callers that retry or run periodically treat that as done, not as an error."""
+    instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
+    if instance is None or instance.state not in set(expected_from):
+        return None
+    if to_state not in ALLOWED_TRANSITIONS[instance.state]:
+        raise ValidationError(f"An instance that is {instance.state} cannot become {to_state}.")
+    from_state = instance.state
+    now = timezone.now()
+    Instance.objects.filter(pk=instance.pk, state=from_state).update(
+        state=to_state, state_reason=message[:500], state_changed_at=now, **fields
+    )
+    InstanceEvent.objects.create(
+        instance=instance,
+        from_state=from_state,
+        to_state=to_state,
+        message=message[:500],
+        actor=actor,
+        source=source,
+        created_at=now,
+    )
+    instance.refresh_from_db()
+    instance_changed_on_commit(
+        instance_id=instance.pk,
+        organization_id=instance.organization_id,
+        node_id=instance.node_id or fields.get("node_id"),
+    )
+    return instance
+
+
+def instance_note(*, instance: Instance, message: str, source: str = "portal", actor=None) -> None:
+    """An event that is not a state change (a warning, a step inside a state)."""
+    InstanceEvent.objects.create(instance=instance, message=message[:500], source=source, actor=actor)
+    instance_changed_on_commit(instance_id=instance.pk, organization_id=instance.organization_id)

@@ -1,0 +1,150 @@
+"""The reconciler: a periodic pass that finishes or fails anything left half-way within bounded
+time (a worker killed mid-task, an agent that never answers, a notebook that never becomes
+ready, a node that went down), and stops idle notebooks after warning their owners."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.capacity.models import Gpu, NodeState
+
+from ..models import Instance, InstanceState
+from .lifecycle import instance_note, instance_transition
+from .placement import instance_capacity_release
+
+S = InstanceState
+
+
+def instances_reconcile() -> dict[str, int]:
+    now = timezone.now()
+    done = {"requeued": 0, "failed": 0, "lost": 0, "stopped": 0, "warned": 0, "culled": 0}
+    cfg = settings.INSTANCES
+
+    # A provision task that never ran (worker killed before or during it): enqueue it again.
+    from provisioning.tasks import instance_provision
+
+    stuck_requested = Instance.objects.filter(
+        state=S.REQUESTED, state_changed_at__lt=now - timedelta(seconds=cfg["REQUEUE_AFTER_S"])
+    )
+    for instance in stuck_requested.filter(state_changed_at__gte=now - timedelta(seconds=cfg["PLACE_TIMEOUT_S"])):
+        instance_provision.delay(str(instance.pk))
+        done["requeued"] += 1
+    for instance in stuck_requested.filter(state_changed_at__lt=now - timedelta(seconds=cfg["PLACE_TIMEOUT_S"])):
+        if instance_transition(
+            instance_id=instance.pk,
+            to_state=S.FAILED,
+            expected_from=[S.REQUESTED],
+            source="reconciler",
+            message=f"Could not be placed within {cfg['PLACE_TIMEOUT_S']} s; nothing was started.",
+        ):
+            done["failed"] += 1
+
+    # Whatever ran on a node that went down is lost; its capacity stays held until the node is back.
+    on_down_nodes = Instance.objects.filter(
+        state__in=[S.SCHEDULED, S.PROVISIONING, S.RUNNING], node__state=NodeState.DOWN
+    )
+    for instance in on_down_nodes.select_related("node"):
+        if instance_transition(
+            instance_id=instance.pk,
+            to_state=S.LOST,
+            expected_from=[instance.state],
+            source="reconciler",
+            message=f"Lost: node {instance.node.hostname} stopped responding",
+        ):
+            done["lost"] += 1
+
+    # Never became ready: fail it and give the capacity back; the agent is told to stop it.
+    too_slow = Instance.objects.filter(
+        state__in=[S.SCHEDULED, S.PROVISIONING], state_changed_at__lt=now - timedelta(seconds=cfg["START_TIMEOUT_S"])
+    )
+    for instance in too_slow:
+        moved = instance_transition(
+            instance_id=instance.pk,
+            to_state=S.FAILED,
+            expected_from=[S.SCHEDULED, S.PROVISIONING],
+            source="reconciler",
+            message=f"Failed: the notebook did not become ready within {cfg['START_TIMEOUT_S']} s",
+        )
+        if moved:
+            instance_capacity_release(instance=moved)
+            done["failed"] += 1
+
+    # A stop nobody confirmed: if the node is gone, the stop is done; otherwise remind the node.
+    unconfirmed = Instance.objects.filter(
+        state=S.STOPPING, state_changed_at__lt=now - timedelta(seconds=cfg["STOP_TIMEOUT_S"])
+    )
+    for instance in unconfirmed.select_related("node"):
+        if instance.node is None or instance.node.state == NodeState.DOWN:
+            moved = instance_transition(
+                instance_id=instance.pk,
+                to_state=S.STOPPED,
+                expected_from=[S.STOPPING],
+                source="reconciler",
+                message="Stopped (its node is unreachable); capacity released",
+            )
+            if moved:
+                instance_capacity_release(instance=moved)
+                done["stopped"] += 1
+        else:
+            from portal.live import live_notify
+
+            from ..live import node_desired_group
+
+            live_notify(group=node_desired_group(instance.node_id))
+
+    done.update(_idle_cull(now=now, cfg=cfg))
+    return done
+
+
+def _gpus_busy(instance: Instance, threshold: int) -> bool:
+    if not instance.allocation_id:
+        return False
+    return (
+        Gpu.objects.filter(slices__allocation_id=instance.allocation_id, slices__live=True)
+        .filter(Q(utilization_pct__gte=threshold))
+        .exists()
+    )
+
+
+def _idle_cull(*, now, cfg) -> dict[str, int]:
+    """Idle: no busy kernel, no kernel activity for IDLE_AFTER_S and the GPUs under the threshold.
+    A busy kernel or a busy GPU is never culled."""
+    done = {"warned": 0, "culled": 0}
+    idle_since = now - timedelta(seconds=cfg["IDLE_AFTER_S"])
+    candidates = Instance.objects.filter(
+        state=S.RUNNING,
+        offering__kind="notebook",
+        runtime__busy_kernels=0,
+    ).filter(
+        Q(runtime__last_activity_at__lt=idle_since)
+        | Q(runtime__last_activity_at__isnull=True, runtime__started_at__lt=idle_since)
+    )
+    idle = [i for i in candidates.select_related("runtime") if not _gpus_busy(i, cfg["IDLE_GPU_UTIL_PCT"])]
+    # Whoever was warned but got busy again starts a fresh idle period.
+    Instance.objects.filter(state=S.RUNNING, idle_warned_at__isnull=False).exclude(pk__in=[i.pk for i in idle]).update(
+        idle_warned_at=None
+    )
+    for instance in idle:
+        if instance.idle_warned_at is None:
+            Instance.objects.filter(pk=instance.pk).update(idle_warned_at=now)
+            instance_note(
+                instance=instance,
+                source="reconciler",
+                message=f"Idle for {cfg['IDLE_AFTER_S'] // 60} min: it will be stopped in "
+                f"{cfg['IDLE_GRACE_S'] // 60} min unless a kernel or the GPU gets busy",
+            )
+            done["warned"] += 1
+        elif instance.idle_warned_at < now - timedelta(seconds=cfg["IDLE_GRACE_S"]):
+            if instance_transition(
+                instance_id=instance.pk,
+                to_state=S.STOPPING,
+                expected_from=[S.RUNNING],
+                source="reconciler",
+                message="Stopping: idle (no kernel activity, GPU unused)",
+            ):
+                done["culled"] += 1
+    return done

@@ -1,0 +1,127 @@
+"""What node agents report about the workloads they run, applied to the instance lifecycle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.capacity.models import Node
+
+from ..models import Instance, InstanceEvent, InstanceRuntime, InstanceState
+from .lifecycle import instance_transition
+from .placement import instance_capacity_release
+
+S = InstanceState
+STARTING, RUNNING, STOPPED, FAILED = "starting", "running", "stopped", "failed"
+
+
+class UnknownWorkload(Exception):
+    """The agent reports an instance this node does not (or no longer) hold: it should stop it."""
+
+
+class StaleWorkloadReport(Exception):
+    pass
+
+
+def _launch_requested_at(instance: Instance) -> datetime:
+    event = instance.events.filter(to_state=S.REQUESTED).order_by("-created_at").first()
+    return event.created_at if event else instance.created_at
+
+
+@transaction.atomic
+def workload_report_apply(
+    *,
+    node: Node,
+    instance_id: UUID,
+    seq: int,
+    state: str,
+    reason: str | None = None,
+    route_slot: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    token: str | None = None,
+    pooled: bool = False,
+    started_at: datetime | None = None,
+    activity: dict | None = None,
+) -> Instance:
+    instance = Instance.objects.select_for_update().filter(pk=instance_id, node=node).first()
+    if instance is None:
+        raise UnknownWorkload(f"Node {node.hostname} holds no instance {instance_id}.")
+    runtime, _ = InstanceRuntime.objects.get_or_create(instance=instance)
+    if seq <= runtime.last_seq:
+        raise StaleWorkloadReport("A newer report for this workload was already accepted.")
+    now = timezone.now()
+    runtime.last_seq = seq
+    runtime.process_state = state
+    runtime.updated_at = now
+    if activity:
+        runtime.last_activity_at = activity.get("last_activity") or runtime.last_activity_at
+        runtime.kernels = activity.get("kernels") or 0
+        runtime.busy_kernels = activity.get("busy_kernels") or 0
+    if state == RUNNING and instance.state in (S.SCHEDULED, S.PROVISIONING):
+        runtime.route_slot, runtime.host, runtime.port, runtime.token = route_slot, host or "", port, token or ""
+        runtime.pooled, runtime.started_at, runtime.stopped_at = pooled, started_at or now, None
+    if state in (STOPPED, FAILED):
+        # Without a route the front proxy answers 404: the notebook URL is gone with the server.
+        runtime.route_slot, runtime.token = None, ""
+        runtime.stopped_at = runtime.stopped_at or now
+    runtime.save()
+    _lifecycle_follow(instance=instance, runtime=runtime, state=state, reason=reason)
+    instance.refresh_from_db()
+    return instance
+
+
+def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: str, reason: str | None) -> None:
+    where = f"{instance.node.hostname}" if instance.node_id else "its node"
+    if state == STARTING and instance.state == S.SCHEDULED:
+        instance_transition(
+            instance_id=instance.pk,
+            to_state=S.PROVISIONING,
+            expected_from=[S.SCHEDULED],
+            message=f"Starting Jupyter on {where}",
+            source="agent",
+        )
+    elif state == RUNNING and instance.state in (S.SCHEDULED, S.PROVISIONING):
+        seconds = (runtime.started_at - _launch_requested_at(instance)).total_seconds()
+        how = "from the warm pool" if runtime.pooled else "cold start"
+        instance_transition(
+            instance_id=instance.pk,
+            to_state=S.RUNNING,
+            expected_from=[S.SCHEDULED, S.PROVISIONING],
+            message=f"Ready in {max(seconds, 0):.1f} s ({how})",
+            source="agent",
+        )
+    elif state == STOPPED and instance.state == S.STOPPING:
+        instance_transition(
+            instance_id=instance.pk,
+            to_state=S.STOPPED,
+            expected_from=[S.STOPPING],
+            message="Stopped; capacity released",
+            source="agent",
+        )
+        instance_capacity_release(instance=instance)
+    elif state in (STOPPED, FAILED) and instance.state in (S.SCHEDULED, S.PROVISIONING, S.RUNNING):
+        message = reason or "The notebook server stopped unexpectedly."
+        instance_transition(
+            instance_id=instance.pk,
+            to_state=S.FAILED,
+            expected_from=[S.SCHEDULED, S.PROVISIONING, S.RUNNING],
+            message=f"Failed: {message}",
+            source="agent",
+        )
+        instance_capacity_release(instance=instance)
+    elif state == FAILED and instance.state == S.STOPPING:
+        instance_transition(
+            instance_id=instance.pk,
+            to_state=S.STOPPED,
+            expected_from=[S.STOPPING],
+            message="Stopped; capacity released",
+            source="agent",
+        )
+        instance_capacity_release(instance=instance)
+    elif state == RUNNING and instance.idle_warned_at and runtime.busy_kernels:
+        Instance.objects.filter(pk=instance.pk).update(idle_warned_at=None)
+        InstanceEvent.objects.create(instance=instance, message="Busy again: idle stop cancelled", source="agent")

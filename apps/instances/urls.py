@@ -1,0 +1,16 @@
+from django.urls import path
+
+from .views import pages
+
+app_name = "instances"
+
+urlpatterns = [
+    path("launch/", pages.launch_redirect, name="launch-redirect"),
+    path("orgs/<slug:slug>/instances/", pages.instance_list_page, name="list"),
+    path("orgs/<slug:slug>/instances/new/", pages.launch_page, name="launch"),
+    path("orgs/<slug:slug>/instances/<uuid:instance_id>/", pages.instance_detail_page, name="detail"),
+    path("orgs/<slug:slug>/instances/<uuid:instance_id>/stop/", pages.instance_stop_view, name="stop"),
+    path("orgs/<slug:slug>/instances/<uuid:instance_id>/start/", pages.instance_start_view, name="start"),
+    path("orgs/<slug:slug>/instances/<uuid:instance_id>/delete/", pages.instance_delete_view, name="delete"),
+    path("orgs/<slug:slug>/instances/<uuid:instance_id>/open/", pages.notebook_open, name="open"),
+]

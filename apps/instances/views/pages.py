@@ -1,0 +1,153 @@
+"""Instance pages: the list and the detail page are live partials (see consumers.py)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.accounts.roles import OrgAccess
+from apps.accounts.selectors import organization_access_get
+from apps.accounts.views.common import add_service_errors
+from apps.catalog.models import Flavor, Image
+from provisioning.drivers.registry import launchable_kinds
+
+from ..forms import LaunchForm
+from ..models import InstanceRuntime
+from ..selectors import instance_events, instance_get, instance_gpus, instances_list
+from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
+from .proxy_auth import notebook_may_open
+
+LIST_PARTIAL = "instances/partials/instance_list.html"
+DETAIL_PARTIAL = "instances/partials/instance_detail.html"
+
+
+def list_context(access: OrgAccess) -> dict:
+    return {"access": access, "organization": access.organization, "instances": list(instances_list(access=access))}
+
+
+def detail_context(access: OrgAccess, instance_id) -> dict:
+    instance = instance_get(access=access, instance_id=instance_id)
+    runtime = InstanceRuntime.objects.filter(instance=instance).first()
+    return {
+        "access": access,
+        "organization": access.organization,
+        "instance": instance,
+        "runtime": runtime,
+        "events": list(instance_events(instance=instance)),
+        "gpus": instance_gpus(instance=instance),
+        "can_operate": instance.owner_id == access.user_id or access.can_manage_members,
+    }
+
+
+def _launchable_flavors():
+    return (
+        Flavor.objects.filter(offering__kind__in=launchable_kinds(), offering__is_public=True)
+        .select_related("offering", "gpu_model")
+        .order_by("offering__sort_order", "sort_order")
+    )
+
+
+@login_required
+def instance_list_page(request, slug: str):
+    access = organization_access_get(user=request.user, slug=slug)
+    return render(request, "instances/instance_list.html", list_context(access))
+
+
+@login_required
+def launch_redirect(request):
+    """The storefront's Launch button: the launch form of the organization chosen in the switcher."""
+    membership = request.current_membership
+    if not membership:
+        raise Http404("You are not a member of any organization.")
+    target = redirect("instances:launch", slug=membership.organization.slug)
+    if request.GET.get("flavor"):
+        target["Location"] += f"?flavor={request.GET['flavor']}"
+    return target
+
+
+@login_required
+def launch_page(request, slug: str):
+    access = organization_access_get(user=request.user, slug=slug)
+    flavors = _launchable_flavors()
+    images = Image.objects.all()
+    initial = {"flavor": request.GET.get("flavor")} if request.GET.get("flavor") else {}
+    form = LaunchForm(request.POST or None, flavors=flavors, images=images, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                instance = instance_launch(access=access, **form.cleaned_data)
+            except ValidationError as error:
+                add_service_errors(form, error)
+            except PermissionDenied as denied:
+                form.add_error(None, str(denied))
+            else:
+                return redirect("instances:detail", slug=slug, instance_id=instance.pk)
+        status = 400
+    return render(
+        request,
+        "instances/launch.html",
+        {"access": access, "organization": access.organization, "form": form},
+        status=status,
+    )
+
+
+@login_required
+def instance_detail_page(request, slug: str, instance_id):
+    access = organization_access_get(user=request.user, slug=slug)
+    return render(request, "instances/instance_detail.html", detail_context(access, instance_id))
+
+
+def _act(request, slug, instance_id, action, done: str):
+    access = organization_access_get(user=request.user, slug=slug)
+    instance = instance_get(access=access, instance_id=instance_id)
+    try:
+        action(access=access, instance=instance)
+        messages.success(request, done)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    except PermissionDenied as denied:
+        messages.error(request, str(denied))
+    return instance
+
+
+@login_required
+@require_POST
+def instance_stop_view(request, slug: str, instance_id):
+    _act(request, slug, instance_id, instance_stop, "Stopping. The capacity is released once it has stopped.")
+    return redirect("instances:detail", slug=slug, instance_id=instance_id)
+
+
+@login_required
+@require_POST
+def instance_start_view(request, slug: str, instance_id):
+    _act(request, slug, instance_id, instance_start, "Starting again.")
+    return redirect("instances:detail", slug=slug, instance_id=instance_id)
+
+
+@login_required
+@require_POST
+def instance_delete_view(request, slug: str, instance_id):
+    instance = _act(request, slug, instance_id, instance_delete, "Deleted.")
+    instance.refresh_from_db()
+    if instance.state == "terminated":
+        return redirect("instances:list", slug=slug)
+    return redirect("instances:detail", slug=slug, instance_id=instance_id)
+
+
+@login_required
+def notebook_open(request, slug: str, instance_id):
+    """Open: only for someone the proxy will let in, and only once the notebook has a route."""
+    access = organization_access_get(user=request.user, slug=slug)
+    instance = instance_get(access=access, instance_id=instance_id)
+    if not notebook_may_open(user=request.user, instance=instance):
+        raise PermissionDenied("This notebook belongs to someone else.")
+    runtime = InstanceRuntime.objects.filter(instance=instance).first()
+    if instance.state != "running" or runtime is None or not runtime.route_slot:
+        messages.error(request, "The notebook is not running.")
+        return redirect("instances:detail", slug=slug, instance_id=instance_id)
+    return redirect(f"/nb/{runtime.route_slot}/lab")

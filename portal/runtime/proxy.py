@@ -1,0 +1,200 @@
+"""The front proxy: nginx in front of the portal and of every notebook.
+
+Browser traffic for `/nb/<route slot>/…` is authorised by the portal before nginx passes it on:
+nginx's auth_request asks `/internal/notebook-auth`, which answers 401/403/404, or 200 with the
+notebook's address and server token in response headers. So the routing table is the portal's
+database (a stopped notebook simply has no route), nginx needs no reload per launch, and the
+Jupyter token never reaches the browser. Everything else goes to the portal's ASGI server.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG = """\
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+{user_line}
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/tmp/body;
+  proxy_temp_path {root}/tmp/proxy;
+  fastcgi_temp_path {root}/tmp/fastcgi;
+  uwsgi_temp_path {root}/tmp/uwsgi;
+  scgi_temp_path {root}/tmp/scgi;
+  # Authorisation answers are kept for {auth_cache_s} s per browser session and notebook, so that
+  # the hundred requests of a JupyterLab page load cost one portal round trip, not a hundred.
+  proxy_cache_path {root}/authcache levels=1 keys_zone=nbauth:4m max_size=64m inactive=1m;
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  upstream portal {{ server {portal}; keepalive 32; }}
+  server {{
+    listen {listen};
+    client_max_body_size 100m;
+    proxy_http_version 1.1;
+    # proxy_set_header is inherited only by blocks that set none of their own, so every
+    # location below repeats the forwarding headers it needs.
+
+    location / {{
+      proxy_pass http://portal;
+      {forwarded}
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 1h;
+    }}
+
+    location ~ "^/nb/(?<nb_slot>[A-Za-z0-9-]{{1,64}})/" {{
+      auth_request /_notebook_auth;
+      auth_request_set $nb_upstream $upstream_http_x_notebook_upstream;
+      auth_request_set $nb_token $upstream_http_x_notebook_token;
+      auth_request_set $nb_missing $upstream_http_x_notebook_missing;
+      error_page 401 = @login;
+      error_page 403 = @denied;
+      proxy_pass http://$nb_upstream;
+      {forwarded}
+      proxy_set_header Authorization "token $nb_token";
+      proxy_set_header Cookie "";
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 1d;
+      proxy_buffering off;
+    }}
+
+    location = /_notebook_auth {{
+      internal;
+      proxy_pass http://portal/internal/notebook-auth;
+      {forwarded}
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Proxy-Secret "{secret}";
+      proxy_cache nbauth;
+      proxy_cache_key "$nb_slot:$cookie_sessionid";
+      proxy_cache_valid 200 403 {auth_cache_s}s;
+      proxy_ignore_headers Set-Cookie Cache-Control Expires Vary;
+    }}
+
+    location @login {{
+      return 302 /accounts/login/?next=$request_uri;
+    }}
+
+    # auth_request can only answer 2xx, 401 or 403; the portal marks "no such notebook" on its
+    # 403 so that the browser gets an honest 404.
+    location @denied {{
+      default_type text/plain;
+      if ($nb_missing) {{
+        return 404 "No notebook is running at this address. It may have been stopped.\n";
+      }}
+      return 403 "This notebook belongs to someone else.\n";
+    }}
+  }}
+}}
+"""
+
+
+class ProxyError(RuntimeError):
+    pass
+
+
+@dataclass
+class FrontProxy:
+    process: subprocess.Popen
+    url: str
+    root: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: finish open requests
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not found:
+        raise ProxyError("nginx is not installed (Debian: apt-get install nginx); `make run` installs it as root")
+    return found
+
+
+def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth_cache_s: int = 2) -> FrontProxy:
+    """Start nginx listening on `listen` (host:port) in front of the portal at `portal` (host:port)."""
+    binary = nginx_binary()
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "authcache"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    user_line = ""
+    if os.geteuid() == 0:
+        # nginx's workers drop to an unprivileged user when started as root; it must own its files.
+        worker = pwd.getpwnam("nobody")
+        user_line = "user nobody nogroup;" if _group_exists("nogroup") else "user nobody;"
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, worker.pw_uid, worker.pw_gid)
+        _make_traversable(root.parent)
+    config = root / "nginx.conf"
+    forwarded = (
+        "proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $remote_addr; "
+        "proxy_set_header X-Forwarded-Proto $scheme;"
+    )
+    config.write_text(
+        CONFIG.format(
+            root=root,
+            listen=listen,
+            portal=portal,
+            secret=secret,
+            forwarded=forwarded,
+            user_line=user_line,
+            auth_cache_s=auth_cache_s,
+        )
+    )
+    process = subprocess.Popen(
+        [binary, "-p", str(root), "-c", str(config), "-e", str(root / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    url = f"http://{listen}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            detail = (process.stderr.read() or b"").decode(errors="replace").strip().splitlines()[-1:]
+            raise ProxyError(f"nginx did not start: {detail}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                return FrontProxy(process=process, url=url, root=root)
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise ProxyError("nginx did not answer within 10 s")
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the workers reach their files: add search (x) permission for others on the parents
+    that lack it. Search only: nothing becomes listable or readable."""
+    import stat
+
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(parent, mode | stat.S_IXOTH)
+
+
+def _group_exists(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False

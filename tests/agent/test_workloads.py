@@ -1,0 +1,267 @@
+"""Notebook workloads end to end: real JupyterLab servers and kernels, the portal's side doubled.
+
+One module-scoped agent side (WorkloadService: long-poll thread, supervisor, warm pool of one)
+serves every test, so the few JupyterLab cold starts are shared. Instance "cold" has image
+jupyter_args, which the pool does not serve: it always gets a cold start; "pooled" has none and
+gets the warm server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from provisioning.agent.client import PortalClient, RetryPolicy
+from provisioning.agent.loop import seq_start
+from provisioning.agent.workloads.process import proc_alive, proc_descendants, proc_uid
+from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
+from tests.agent.test_workloads_support import (
+    WorkloadPortalServer,
+    jupyter_request,
+    kernel_execute,
+    kernel_start,
+    notebook_spec,
+)
+
+pytestmark = pytest.mark.integration
+
+COLD, POOLED = "c01d0000-0000-4000-8000-000000000001", "900100ed-0000-4000-8000-000000000002"
+COLD_GPUS = ["GPU-11111111-2222-3333-4444-555555555555", "GPU-66666666-7777-8888-9999-000000000000"]
+POOLED_GPUS = ["MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"]
+IMAGE_ARGS = ["--ServerApp.iopub_msg_rate_limit=2000"]  # harmless; makes the start a cold one
+CUDA_PRINT = "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'))"
+
+
+class Agent:
+    """The agent's workload side, started the way loop.py starts it."""
+
+    def __init__(self, portal, root: Path):
+        self.portal, self.root = portal, root
+        self.stop = threading.Event()
+        self.fatal: list[Exception] = []
+        self.client = PortalClient(portal.url, timeout_s=5, stop=self.stop,
+                                   retry=RetryPolicy(attempts=2, base_s=0.05, cap_s=0.1))
+        self.client.authenticate("node-1", "s3cret")
+        self.service = WorkloadService(WorkloadOptions(workload_root=root, pool_size=1,
+                                                       poll_wait_s=5))
+        self.service.prepare()
+        seq = iter(range(seq_start(), 2**62))
+        lock = threading.Lock()
+
+        def seq_take() -> int:
+            with lock:
+                return next(seq)
+
+        self.service.start(self.client, seq_take, self.stop, activity_interval_s=1.0,
+                           on_fatal=self.fatal.append)
+
+    @property
+    def pool(self):
+        return self.service.pool
+
+    def server(self, instance_id: str):
+        workload = self.service.supervisor.workload(instance_id)
+        return workload.server if workload else None
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    os.environ["NEOCLOUD_AGENT_TOKEN"] = "agent-secret"  # must not reach any workload
+    with WorkloadPortalServer() as portal:
+        agent = Agent(portal, tmp_path_factory.mktemp("workloads") / "root")
+        try:
+            yield agent
+        finally:
+            os.environ.pop("NEOCLOUD_AGENT_TOKEN", None)
+            agent.stop.set()
+            agent.service.shutdown(stop_servers=True)
+    assert not agent.fatal
+
+
+@pytest.fixture(scope="module")
+def cold(agent):
+    """The "cold" instance running (its report), with the time the cold start took."""
+    desired_at = agent.portal.desire(notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS))
+    running = agent.portal.wait_report(COLD, "running", timeout=90)
+    print(f"\ncold start: desired -> running report in {running.at - desired_at:.2f} s")
+    return running.body
+
+
+def wait_until(condition, timeout: float = 60, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cold_start_reports_starting_then_running_and_serves_jupyter(agent, cold):
+    states = [body["state"] for body in agent.portal.reports_for(COLD)]
+    assert states[:2] == ["starting", "running"]
+    starting = agent.portal.reports_for(COLD)[0]
+    assert starting["route_slot"] == COLD and starting["token"] is None
+    assert cold["route_slot"] == COLD and cold["host"] == "127.0.0.1"
+    assert isinstance(cold["port"], int) and len(cold["token"]) >= 32
+    assert cold["pooled"] is False and cold["started_at"] and cold["reason"] is None
+    seqs = [body["seq"] for body in agent.portal.reports_for(COLD)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+    status, answer = jupyter_request(cold, "api/status")
+    assert status == 200 and "last_activity" in answer
+    assert jupyter_request(cold, "api/status", token=None)[0] in (401, 403)
+    assert jupyter_request(cold, "api/status", token="not-the-token")[0] in (401, 403)
+    server = agent.server(COLD)
+    assert f"JUPYTER_TOKEN={cold['token']}" not in Path(f"/proc/{server.pid}/cmdline").read_text()
+
+
+def test_cold_kernel_sees_exactly_its_gpus_and_activity_is_reported(agent, cold):
+    kernel_id = kernel_start(cold)
+    assert kernel_execute(cold, kernel_id, CUDA_PRINT).strip() == ",".join(COLD_GPUS)
+    facts = json.loads(kernel_execute(cold, kernel_id, (
+        "import json, os; print(json.dumps({'home': os.environ['HOME'], "
+        "'leak': [k for k in os.environ if 'NEOCLOUD' in k or k == 'JUPYTER_TOKEN'], "
+        "'cwd': os.path.realpath(os.getcwd())}))")))
+    assert facts["home"] == str(agent.server(COLD).paths.home)
+    assert facts["cwd"] == str((agent.root / COLD / "work").resolve())
+    assert facts["leak"] in ([], ["JUPYTER_TOKEN"])  # the server's own token, never the agent's
+    report = agent.portal.wait_report(
+        COLD, "running", timeout=20, where=lambda b: (b["activity"] or {}).get("kernels") == 1)
+    activity = report.body["activity"]
+    assert activity["busy_kernels"] == 0 and activity["last_activity"]
+    assert set(activity) == {"last_activity", "kernels", "busy_kernels", "connections"}
+
+
+def test_notebooks_never_run_as_root(agent, cold):
+    if os.geteuid() != 0:
+        pytest.skip("the agent is not root here, so workloads run as this user anyway")
+    server = agent.server(COLD)
+    assert proc_uid(server.pid) not in (None, 0)
+    kernels = proc_descendants(server.pid)
+    assert kernels and all(proc_uid(pid) not in (None, 0) for pid in kernels)
+    work = agent.root / COLD / "work"
+    assert work.stat().st_uid == proc_uid(server.pid)
+
+
+def test_pooled_hand_out_is_a_running_report_without_a_new_process(agent, cold):
+    wait_until(lambda: agent.pool.ready_count() == 1, 90, "the warm pool")
+    warm = agent.pool.ready_servers()[0]
+    started_before = agent.pool.started
+
+    desired_at = agent.portal.desire(notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS),
+                                     notebook_spec(POOLED, gpus=POOLED_GPUS))
+    running = agent.portal.wait_report(POOLED, "running", timeout=10)
+    print(f"\npooled hand-out: desired -> running report in "
+          f"{(running.at - desired_at) * 1000:.1f} ms (long-poll included)")
+
+    body = running.body
+    assert [b["state"] for b in agent.portal.reports_for(POOLED)][0] == "running"  # no starting
+    assert body["pooled"] is True and body["route_slot"] == warm.route_slot != POOLED
+    assert (body["port"], body["token"]) == (warm.port, warm.token)
+    assert agent.server(POOLED).pid == warm.pid
+    assert agent.pool.started in (started_before, started_before + 1)  # only the refill
+
+    kernel_id = kernel_start(body)
+    assert kernel_execute(body, kernel_id, CUDA_PRINT).strip() == ",".join(POOLED_GPUS)
+    cwd = kernel_execute(body, kernel_id, "import os; print(os.path.realpath(os.getcwd()))")
+    assert cwd.strip() == str((agent.root / POOLED / "work").resolve())
+    # Its files are the instance's working directory, not the pool slot's empty one.
+    assert jupyter_request(body, "api/contents/from-kernel.txt", method="PUT",
+                           body={"type": "file", "format": "text", "content": "hi"})[0] == 201
+    assert (agent.root / POOLED / "work" / "from-kernel.txt").read_text() == "hi"
+
+
+def test_stop_kills_the_process_tree_and_is_idempotent(agent, cold):
+    server = agent.server(POOLED)
+    tree = [server.pid, *proc_descendants(server.pid)]
+    assert len(tree) >= 2  # the server and the kernel started above
+    slot_dir = server.paths.dir
+
+    agent.portal.desire(notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS),
+                        notebook_spec(POOLED, state="stopped"))
+    stopped = agent.portal.wait_report(POOLED, "stopped", timeout=20).body
+    assert stopped["route_slot"] is None and stopped["token"] is None
+    assert not any(proc_alive(pid) for pid in tree)
+    assert not slot_dir.exists()
+    assert (agent.root / POOLED / "work" / "from-kernel.txt").exists()  # kept for a restart
+
+    # Stopping again, or stopping something never started, only (re)states "stopped".
+    never = "0e0e0e0e-0000-4000-8000-000000000003"
+    agent.portal.desire(notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS),
+                        notebook_spec(POOLED, state="stopped"), notebook_spec(never, "stopped"),
+                        {"id": "ray-1", "kind": "ray", "state": "running"})
+    assert agent.portal.wait_report(never, "stopped", timeout=10).body["port"] is None
+    assert [b["state"] for b in agent.portal.reports_for(POOLED)] == ["running"] * (
+        len(agent.portal.reports_for(POOLED)) - 1) + ["stopped"]
+    assert agent.portal.reports_for("ray-1") == []
+
+    # The handed-out server never goes back to the pool; the pool refills with a fresh one.
+    wait_until(lambda: agent.pool.ready_count() == 1, 90, "the pool to refill")
+    assert agent.pool.ready_servers()[0].pid not in tree
+
+
+def test_working_directory_persists_across_stop_and_start(agent, cold):
+    note = {"type": "file", "format": "text", "content": "kept across restarts"}
+    assert jupyter_request(cold, "api/contents/notes.txt", method="PUT", body=note)[0] == 201
+    before = len(agent.portal.reports_for(COLD))
+    old_pid = agent.server(COLD).pid
+
+    agent.portal.desire(notebook_spec(COLD, "stopped"))
+    agent.portal.wait_report(COLD, "stopped", after=before, timeout=20)
+    assert not proc_alive(old_pid)
+    stopped_at = len(agent.portal.reports_for(COLD))  # activity reports came before "stopped"
+    agent.portal.desire(notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS))
+    running = agent.portal.wait_report(COLD, "running", after=stopped_at, timeout=90).body
+
+    assert agent.server(COLD).pid != old_pid
+    status, content = jupyter_request(running, "api/contents/notes.txt")
+    assert status == 200 and content["content"] == "kept across restarts"
+
+
+def test_failed_start_reports_a_readable_reason(agent):
+    bad_value, protected = ("fa11ed00-0000-4000-8000-000000000004",
+                            "fa11ed00-0000-4000-8000-000000000005")
+    agent.portal.desire(
+        notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS),
+        notebook_spec(bad_value, args=["--ServerApp.max_body_size=notanumber"]),
+        notebook_spec(protected, args=["--ServerApp.port=notaport"]),
+    )
+    failed = agent.portal.wait_report(bad_value, "failed", timeout=60).body
+    assert [b["state"] for b in agent.portal.reports_for(bad_value)] == ["starting", "failed"]
+    assert "JupyterLab exited with code 1 before it was ready" in failed["reason"]
+    assert "max_body_size" in failed["reason"] and len(failed["reason"]) <= 1000
+    assert failed["port"] is None and failed["token"] is None
+    assert not (agent.root / "slots" / bad_value).exists()
+
+    refused = agent.portal.wait_report(protected, "failed", timeout=10).body
+    assert "may not set ServerApp.port" in refused["reason"]
+    time.sleep(1.5)  # not retried while the spec stays the same
+    assert [b["state"] for b in agent.portal.reports_for(bad_value)] == ["starting", "failed"]
+
+
+def test_unknown_instance_404_is_stopped(agent):
+    ghost = "9405e000-0000-4000-8000-000000000006"
+    wait_until(lambda: agent.pool.ready_count() == 1, 90, "the warm pool")  # a hand-out
+    agent.portal.status_codes[ghost] = 404
+    agent.portal.desire(notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS), notebook_spec(ghost))
+    agent.portal.wait_report(ghost, "running", timeout=90)
+    wait_until(lambda: agent.server(ghost) is None and not agent.service.supervisor.workload(
+        ghost).thread, 20, "the unknown instance's server to stop")
+    time.sleep(0.5)
+    assert [b["state"] for b in agent.portal.reports_for(ghost)][-1] == "running"
+
+
+def test_deleted_stops_and_removes_the_working_directory(agent, cold):
+    assert (agent.root / COLD / "work" / "notes.txt").exists()
+    pid = agent.server(COLD).pid
+    before = len(agent.portal.reports_for(COLD))
+    agent.portal.desire(notebook_spec(COLD, "deleted"))
+    agent.portal.wait_report(COLD, "stopped", after=before, timeout=20)
+    assert not proc_alive(pid)
+    wait_until(lambda: not (agent.root / COLD).exists(), 10, "the working directory to go")

@@ -1,0 +1,112 @@
+"""Launch, stop, start and delete as a user does them, with bad input and tenancy."""
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from apps.accounts.selectors import organization_access_get
+from apps.capacity.models import AllocationState, Gpu
+from apps.capacity.services.quotas import quota_set
+from apps.instances.models import Instance, InstanceState
+from apps.instances.services.actions import instance_delete, instance_start, instance_stop
+from apps.instances.services.reports import workload_report_apply
+from tests.factories.accounts import MembershipFactory
+
+pytestmark = pytest.mark.django_db
+S = InstanceState
+
+
+@pytest.mark.parametrize("name", ["", "Has Spaces", "-leading", "x" * 64, "ünïcode"])
+def test_bad_names_are_refused_and_nothing_is_created(launch, name):
+    with pytest.raises(ValidationError, match="lower-case"):
+        launch(name=name, schedule=False)
+    assert not Instance.objects.exists()
+
+
+def test_a_second_active_instance_with_the_same_name_is_refused(launch):
+    launch(name="same")
+    with pytest.raises(ValidationError, match="already called"):
+        launch(name="same")
+
+
+def test_a_viewer_cannot_launch(launch, org):
+    viewer = MembershipFactory(organization=org, role="viewer").user
+    with pytest.raises(PermissionDenied):
+        launch(access=organization_access_get(user=viewer, slug=org.slug))
+
+
+def test_quota_is_checked_at_launch_with_the_reason(launch, org):
+    from decimal import Decimal
+
+    quota_set(organization=org, max_gpus=Decimal("0.5"))
+    with pytest.raises(ValidationError, match="Quota exceeded"):
+        launch(schedule=False)
+
+
+def test_an_offering_without_a_driver_cannot_be_launched(launch, notebook_setup):
+    from apps.catalog.models import Flavor
+
+    bare_metal = Flavor.objects.filter(offering__kind="bare_metal").first()
+    with pytest.raises(ValidationError, match="not yet available"):
+        launch(flavor=bare_metal, schedule=False)
+
+
+def test_stop_is_idempotent_and_releases_capacity_once_the_agent_confirms(launch, notebook_setup):
+    access, node = notebook_setup["access"], notebook_setup["node"]
+    instance = launch()
+    workload_report_apply(
+        node=node,
+        instance_id=instance.pk,
+        seq=1,
+        state="running",
+        route_slot="slot-1",
+        host="127.0.0.1",
+        port=9999,
+        token="t",
+    )
+
+    instance_stop(access=access, instance=instance)
+    instance_stop(access=access, instance=Instance.objects.get(pk=instance.pk))  # twice: harmless
+    assert Instance.objects.get(pk=instance.pk).state == S.STOPPING
+    assert Gpu.objects.filter(allocated_milli=1000).count() == 1
+
+    workload_report_apply(node=node, instance_id=instance.pk, seq=2, state="stopped")
+    workload_report_apply(node=node, instance_id=instance.pk, seq=3, state="stopped")  # duplicate report
+
+    instance.refresh_from_db()
+    assert instance.state == S.STOPPED
+    assert instance.allocation.state == AllocationState.RELEASED
+    assert not Gpu.objects.filter(allocated_milli__gt=0).exists()
+    assert instance.runtime.route_slot is None
+
+
+def test_start_again_and_delete(launch, notebook_setup):
+    access, node = notebook_setup["access"], notebook_setup["node"]
+    instance = launch()
+    instance_stop(access=access, instance=instance)
+    workload_report_apply(node=node, instance_id=instance.pk, seq=1, state="stopped")
+
+    restarted = instance_start(access=access, instance=Instance.objects.get(pk=instance.pk))
+    assert restarted.state == S.REQUESTED
+
+    with pytest.raises(ValidationError, match="only a stopped|Only a stopped"):
+        instance_start(access=access, instance=restarted)
+    instance_stop(access=access, instance=restarted)  # not yet placed: stops at once
+    deleted = instance_delete(access=access, instance=Instance.objects.get(pk=instance.pk))
+    assert deleted.state == S.TERMINATED
+
+
+def test_a_running_instance_must_be_stopped_before_delete(launch, notebook_setup):
+    instance = launch()
+    with pytest.raises(ValidationError, match="Stop the instance"):
+        instance_delete(access=notebook_setup["access"], instance=instance)
+
+
+def test_another_member_cannot_stop_my_instance_but_an_admin_can(launch, org, notebook_setup):
+    instance = launch()
+    member = MembershipFactory(organization=org, role="member").user
+    with pytest.raises(PermissionDenied):
+        instance_stop(access=organization_access_get(user=member, slug=org.slug), instance=instance)
+    admin = MembershipFactory(organization=org, role="admin").user
+    assert (
+        instance_stop(access=organization_access_get(user=admin, slug=org.slug), instance=instance).state == S.STOPPING
+    )

@@ -1,0 +1,120 @@
+"""The run command (`make run` → portal.runtime.launcher) brings the whole portal up on a fresh
+data folder, serves the storefront and the demo login, and Ctrl-C stops every process."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from portal.runtime.launcher import DEMO_LOGIN, main
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_busy_port_gets_one_line_and_starts_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PORTAL_DATA_DIR", str(tmp_path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code = main(["--port", str(busy.getsockname()[1])])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and "already in use" in err
+    assert not (tmp_path / "postgres").exists()
+
+
+def _wait_for_line(process: subprocess.Popen, pattern: str, timeout: float, seen: list[str]) -> re.Match:
+    deadline = time.monotonic() + timeout
+    regex = re.compile(pattern)
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if match := regex.search(line):
+            return match
+    raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(seen)[-4000:]}")
+
+
+def _log_in(base: str, email: str, password: str) -> httpx.Response:
+    with httpx.Client(base_url=base) as client:
+        page = client.get("/accounts/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        return client.post(
+            "/accounts/login/", data={"csrfmiddlewaretoken": token, "login": email, "password": password}
+        )
+
+
+def _local_node(data_dir: Path, timeout: float = 30):
+    """The node the launcher's local agent registered (simulated: CI machines have no GPU)."""
+    import psycopg
+
+    from portal.runtime.embedded import postgres_url
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(postgres_url(data_dir)) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT n.hostname, n.simulated, count(g.id) FROM capacity_node n "
+                "JOIN capacity_gpu g ON g.node_id = n.id GROUP BY n.id"
+            ).fetchone()
+            if row:
+                return row
+            time.sleep(0.3)
+    return None
+
+
+def test_run_command_serves_the_portal_and_ctrl_c_stops_everything(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "PORTAL_EMAIL_DIR"}}
+    env.update(PORTAL_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+    env.pop("PORTAL_DB_POOL_MAX_SIZE", None)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portal.runtime.launcher", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        url = _wait_for_line(process, r"portal is up: (http://\S+)/", 180, seen).group(1)
+        _wait_for_line(process, re.escape(DEMO_LOGIN[0]), 5, seen)
+        children = psutil.Process(process.pid).children(recursive=True)
+
+        storefront = httpx.get(f"{url}/")
+        assert storefront.status_code == 200 and "H100" in storefront.text
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "database": "ok", "redis": "ok"}
+        login = _log_in(url, *DEMO_LOGIN)
+        assert login.status_code == 302 and login.headers["location"].endswith("/dashboard/")
+        assert _local_node(tmp_path / "data") == ("local-simulated-node", True, 8)
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, [p.info for p in alive]
+        assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for proc in psutil.process_iter(["cmdline"]):
+            if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
