@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.factories.accounts import OrganizationFactory, UserFactory
-from tests.support.processes import celery_beat_start, celery_worker_start, live_portal_start
+from tests.support.processes import WorkerHandle, celery_beat_start, live_portal_start
 
 CHROMIUM = os.environ.get("PORTAL_CHROMIUM", "/usr/bin/chromium")
 
@@ -55,10 +55,11 @@ def live_portal(django_db_setup, django_db_blocker, process_logs):
 
 @pytest.fixture(scope="session")
 def celery_worker(live_portal, process_logs):
-    """A real Celery worker process consuming the test run's Redis broker."""
-    worker = celery_worker_start(process_logs, base_url=live_portal.url)
-    yield worker
-    worker.stop()
+    """A real Celery worker process consuming the test run's Redis broker (a WorkerHandle)."""
+    handle = WorkerHandle(log_dir=process_logs, base_url=live_portal.url)
+    handle.start()
+    yield handle
+    handle.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from apps.capacity.models import AllocationState, Gpu, Node, NodeState
-from apps.instances.models import Instance, InstanceRuntime, InstanceState
+from apps.instances.models import Instance, InstanceEvent, InstanceRuntime, InstanceState
 from apps.instances.services.reconcile import instances_reconcile
 from apps.instances.services.reports import StaleWorkloadReport, UnknownWorkload, workload_report_apply
 
@@ -15,7 +15,10 @@ S = InstanceState
 
 
 def age(instance, seconds):
-    Instance.objects.filter(pk=instance.pk).update(state_changed_at=timezone.now() - timedelta(seconds=seconds))
+    """Pretend the instance's last change, and its event log, happened `seconds` ago."""
+    then = timezone.now() - timedelta(seconds=seconds)
+    Instance.objects.filter(pk=instance.pk).update(state_changed_at=then)
+    InstanceEvent.objects.filter(instance=instance).update(created_at=then)
 
 
 def report(node, instance, seq, state, **kw):
@@ -74,6 +77,7 @@ def test_a_requested_instance_no_worker_picked_up_is_enqueued_again(launch, sett
     instance = launch(schedule=False)
     age(instance, settings.INSTANCES["REQUEUE_AFTER_S"] + 1)
     assert instances_reconcile()["requeued"] == 1
+    assert instances_reconcile()["requeued"] == 0  # not again until REQUEUE_AFTER_S has passed
     assert sent == [str(instance.pk)]
 
 

@@ -37,11 +37,15 @@ def test_database_url() -> str:
 PROXY_SECRET = "test-front-proxy-secret"
 # Portal processes under test run a 1 s heartbeat so liveness can be observed in seconds.
 TEST_HEARTBEAT_INTERVAL_S = 1
+TEST_REQUEUE_AFTER_S = 3
 
 
 def process_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env.setdefault("PORTAL_HEARTBEAT_INTERVAL_S", str(TEST_HEARTBEAT_INTERVAL_S))
+    # The reconciler runs every second and acts after a few, so fault tests finish in seconds.
+    env.setdefault("PORTAL_RECONCILE_EVERY_S", "1")
+    env.setdefault("PORTAL_REQUEUE_AFTER_S", str(TEST_REQUEUE_AFTER_S))
     env.pop("PORTAL_DB_POOL_MAX_SIZE", None)  # the portal's own default, as in production
     env.setdefault("PORTAL_PROXY_SECRET", PROXY_SECRET)
     env.update(
@@ -159,10 +163,29 @@ def live_portal_start(log_dir: Path) -> LivePortal:
     return LivePortal(url=url, web=web, proxy=proxy)
 
 
-def celery_worker_start(log_dir: Path, base_url: str) -> ManagedProcess:
+@dataclass
+class WorkerHandle:
+    """The test run's Celery worker; a fault test may kill it and start a fresh one."""
+
+    log_dir: Path
+    base_url: str
+    current: ManagedProcess | None = None
+    generation: int = 0
+
+    def start(self) -> ManagedProcess:
+        self.generation += 1
+        self.current = celery_worker_start(self.log_dir, self.base_url, name=f"worker-{self.generation}")
+        return self.current
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+
+
+def celery_worker_start(log_dir: Path, base_url: str, name: str = "worker") -> ManagedProcess:
     env = process_env(PORTAL_BASE_URL=base_url)
     worker = spawn(
-        "worker",
+        name,
         [
             sys.executable,
             "-m",

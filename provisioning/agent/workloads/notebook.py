@@ -35,7 +35,7 @@ DEFAULT_START_TIMEOUT_S = 60.0
 _POLL_S = 0.1
 # What a workload inherits from the agent's environment; nothing else (the agent's environment
 # may hold its registration token).
-_ENV_PASSED = ("PATH", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH",
+_ENV_PASSED = ("PATH", "PYTHONPATH", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH",
                "SSL_CERT_FILE", "SSL_CERT_DIR")
 # Options the agent owns: an image's jupyter_args may not move, expose or unlock the server.
 _PROTECTED = {"ip", "port", "port_retries", "base_url", "root_dir", "notebook_dir", "token",
