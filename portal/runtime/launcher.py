@@ -100,6 +100,7 @@ def _wait_healthy(url: str, supervisor: Supervisor, timeout: float = 60) -> None
 
 
 LOCAL_SIMULATION = "8xH100-80GB"
+LOCAL_REGION = "us-east-1"  # the demo catalog's first region, where the storefront opens
 
 
 def _agent_argv(env: dict[str, str], url: str, root) -> list[str] | None:
@@ -109,10 +110,16 @@ def _agent_argv(env: dict[str, str], url: str, root) -> list[str] | None:
     from provisioning.agent.nvml import nvml_available
 
     state_file = root / "agent" / "state.json"
-    argv = [sys.executable, "-m", "provisioning.agent.main", "--portal", url, "--state-file", str(state_file)]
+    argv = [
+        sys.executable, "-m", "provisioning.agent.main", "--portal", url, "--state-file", str(state_file),
+        # One pre-started JupyterLab makes the first notebook launch take well under a second.
+        "--notebook-pool", os.environ.get("PORTAL_NOTEBOOK_POOL", "1"),
+        "--workload-root", str(root / "agent" / "workloads"),
+    ]
     if not state_file.exists():
         token = subprocess.run(
-            [sys.executable, "manage.py", "capacity_token_create", "--note", "local agent of make run"],
+            [sys.executable, "manage.py", "capacity_token_create", "--region", LOCAL_REGION,
+             "--note", "local agent of make run"],
             env=env,
             capture_output=True,
             text=True,
@@ -124,6 +131,18 @@ def _agent_argv(env: dict[str, str], url: str, root) -> list[str] | None:
         argv += ["--simulate", LOCAL_SIMULATION, "--hostname", "local-simulated-node"]
         print(f"  No NVIDIA GPU here: the local agent reports a SIMULATED {LOCAL_SIMULATION} node.", flush=True)
     return argv
+
+
+def _local_notebooks_stop(root) -> None:
+    """Ctrl-C ends the local notebooks too. (A real agent leaves them running across its own
+    restarts and re-adopts them; on a laptop, stopping the portal should stop everything.) The
+    next start brings back, cold, whatever the portal still wants running."""
+    import psutil
+
+    workloads = str(root / "agent" / "workloads")
+    for process in psutil.process_iter(["cmdline"]):
+        if workloads in " ".join(process.info["cmdline"] or []):
+            process.terminate()
 
 
 def run(host: str, port: int) -> int:
@@ -240,6 +259,7 @@ def run(host: str, port: int) -> int:
         return 0
     finally:
         supervisor.stop_all()
+        _local_notebooks_stop(root)
         if started_redis:
             started_redis.stop()
         if started_postgres:

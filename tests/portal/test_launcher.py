@@ -53,13 +53,34 @@ def _wait_for_line(process: subprocess.Popen, pattern: str, timeout: float, seen
     raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(seen)[-4000:]}")
 
 
-def _log_in(base: str, email: str, password: str) -> httpx.Response:
-    with httpx.Client(base_url=base) as client:
-        page = client.get("/accounts/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        return client.post(
-            "/accounts/login/", data={"csrfmiddlewaretoken": token, "login": email, "password": password}
-        )
+def _log_in(client: httpx.Client, email: str, password: str) -> httpx.Response:
+    page = client.get("/accounts/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    response = client.post(
+        "/accounts/login/", data={"csrfmiddlewaretoken": token, "login": email, "password": password}
+    )
+    client.headers.update({"X-CSRFToken": client.cookies["csrftoken"], "Referer": str(client.base_url)})
+    return response
+
+
+def _notebook_runs(client: httpx.Client, timeout: float = 90) -> dict:
+    """Launch the demo user's notebook in Acme AI and wait until its Jupyter answers."""
+    orgs = client.get("/api/v1/organizations/").json()["results"]
+    slug = next(o["slug"] for o in orgs if o["name"] == "Acme AI")
+    launched = client.post(f"/api/v1/organizations/{slug}/instances/", json={
+        "flavor": "notebooks/notebook-1x-h100", "image": "jupyterlab-4-host", "region": "us-east-1",
+        "name": "launcher-check"})
+    assert launched.status_code == 201, launched.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        detail = client.get(f"/api/v1/organizations/{slug}/instances/{launched.json()['id']}/").json()
+        if detail["state"] in ("running", "failed"):
+            break
+        time.sleep(0.2)
+    assert detail["state"] == "running", detail
+    status = client.get(detail["notebook_url"].removesuffix("lab") + "api/status")
+    assert status.status_code == 200
+    return detail
 
 
 def _local_node(data_dir: Path, timeout: float = 30):
@@ -103,9 +124,12 @@ def test_run_command_serves_the_portal_and_ctrl_c_stops_everything(tmp_path):
         storefront = httpx.get(f"{url}/")
         assert storefront.status_code == 200 and "H100" in storefront.text
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "database": "ok", "redis": "ok"}
-        login = _log_in(url, *DEMO_LOGIN)
-        assert login.status_code == 302 and login.headers["location"].endswith("/dashboard/")
         assert _local_node(tmp_path / "data") == ("local-simulated-node", True, 8)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            login = _log_in(client, *DEMO_LOGIN)
+            assert login.status_code == 302 and login.headers["location"].endswith("/dashboard/")
+            # A notebook launched on the run command's own pieces: worker, agent, JupyterLab, nginx.
+            _notebook_runs(client)
 
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0

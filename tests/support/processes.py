@@ -59,6 +59,9 @@ class ManagedProcess:
     name: str
     process: subprocess.Popen
     log_path: Path
+    # Processes it may leave behind by design (an agent's notebook servers outlive the agent),
+    # found by this path in their command line and ended with it.
+    leaves_behind: str | None = None
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -68,6 +71,12 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
+        if self.leaves_behind:
+            import psutil
+
+            for leftover in psutil.process_iter(["cmdline"]):
+                if self.leaves_behind in " ".join(leftover.info["cmdline"] or []):
+                    leftover.kill()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -264,4 +273,6 @@ def agent_start(
     ]
     if token:
         argv += ["--token", token]
-    return spawn(f"agent-{name}", argv, process_env(), log_dir)
+    agent = spawn(f"agent-{name}", argv, process_env(), log_dir)
+    agent.leaves_behind = str(state_file.parent / f"workloads-{name}")
+    return agent
