@@ -10,7 +10,6 @@ node agent as separate processes, exactly as they would run on separate machines
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import secrets
 import signal
@@ -21,6 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from .commands import agent_command, beat_command, web_command, worker_command
 from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_url, redis_start
 from .proxy import ProxyError, front_proxy_start
 
@@ -103,34 +103,43 @@ LOCAL_SIMULATION = "8xH100-80GB"
 LOCAL_REGION = "us-east-1"  # the demo catalog's first region, where the storefront opens
 
 
-def _agent_argv(env: dict[str, str], url: str, root) -> list[str] | None:
+def _agent_argv(env: dict[str, str], url: str, root) -> list[str]:
     """The local node agent: real NVML when this host has NVIDIA GPUs, else a simulated node."""
-    if importlib.util.find_spec("apps.capacity") is None:
-        return None
     from provisioning.agent.nvml import nvml_available
 
     state_file = root / "agent" / "state.json"
-    argv = [
-        sys.executable, "-m", "provisioning.agent.main", "--portal", url, "--state-file", str(state_file),
-        # One pre-started JupyterLab makes the first notebook launch take well under a second.
-        "--notebook-pool", os.environ.get("PORTAL_NOTEBOOK_POOL", "1"),
-        "--workload-root", str(root / "agent" / "workloads"),
-    ]
+    token = None
     if not state_file.exists():
-        token = subprocess.run(
-            [sys.executable, "manage.py", "capacity_token_create", "--region", LOCAL_REGION,
-             "--note", "local agent of make run"],
+        created = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "capacity_token_create",
+                "--region",
+                LOCAL_REGION,
+                "--note",
+                "local agent of make run",
+            ],
             env=env,
             capture_output=True,
             text=True,
         )
-        if token.returncode != 0:
-            raise LaunchError(f"could not create the local agent's token: {token.stderr.strip()[-300:]}")
-        argv += ["--token", token.stdout.strip()]
-    if not nvml_available():
-        argv += ["--simulate", LOCAL_SIMULATION, "--hostname", "local-simulated-node"]
+        if created.returncode != 0:
+            raise LaunchError(f"could not create the local agent's token: {created.stderr.strip()[-300:]}")
+        token = created.stdout.strip()
+    simulate = None if nvml_available() else LOCAL_SIMULATION
+    if simulate:
         print(f"  No NVIDIA GPU here: the local agent reports a SIMULATED {LOCAL_SIMULATION} node.", flush=True)
-    return argv
+    return agent_command(
+        portal_url=url,
+        state_file=state_file,
+        workload_root=root / "agent" / "workloads",
+        token=token,
+        # One pre-started JupyterLab makes the first notebook launch take well under a second.
+        notebook_pool=int(os.environ.get("PORTAL_NOTEBOOK_POOL", "1")),
+        simulate=simulate,
+        hostname="local-simulated-node" if simulate else None,
+    )
 
 
 def _local_notebooks_stop(root) -> None:
@@ -180,54 +189,9 @@ def run(host: str, port: int) -> int:
         _manage(env, "demo_load")
         # The browser talks to the front proxy on `port`; the ASGI server listens on loopback only.
         web_port = _free_loopback_port()
-        supervisor.spawn(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "portal.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(web_port),
-                "--no-access-log",
-                "--lifespan",
-                "off",
-            ],
-        )
-        supervisor.spawn(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "2",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-        )
-        supervisor.spawn(
-            "beat",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(root / "celerybeat-schedule"),
-            ],
-        )
+        supervisor.spawn("web", web_command(port=web_port))
+        supervisor.spawn("worker", worker_command(concurrency=2))
+        supervisor.spawn("beat", beat_command(schedule=root / "celerybeat-schedule"))
         _wait_healthy(f"http://127.0.0.1:{web_port}", supervisor)
         proxy = front_proxy_start(
             root=root / "nginx",
@@ -236,9 +200,7 @@ def run(host: str, port: int) -> int:
             secret=env["PORTAL_PROXY_SECRET"],
         )
         supervisor.children["proxy"] = proxy.process
-        agent = _agent_argv(env, url, root)
-        if agent:
-            supervisor.spawn("agent", agent)
+        supervisor.spawn("agent", _agent_argv(env, url, root))
         print(
             "\n"
             f"  Neocloud portal is up: {url}/\n"

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
+
+from portal.runtime.commands import agent_command, beat_command, web_command, worker_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,24 +141,7 @@ def live_portal_start(log_dir: Path) -> LivePortal:
     port, proxy_port = free_port(), free_port()
     url = f"http://127.0.0.1:{proxy_port}"
     env = process_env(PORTAL_BASE_URL=url)
-    web = spawn(
-        "web",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "portal.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--no-access-log",
-        ],
-        env,
-        log_dir,
-    )
+    web = spawn("web", web_command(port=port), env, log_dir)
     wait_http_ok(f"http://127.0.0.1:{port}/healthz", web)
     try:
         proxy = front_proxy_start(
@@ -193,49 +177,14 @@ class WorkerHandle:
 
 def celery_worker_start(log_dir: Path, base_url: str, name: str = "worker") -> ManagedProcess:
     env = process_env(PORTAL_BASE_URL=base_url)
-    worker = spawn(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        env,
-        log_dir,
-    )
+    worker = spawn(name, worker_command(solo=True), env, log_dir)
     wait_log(worker, "ready.")
     return worker
 
 
 def celery_beat_start(log_dir: Path) -> ManagedProcess:
     env = process_env()
-    beat = spawn(
-        "beat",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--schedule",
-            str(log_dir / "celerybeat-schedule"),
-        ],
-        env,
-        log_dir,
-    )
+    beat = spawn("beat", beat_command(schedule=log_dir / "celerybeat-schedule"), env, log_dir)
     wait_log(beat, "beat: Starting")
     return beat
 
@@ -252,27 +201,17 @@ def agent_start(
 ) -> ManagedProcess:
     """A real node agent process (provisioning/agent) reporting a simulated host; it runs real
     JupyterLab servers for notebook workloads, `notebook_pool` of them pre-started."""
-    argv = [
-        sys.executable,
-        "-m",
-        "provisioning.agent.main",
-        "--portal",
-        portal_url,
-        "--state-file",
-        str(state_file),
-        "--simulate",
-        simulate,
-        "--hostname",
-        name,
-        "--telemetry-interval",
-        "1",
-        "--notebook-pool",
-        str(notebook_pool),
-        "--workload-root",
-        str(state_file.parent / f"workloads-{name}"),
-    ]
-    if token:
-        argv += ["--token", token]
-    agent = spawn(f"agent-{name}", argv, process_env(), log_dir)
-    agent.leaves_behind = str(state_file.parent / f"workloads-{name}")
+    workload_root = state_file.parent / f"workloads-{name}"
+    command = agent_command(
+        portal_url=portal_url,
+        state_file=state_file,
+        workload_root=workload_root,
+        notebook_pool=notebook_pool,
+        token=token,
+        simulate=simulate,
+        hostname=name,
+        telemetry_interval_s=1,
+    )
+    agent = spawn(f"agent-{name}", command, process_env(), log_dir)
+    agent.leaves_behind = str(workload_root)
     return agent

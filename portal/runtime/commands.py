@@ -1,0 +1,81 @@
+"""How each of the portal's processes is started: one place, used by the run command, the
+test suite's real-process fixtures and the benchmarks, so they all run what production runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def web_command(*, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The ASGI server (HTTP, websockets). Behind the front proxy it listens on loopback only."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "portal.asgi:application",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--lifespan",
+        "off",
+    ]
+
+
+def worker_command(*, concurrency: int = 2, solo: bool = False) -> list[str]:
+    pool = ["--pool", "solo"] if solo else ["--concurrency", str(concurrency)]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "portal",
+        "worker",
+        "--loglevel",
+        "INFO",
+        *pool,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def beat_command(*, schedule: Path) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO", "--schedule", str(schedule)]
+
+
+def agent_command(
+    *,
+    portal_url: str,
+    state_file: Path,
+    workload_root: Path,
+    notebook_pool: int,
+    token: str | None = None,
+    simulate: str | None = None,
+    hostname: str | None = None,
+    telemetry_interval_s: float | None = None,
+) -> list[str]:
+    """The node agent (provisioning/agent). Without `simulate` it reads the host's GPUs via NVML."""
+    command = [
+        sys.executable,
+        "-m",
+        "provisioning.agent.main",
+        "--portal",
+        portal_url,
+        "--state-file",
+        str(state_file),
+        "--workload-root",
+        str(workload_root),
+        "--notebook-pool",
+        str(notebook_pool),
+    ]
+    if token:
+        command += ["--token", token]
+    if simulate:
+        command += ["--simulate", simulate]
+    if hostname:
+        command += ["--hostname", hostname]
+    if telemetry_interval_s is not None:
+        command += ["--telemetry-interval", str(telemetry_interval_s)]
+    return command
