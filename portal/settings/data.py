@@ -27,7 +27,13 @@ REDIS_URL = _redis_url.rstrip("/")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [f"{REDIS_URL}/1"], "prefix": env_str("PORTAL_CHANNEL_PREFIX", "asgi")},
+        "CONFIG": {
+            # No socket timeout: channels_redis waits for messages with blocking reads of its own
+            # length, and redis-py 8's default 5 s timeout would cut them off, closing every
+            # websocket and long-poll that sees no message for 5 s.
+            "hosts": [{"address": f"{REDIS_URL}/1", "socket_timeout": None}],
+            "prefix": env_str("PORTAL_CHANNEL_PREFIX", "asgi"),
+        },
     }
 }
 

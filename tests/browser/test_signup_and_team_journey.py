@@ -3,6 +3,7 @@ sign up, verify the email, log in, see the storefront, create an organization, i
 user, who accepts and appears with the right role — live on the first user's open page."""
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -48,6 +49,10 @@ def test_sign_up_create_organization_invite_and_accept(
     invite.get_by_role("button", name="Send invitation").click()
     expect(founder.locator(".messages")).to_contain_text("Invitation sent to colleague@photon.test")
     expect(founder.locator("[data-invitation='colleague@photon.test']")).to_be_visible()
+
+    # (The founder's page sits idle meanwhile: its socket must outlive quiet periods longer than
+    # the Redis client's 5 s default read timeout, which once closed it.)
+    time.sleep(6)
 
     # Then the colleague signs up, opens the emailed link and accepts
     colleague = browser_context.browser.new_context().new_page()

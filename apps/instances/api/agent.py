@@ -12,6 +12,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
+from redis.exceptions import RedisError
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
@@ -67,6 +68,9 @@ async def workloads_long_poll(request):
                 await asyncio.wait_for(layer.receive(channel), timeout=remaining)
             except TimeoutError:
                 pass
+            except RedisError:
+                # The database is the truth; a channel-layer hiccup only costs the wake-up.
+                await asyncio.sleep(min(1.0, max(remaining, 0)))
     finally:
         await layer.group_discard(group, channel)
 
