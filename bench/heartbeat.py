@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)
 
+    print(f"Load average at start: {os.getloadavg()[0]:.1f} (2 cores; other jobs skew the figures)")
     print(f"Setting up {args.agents} simulated nodes × {GPUS_PER_NODE} GPUs …", flush=True)
     env, agents_auth = _setup_database(args.agents)
     rows = []
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({total / 60:.2f} cores busy; web {agents['web_cpu_min']:.1f} + PostgreSQL {agents['db_cpu_min']:.1f})"
     )
     print("The load generator runs on the same 2-core machine and is not counted.")
+    print(f"Load average at end: {os.getloadavg()[0]:.1f}")
     return 0
 
 
