@@ -19,16 +19,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def region():
-    return RegionFactory(code="us-east-1")
-
-
-@pytest.fixture
-def h100():
-    return GpuModelFactory(name="NVIDIA H100 80GB")
-
-
-@pytest.fixture
 def customer():
     return OrganizationFactory(name="Acme AI")
 

@@ -13,19 +13,9 @@ from apps.capacity.services.nodes import node_state_transition
 from apps.capacity.services.quotas import gpus_display, quota_check, quota_set
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.capacity import node_with_gpus
-from tests.factories.catalog import FlavorFactory, GpuModelFactory, RegionFactory
+from tests.factories.catalog import FlavorFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def region():
-    return RegionFactory(code="us-east-1")
-
-
-@pytest.fixture
-def h100():
-    return GpuModelFactory(name="NVIDIA H100 80GB")
 
 
 @pytest.fixture
