@@ -5,6 +5,9 @@ Allocation invariants are enforced by PostgreSQL, not only by Python:
 - `Gpu.allocated_milli` (thousandths of the GPU held by live allocations) is checked to stay
   within 0..1000, and the allocator only ever changes it with a compare-and-set UPDATE;
 - a live whole-GPU hold and a live MIG-device hold are each unique (partial unique indexes).
+
+`NodeCapacity` is a per-node summary of the GPU rows the allocator ranks nodes from; database
+triggers keep it in step with every write to `Gpu` (see the model).
 """
 
 from __future__ import annotations
@@ -142,10 +145,79 @@ class Gpu(models.Model):
                 name="gpu_allocated_within_one_gpu",
             ),
         ]
-        indexes = [models.Index(fields=["node", "health", "allocated_milli"])]
+        # No index may cover allocated_milli, not even in a partial index's condition: then a
+        # claim or a release, which changes only that column, is a HOT update that writes no index
+        # entry (migration 0002 also leaves room on each page for it). Free and partly held GPUs
+        # are found through NodeCapacity and the node's GPUs instead.
+        indexes = [
+            # MIG candidates start from the MIG GPUs, not from every GPU of the region.
+            models.Index(fields=["gpu_model", "node"], condition=Q(mig_enabled=True), name="gpu_mig_enabled_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} #{self.index} on {self.node.hostname}"
+
+
+class NodeCapacity(models.Model):
+    """Per node and GPU model, among its healthy GPUs: those free whole (no holds, not MIG), those in
+    use (any hold), and those partly held (not MIG, 0 < held < 1000: where fractions go).
+
+    The allocator ranks nodes from this table through its indexes instead of aggregating every
+    GPU per placement. PostgreSQL triggers (migration 0002) keep the counts: on `Gpu` insert and
+    delete, and on every update of its node, model, health, MIG mode or allocated_milli that
+    changes a count; every write, whatever path it takes (the allocator, agent reports, the admin,
+    a test's `.update()`), changes the summary row in the same statement and so the same
+    transaction, GPU rows first, then the summary row. (The allocator's own claim and release
+    statements update it themselves, once per node rather than once per GPU: migration 0003.) A
+    trigger on `Node.region` keeps `region`.
+
+    Only a ranking: the GPU compare-and-set stays the source of truth, so a wrong row can cost a
+    lost claim and a retry, never a double booking. `services.capacity_summary` recounts and
+    repairs it (a periodic task).
+
+    Not kept by a trigger on `Node`, on purpose: state transitions and inventory reports go on to
+    lock GPU rows after updating the node, so such a trigger would lock summary rows before GPU
+    rows, the opposite order to a claim's, and deadlock with it. So the node's state is not copied
+    (the ranking reads it from the node, one index probe per candidate), and its hostname, only a
+    tie-break, is copied when the row is created and refreshed by the inventory report that changes
+    it (after that report has locked the node's GPU rows) or by the repair. Only `region` has a
+    trigger: nothing moves a node between regions but a statement of its own.
+    """
+
+    # Every change to a count writes a new row version into each index (the counts are indexed, so
+    # never a HOT update): no index beyond the key and the two the allocator reads.
+    pk = models.CompositePrimaryKey("node", "gpu_model")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="capacity", db_index=False)
+    gpu_model = models.ForeignKey("catalog.GpuModel", on_delete=models.CASCADE, related_name="+", db_index=False)
+    region = models.ForeignKey(  # = node.region
+        "catalog.Region", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    hostname = models.CharField(max_length=255)  # = node.hostname, for best-fit's tie-break
+    # No positivity checks on purpose: a summary gone wrong must never make a claim or a release fail.
+    free_whole_gpus = models.IntegerField(default=0)
+    gpus_in_use = models.IntegerField(default=0)
+    partly_held_gpus = models.IntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            # Best-fit's order: fewest free whole GPUs that still fit, then the busiest node, then
+            # by hostname, the order first-fit also uses.
+            models.Index(
+                fields=["region", "gpu_model", "free_whole_gpus", "-gpus_in_use", "hostname", "node"],
+                condition=Q(free_whole_gpus__gt=0),
+                name="nodecapacity_rank_idx",
+            ),
+            # Nodes with GPUs a fraction may share.
+            models.Index(
+                fields=["region", "gpu_model"], condition=Q(partly_held_gpus__gt=0), name="nodecapacity_partly_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.hostname} model {self.gpu_model_id}: {self.free_whole_gpus} free, {self.gpus_in_use} in use, "
+            f"{self.partly_held_gpus} partly held"
+        )
 
 
 class MigDevice(models.Model):

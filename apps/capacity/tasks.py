@@ -2,9 +2,17 @@
 
 from celery import shared_task
 
+from .services.capacity_summary import node_capacity_repair as _node_capacity_repair
 from .services.nodes import node_liveness_check as _node_liveness_check
 
 
 @shared_task(ignore_result=True)
 def node_liveness_check() -> int:
     return _node_liveness_check()
+
+
+@shared_task(ignore_result=True)
+def node_capacity_repair() -> int:
+    """Recount the per-node capacity summary and fix any row that drifted (normally none: triggers
+    keep it). Idempotent; returns how many summary rows it wrote or removed."""
+    return _node_capacity_repair()

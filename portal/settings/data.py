@@ -58,6 +58,11 @@ CELERY_BEAT_SCHEDULE = {
         # Half the heartbeat interval: see CAPACITY_HEARTBEAT_MISSES.
         "schedule": env_int("PORTAL_HEARTBEAT_INTERVAL_S", 10) / 2,
     },
+    "capacity-summary-repair": {
+        "task": "apps.capacity.tasks.node_capacity_repair",
+        # Normally finds nothing (triggers keep the summary); the check is one aggregate over the GPUs.
+        "schedule": env_int("PORTAL_CAPACITY_REPAIR_EVERY_S", 300),
+    },
     "instances-reconcile": {
         "task": "provisioning.tasks.instances_reconcile",
         "schedule": env_int("PORTAL_RECONCILE_EVERY_S", 5),

@@ -18,6 +18,7 @@ from apps.catalog.models import GpuModel
 
 from ..live import inventory_changed_on_commit, telemetry_changed
 from ..models import Gpu, GpuHealth, MigDevice, Node, NodeState, RegistrationToken
+from .capacity_summary import node_capacity_hostname_refresh
 from .nodes import node_state_transition
 
 
@@ -151,6 +152,9 @@ def node_inventory_apply(*, node: Node, inventory: dict[str, Any]) -> None:
         ],
     )
     _mig_devices_apply(node=node, reported=reported)
+    # GPU counts follow by trigger; the hostname copy (a ranking tie-break) is refreshed here, now
+    # that the node's GPU rows are locked: summary rows are always locked after GPU rows.
+    node_capacity_hostname_refresh(node_id=node.pk)
     inventory_changed_on_commit(node_id=node.pk)
 
 
