@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from .commands import agent_command, beat_command, web_command, worker_command
 from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_url, redis_start
 from .proxy import ProxyError, front_proxy_start
+from .stripe_local import localstripe_start, localstripe_webhook_register
 
 DEMO_LOGIN = ("demo@neocloud.localhost", "demo-password-123")
 OPERATOR_LOGIN = ("operator@neocloud.localhost", "operator-password-123")
@@ -175,6 +176,13 @@ def run(host: str, port: int) -> int:
         started_redis = redis_start(root)
         env["REDIS_URL"] = started_redis.url
 
+    started_stripe = None
+    if not env.get("STRIPE_API_BASE") and not env.get("STRIPE_SECRET_KEY"):
+        started_stripe = localstripe_start(root, keep_store=True)
+        env["STRIPE_API_BASE"] = started_stripe.api_base
+        env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_urlsafe(24))
+        localstripe_webhook_register(api_base=started_stripe.api_base, portal_url=url, secret=env["STRIPE_WEBHOOK_SECRET"])
+
     supervisor = Supervisor(env=env)
     interrupted = False
 
@@ -222,6 +230,8 @@ def run(host: str, port: int) -> int:
     finally:
         supervisor.stop_all()
         _local_notebooks_stop(root)
+        if started_stripe:
+            started_stripe.stop()
         if started_redis:
             started_redis.stop()
         if started_postgres:

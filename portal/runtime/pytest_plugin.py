@@ -1,7 +1,7 @@
 """Pytest plugin (loaded with `-p` before pytest-django): points the test run at real services.
 
-Unless DATABASE_URL / REDIS_URL are given, it starts embedded PostgreSQL and Redis under
-.data/test, apart from the development data, and stops what it started when the run ends.
+Unless DATABASE_URL / REDIS_URL / STRIPE_API_BASE are given, it starts embedded PostgreSQL,
+Redis and localstripe under .data/test, apart from the development data, and stops what it started when the run ends.
 pytest-django then creates its test database on that server.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .embedded import BASE_DIR, postgres_running, postgres_stop, postgres_url, redis_start
+from .stripe_local import localstripe_start
 
 _started: dict = {}
 
@@ -43,10 +44,16 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
         redis = redis_start(root)
         os.environ["REDIS_URL"] = redis.url
         _started["redis"] = redis
+    if not os.environ.get("STRIPE_API_BASE"):
+        stripe = localstripe_start(root, keep_store=False)
+        os.environ["STRIPE_API_BASE"] = stripe.api_base
+        _started["localstripe"] = stripe
 
 
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(os.environ.get("PORTAL_EMAIL_DIR", ""), ignore_errors=True)
+    if "localstripe" in _started:
+        _started.pop("localstripe").stop()
     if "redis" in _started:
         _started.pop("redis").stop()
     if "postgres" in _started:

@@ -5,6 +5,7 @@ Each module below owns one concern; this package merges them in a fixed order.
 
 from .api import *  # noqa: F401,F403
 from .auth import *  # noqa: F401,F403
+from .billing import *  # noqa: F401,F403
 from .core import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .operations import *  # noqa: F401,F403

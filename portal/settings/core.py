@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "apps.catalog",
     "apps.capacity",
     "apps.instances",
+    "apps.billing",
 ]
 
 MIDDLEWARE = [

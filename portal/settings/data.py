@@ -63,6 +63,10 @@ CELERY_BEAT_SCHEDULE = {
         # Normally finds nothing (triggers keep the summary); the check is one aggregate over the GPUs.
         "schedule": env_int("PORTAL_CAPACITY_REPAIR_EVERY_S", 300),
     },
+    "billing-usage-meter": {
+        "task": "apps.billing.tasks.usage_meter",
+        "schedule": env_int("PORTAL_METER_EVERY_S", 60),
+    },
     "instances-reconcile": {
         "task": "provisioning.tasks.instances_reconcile",
         "schedule": env_int("PORTAL_RECONCILE_EVERY_S", 5),

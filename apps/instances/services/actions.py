@@ -9,6 +9,7 @@ from django.db import transaction
 
 from apps.accounts.models import Project
 from apps.accounts.roles import OrgAccess
+from apps.billing.services.metering import instance_price_snapshot
 from apps.capacity.errors import AllocationRefused
 from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
@@ -64,7 +65,7 @@ def instance_launch(
         raise ValidationError({"project": "That project belongs to another organization."})
     if not region.is_active:
         raise ValidationError({"region": f"{region.name} is not taking new launches."})
-    launch_eligibility_check(organization=organization)
+    launch_eligibility_check(organization=organization, project=project)
     try:
         # An early answer for the user; the allocator checks again, under a lock, when it places.
         quota_check(organization=organization, project=project, gpu_milli=_gpu_milli(flavor))
@@ -82,6 +83,7 @@ def instance_launch(
         state=S.REQUESTED,
         state_reason="Launch requested",
     )
+    instance_price_snapshot(instance=instance)
     InstanceEvent.objects.create(
         instance=instance, to_state=S.REQUESTED, message="Launch requested", actor_id=access.user_id, source="user"
     )
@@ -131,7 +133,8 @@ def instance_start(*, access: OrgAccess, instance: Instance) -> Instance:
         raise ValidationError(
             f"Only a stopped instance can be started; this one is {instance.get_state_display().lower()}."
         )
-    launch_eligibility_check(organization=instance.organization)
+    launch_eligibility_check(organization=instance.organization, project=instance.project)
+    instance_price_snapshot(instance=instance)
     moved = instance_transition(
         instance_id=instance.pk,
         to_state=S.REQUESTED,

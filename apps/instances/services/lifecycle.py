@@ -10,6 +10,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from apps.billing.services.metering import usage_follow_transition
+
 from ..live import instance_changed_on_commit
 from ..models import Instance, InstanceEvent, InstanceState
 
@@ -61,6 +63,7 @@ def instance_transition(
         created_at=now,
     )
     instance.refresh_from_db()
+    usage_follow_transition(instance=instance, from_state=from_state, to_state=to_state, at=now)
     instance_changed_on_commit(
         instance_id=instance.pk,
         organization_id=instance.organization_id,

@@ -1,0 +1,33 @@
+"""Billing's tables, one module per concern. Money is Decimal with its currency, never a float."""
+
+from .accounts import BillingAccount, BillingEvent, PaymentMethod, PaymentStanding, PaymentTerms
+from .budgets import Budget, BudgetAlert
+from .credits import CreditApplication, CreditGrant, CreditKind
+from .invoices import Invoice, InvoicedUsage, InvoiceKind, InvoiceLine, InvoiceStatus
+from .usage import InstancePrice, MeteredRun, RunEndReason, UsageKind, UsageRecord
+from .webhooks import WebhookEvent, WebhookEventStatus
+
+__all__ = [
+    "BillingAccount",
+    "BillingEvent",
+    "Budget",
+    "BudgetAlert",
+    "CreditApplication",
+    "CreditGrant",
+    "CreditKind",
+    "InstancePrice",
+    "Invoice",
+    "InvoiceKind",
+    "InvoiceLine",
+    "InvoiceStatus",
+    "InvoicedUsage",
+    "MeteredRun",
+    "PaymentMethod",
+    "PaymentStanding",
+    "PaymentTerms",
+    "RunEndReason",
+    "UsageKind",
+    "UsageRecord",
+    "WebhookEvent",
+    "WebhookEventStatus",
+]

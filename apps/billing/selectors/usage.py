@@ -1,0 +1,59 @@
+"""Reads of metered usage: spend over a period, and the live running cost of an instance."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import DecimalField, ExpressionWrapper, F, Sum
+from django.utils import timezone
+
+from ..models import MeteredRun, UsageRecord
+from ..services.metering import usage_cost_since
+
+_COST = ExpressionWrapper(F("seconds") * F("hourly_amount"), output_field=DecimalField(max_digits=30, decimal_places=6))
+
+
+def month_bounds(at: datetime) -> tuple[datetime, datetime]:
+    """[first instant of `at`'s month, first instant of the next month), in the current time zone."""
+    start = timezone.localtime(at).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start, (start + timedelta(days=32)).replace(day=1)
+
+
+def usage_spend_get(
+    *,
+    organization_id: int,
+    start: datetime,
+    end: datetime,
+    project_id: int | None = None,
+    now: datetime | None = None,
+) -> Decimal:
+    """Unrounded cost of usage in [start, end): the records whose period starts in it, plus, when
+    `now` falls in it, the seconds of open runs not yet cut into records. Corrections included."""
+    now = now or timezone.now()
+    records = UsageRecord.objects.filter(organization_id=organization_id, period_start__gte=start, period_start__lt=end)
+    runs = MeteredRun.objects.filter(organization_id=organization_id, ended_at__isnull=True)
+    if project_id is not None:
+        records = records.filter(project_id=project_id)
+        runs = runs.filter(project_id=project_id)
+    cost_hours = records.aggregate(total=Sum(_COST))["total"] or Decimal(0)
+    spend = cost_hours / Decimal(3600)
+    if start <= now < end:
+        spend += sum((usage_cost_since(run=run, now=now) for run in runs), Decimal(0))
+    return spend
+
+
+def instance_running_cost_get(*, instance_id, now: datetime | None = None) -> tuple[Decimal, int, MeteredRun | None]:
+    """(cost so far, seconds so far, run) of the instance's current run; zeros when it is not running."""
+    now = now or timezone.now()
+    run = MeteredRun.objects.filter(instance_id=instance_id, ended_at__isnull=True).first()
+    if run is None:
+        return Decimal(0), 0, None
+    seconds = max(int((now - run.started_at).total_seconds()), 0)
+    return Decimal(seconds) * run.hourly_amount / Decimal(3600), seconds, run
+
+
+def instance_usage_total_get(*, instance_id) -> tuple[int, Decimal]:
+    """(seconds, unrounded cost) of every record of the instance, corrections included."""
+    totals = UsageRecord.objects.filter(instance_id=instance_id).aggregate(seconds=Sum("seconds"), cost=Sum(_COST))
+    return totals["seconds"] or 0, (totals["cost"] or Decimal(0)) / Decimal(3600)

@@ -1,0 +1,183 @@
+"""Metering: an instance's agent-confirmed running interval becomes a MeteredRun, cut into
+immutable per-second UsageRecords as it goes (every few seconds by the meter task, and once more
+when the run ends). Provisioning time and failed launches never open a run, so they cost nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from apps.catalog.models import PriceUnit
+from apps.catalog.selectors import price_current
+from apps.instances.models import Instance, InstanceState
+
+from ..models import InstancePrice, MeteredRun, RunEndReason, UsageKind, UsageRecord
+
+S = InstanceState
+_END_REASONS = {S.STOPPING: RunEndReason.STOPPED, S.FAILED: RunEndReason.FAILED, S.LOST: RunEndReason.LOST}
+
+
+def instance_price_snapshot(*, instance: Instance) -> InstancePrice:
+    """Capture the flavor's current hourly price for `instance` (at launch, and again at each start).
+    Refuses an unpriced flavor: nothing may run that we could not bill."""
+    currency = settings.BILLING["CURRENCY"]
+    price = price_current(flavor=instance.flavor, region=instance.region, unit=PriceUnit.HOUR, currency=currency)
+    if price is None:
+        raise ValidationError(
+            {"flavor": f"{instance.flavor} has no hourly price in {currency}; it cannot be launched."}
+        )
+    snapshot, _ = InstancePrice.objects.update_or_create(
+        instance=instance,
+        defaults={
+            "price": price,
+            "hourly_amount": price.amount,
+            "currency": price.currency,
+            "captured_at": timezone.now(),
+        },
+    )
+    return snapshot
+
+
+def usage_follow_transition(*, instance: Instance, from_state: str, to_state: str, at: datetime) -> None:
+    """Open a run when the agent confirms the instance runs; close it when it stops running.
+    Called by the instance lifecycle inside the transition's transaction."""
+    if to_state == S.RUNNING:
+        usage_run_open(instance=instance, at=at)
+    elif from_state == S.RUNNING and to_state in _END_REASONS:
+        ended_at = at
+        if to_state == S.LOST and instance.node_id and instance.node.last_heartbeat_at:
+            # The node went silent at its last heartbeat; the time until it was declared down is ours.
+            ended_at = max(min(at, instance.node.last_heartbeat_at), _run_start_floor(instance))
+        usage_run_close(instance=instance, ended_at=ended_at, reason=_END_REASONS[to_state])
+
+
+def _run_start_floor(instance: Instance) -> datetime:
+    run = MeteredRun.objects.filter(instance=instance, ended_at__isnull=True).only("started_at").first()
+    return run.started_at if run else timezone.now()
+
+
+@transaction.atomic
+def usage_run_open(*, instance: Instance, at: datetime) -> MeteredRun:
+    existing = MeteredRun.objects.filter(instance=instance, ended_at__isnull=True).first()
+    if existing is not None:
+        return existing
+    snapshot = InstancePrice.objects.filter(instance=instance).first() or instance_price_snapshot(instance=instance)
+    runtime = getattr(instance, "runtime", None)
+    confirmed = runtime.started_at if runtime is not None and runtime.started_at else at
+    # The agent's clock says when Jupyter answered; never before this start was asked for, never later than now.
+    started_at = min(max(confirmed, snapshot.captured_at), at)
+    return MeteredRun.objects.create(
+        instance=instance,
+        organization_id=instance.organization_id,
+        project_id=instance.project_id,
+        flavor_id=instance.flavor_id,
+        hourly_amount=snapshot.hourly_amount,
+        currency=snapshot.currency,
+        started_at=started_at,
+    )
+
+
+@transaction.atomic
+def usage_run_close(*, instance: Instance, ended_at: datetime, reason: str) -> MeteredRun | None:
+    run = MeteredRun.objects.select_for_update().filter(instance=instance, ended_at__isnull=True).first()
+    if run is None:
+        return None
+    ended_at = max(ended_at, run.started_at)
+    _records_cut(run=run, until=ended_at)
+    MeteredRun.objects.filter(pk=run.pk).update(ended_at=ended_at, end_reason=reason)
+    run.refresh_from_db()
+    return run
+
+
+def _month_start_after(moment: datetime) -> datetime:
+    first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (first + timedelta(days=32)).replace(day=1)
+
+
+def _records_cut(*, run: MeteredRun, until: datetime) -> list[UsageRecord]:
+    """Write records for the whole seconds of `run` between what is metered and `until`. A record
+    never spans a month boundary, so each belongs to exactly one invoice period (the month of its
+    period_start). The caller holds the run's row lock."""
+    total = math.floor((until - run.started_at).total_seconds())
+    records = []
+    done = run.metered_seconds
+    while done < total:
+        start = run.started_at + timedelta(seconds=done)
+        boundary = _month_start_after(start)
+        upto = min(total, math.ceil((boundary - run.started_at).total_seconds()))
+        records.append(
+            UsageRecord(
+                run=run,
+                instance_id=run.instance_id,
+                organization_id=run.organization_id,
+                project_id=run.project_id,
+                kind=UsageKind.USAGE,
+                period_start=start,
+                period_end=run.started_at + timedelta(seconds=upto),
+                seconds=upto - done,
+                hourly_amount=run.hourly_amount,
+                currency=run.currency,
+            )
+        )
+        done = upto
+    if records:
+        UsageRecord.objects.bulk_create(records)
+        MeteredRun.objects.filter(pk=run.pk).update(metered_seconds=done)
+        run.metered_seconds = done
+    return records
+
+
+@transaction.atomic
+def usage_run_meter(*, run_id: int, now: datetime | None = None) -> list[UsageRecord]:
+    """Cut the usage of one open run up to now. Idempotent: metered seconds only move forward."""
+    run = MeteredRun.objects.select_for_update(skip_locked=True).filter(pk=run_id, ended_at__isnull=True).first()
+    if run is None:
+        return []
+    return _records_cut(run=run, until=now or timezone.now())
+
+
+def usage_open_runs_meter(*, now: datetime | None = None) -> int:
+    """Meter every open run; returns how many records were written."""
+    now = now or timezone.now()
+    written = 0
+    for run_id in MeteredRun.objects.filter(ended_at__isnull=True).values_list("pk", flat=True).iterator():
+        written += len(usage_run_meter(run_id=run_id, now=now))
+    return written
+
+
+@transaction.atomic
+def usage_correction_add(*, record: UsageRecord, seconds: int, reason: str) -> UsageRecord:
+    """Correct a record by adding another (negative `seconds` take time off). The original stays."""
+    if not reason.strip():
+        raise ValidationError({"reason": "Say why the usage is corrected."})
+    already = sum(record.corrections.values_list("seconds", flat=True))
+    if record.seconds + already + seconds < 0:
+        raise ValidationError({"seconds": "A correction cannot take off more time than was recorded."})
+    return UsageRecord.objects.create(
+        run_id=record.run_id,
+        instance_id=record.instance_id,
+        organization_id=record.organization_id,
+        project_id=record.project_id,
+        kind=UsageKind.CORRECTION,
+        corrects=record,
+        reason=reason[:500],
+        period_start=record.period_start,
+        period_end=record.period_end,
+        seconds=seconds,
+        hourly_amount=record.hourly_amount,
+        currency=record.currency,
+    )
+
+
+def usage_cost_since(*, run: MeteredRun, now: datetime) -> Decimal:
+    """Unrounded cost of a run's seconds not yet cut into records (for live running cost)."""
+    end = run.ended_at or now
+    seconds = max(math.floor((end - run.started_at).total_seconds()) - run.metered_seconds, 0)
+    return Decimal(seconds) * run.hourly_amount / Decimal(3600)
