@@ -181,7 +181,9 @@ def run(host: str, port: int) -> int:
         started_stripe = localstripe_start(root, keep_store=True)
         env["STRIPE_API_BASE"] = started_stripe.api_base
         env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_urlsafe(24))
-        localstripe_webhook_register(api_base=started_stripe.api_base, portal_url=url, secret=env["STRIPE_WEBHOOK_SECRET"])
+        localstripe_webhook_register(
+            api_base=started_stripe.api_base, portal_url=url, secret=env["STRIPE_WEBHOOK_SECRET"]
+        )
 
     supervisor = Supervisor(env=env)
     interrupted = False

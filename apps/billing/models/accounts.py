@@ -52,6 +52,9 @@ class BillingEvent(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["account", "-created_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
 
 class PaymentMethod(models.Model):
     """A card saved at Stripe. We keep only what we show: brand, last 4, expiry."""
@@ -75,3 +78,6 @@ class PaymentMethod(models.Model):
                 name="payment_method_one_default_per_account",
             )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.brand} •••• {self.last4} ({self.exp_month:02d}/{self.exp_year})"

@@ -27,6 +27,9 @@ class Budget(models.Model):
             models.CheckConstraint(condition=models.Q(monthly_amount__gt=0), name="budget_amount_positive"),
         ]
 
+    def __str__(self) -> str:
+        return f"budget {self.monthly_amount} {self.currency} of {self.organization_id}/{self.project_id or 'all'}"
+
 
 class BudgetAlert(models.Model):
     """An alert (or cap action) already sent for a budget in one month: sent at most once."""
@@ -42,3 +45,6 @@ class BudgetAlert(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["budget", "month", "threshold"], name="budget_alert_once_per_month")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.threshold} alert for {self.month:%Y-%m}"

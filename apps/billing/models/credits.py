@@ -33,6 +33,9 @@ class CreditGrant(models.Model):
         ordering = ["expires_at", "created_at", "id"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="credit_grant_amount_positive")]
 
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.amount} {self.currency}"
+
 
 class CreditApplication(models.Model):
     grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="applications")
@@ -45,3 +48,6 @@ class CreditApplication(models.Model):
             models.UniqueConstraint(fields=["grant", "invoice"], name="credit_applied_once_per_invoice"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="credit_application_amount_positive"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} of grant {self.grant_id} on invoice {self.invoice_id}"

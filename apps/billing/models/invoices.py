@@ -43,6 +43,9 @@ class Invoice(models.Model):
         ordering = ["-period_end", "-id"]
         indexes = [models.Index(fields=["account", "-period_end"]), models.Index(fields=["status"])]
 
+    def __str__(self) -> str:
+        return self.number
+
 
 class InvoiceLine(models.Model):
     """One instance at one unit price over the invoice's period (or a credit line)."""
@@ -62,6 +65,9 @@ class InvoiceLine(models.Model):
     class Meta:
         ordering = ["id"]
 
+    def __str__(self) -> str:
+        return f"{self.description}: {self.amount}"
+
 
 class InvoicedUsage(models.Model):
     """Which line billed a usage record. One row per record: the database refuses to bill a record
@@ -69,3 +75,6 @@ class InvoicedUsage(models.Model):
 
     record = models.OneToOneField("billing.UsageRecord", on_delete=models.PROTECT, primary_key=True, related_name="+")
     line = models.ForeignKey(InvoiceLine, on_delete=models.CASCADE, related_name="usage")
+
+    def __str__(self) -> str:
+        return f"record {self.record_id} on line {self.line_id}"

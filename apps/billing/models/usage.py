@@ -17,6 +17,9 @@ class InstancePrice(models.Model):
     currency = models.CharField(max_length=3)
     captured_at = models.DateTimeField(default=timezone.now)
 
+    def __str__(self) -> str:
+        return f"{self.hourly_amount} {self.currency}/h for {self.instance_id}"
+
 
 class RunEndReason(models.TextChoices):
     STOPPED = "stopped", "Stopped"
@@ -55,6 +58,9 @@ class MeteredRun(models.Model):
             models.Index(fields=["organization", "started_at"]),
         ]
 
+    def __str__(self) -> str:
+        return f"run of {self.instance_id} from {self.started_at:%Y-%m-%d %H:%M:%S}"
+
 
 class UsageKind(models.TextChoices):
     USAGE = "usage", "Usage"
@@ -90,3 +96,6 @@ class UsageRecord(models.Model):
                 name="usage_record_seconds_positive_unless_correction",
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.seconds} s of {self.instance_id} at {self.hourly_amount}/h"

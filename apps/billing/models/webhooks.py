@@ -26,3 +26,6 @@ class WebhookEvent(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["status", "received_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.stripe_event_id}"
