@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("apps.catalog.urls")),
     path("", include("apps.accounts.urls")),
     path("", include("apps.instances.urls")),
+    path("", include("apps.billing.urls")),
     path("accounts/", include("allauth.urls")),
     path("ops/", include("apps.capacity.urls")),
     path("admin/", admin.site.urls),

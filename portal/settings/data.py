@@ -64,8 +64,20 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("PORTAL_CAPACITY_REPAIR_EVERY_S", 300),
     },
     "billing-usage-meter": {
-        "task": "apps.billing.tasks.usage_meter",
+        "task": "apps.billing.tasks.metering.usage_meter",
         "schedule": env_int("PORTAL_METER_EVERY_S", 60),
+    },
+    "billing-budgets-enforce": {
+        "task": "apps.billing.tasks.budgets.budgets_enforce",
+        "schedule": env_int("PORTAL_BUDGETS_EVERY_S", 60),
+    },
+    "billing-invoices-close": {
+        "task": "apps.billing.tasks.invoicing.invoices_close",
+        "schedule": env_int("PORTAL_INVOICES_EVERY_S", 300),
+    },
+    "billing-standing-enforce": {
+        "task": "apps.billing.tasks.stripe.payment_standing_enforce",
+        "schedule": env_int("PORTAL_STANDING_EVERY_S", 300),
     },
     "instances-reconcile": {
         "task": "provisioning.tasks.instances_reconcile",

@@ -1,10 +1,10 @@
-"""Billing's periodic work. Tasks take ids, are idempotent, and retry only transient errors."""
+"""Metering tasks. Tasks take ids, are idempotent, and retry only transient errors."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from .services.metering import usage_open_runs_meter
+from ..services.metering import usage_open_runs_meter
 
 
 @shared_task(ignore_result=True)

@@ -1,0 +1,3 @@
+"""Billing tasks: budgets."""
+
+from __future__ import annotations

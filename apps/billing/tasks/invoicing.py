@@ -1,0 +1,3 @@
+"""Billing tasks: invoicing."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Billing tasks: stripe."""
+
+from __future__ import annotations

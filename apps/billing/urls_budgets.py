@@ -1,0 +1,3 @@
+"""Billing URLs: budgets."""
+
+urlpatterns: list = []

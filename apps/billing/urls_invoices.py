@@ -1,0 +1,3 @@
+"""Billing URLs: invoices."""
+
+urlpatterns: list = []

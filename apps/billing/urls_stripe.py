@@ -1,0 +1,3 @@
+"""Billing URLs: stripe."""
+
+urlpatterns: list = []
