@@ -7,9 +7,18 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from apps.capacity.errors import AllocationRefused
-from apps.capacity.models import Allocation, AllocationSlice, AllocationState, Gpu, GpuHealth, NodeState
+from apps.capacity.models import (
+    Allocation,
+    AllocationSlice,
+    AllocationState,
+    Gpu,
+    GpuHealth,
+    NodeCapacity,
+    NodeState,
+)
 from apps.capacity.selectors.availability import PlacementStrategy
-from apps.capacity.services.allocations import allocation_create, allocation_release
+from apps.capacity.services.allocations import allocation_create, allocation_release, allocations_release_lost
+from apps.capacity.services.capacity_summary import node_capacity_drift
 from apps.capacity.services.nodes import node_state_transition
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.capacity import MigDeviceFactory, node_with_gpus
@@ -118,15 +127,19 @@ def test_a_multi_gpu_request_never_spans_nodes(customer, region, h100):
     [
         pytest.param(lambda node, gpu: Gpu.objects.filter(pk=gpu.pk).update(health=GpuHealth.DEGRADED), id="degraded"),
         pytest.param(lambda node, gpu: Gpu.objects.filter(pk=gpu.pk).update(health=GpuHealth.MISSING), id="missing"),
-        pytest.param(lambda node, gpu: type(node).objects.filter(pk=node.pk).update(state=NodeState.CORDONED),
-                     id="cordoned"),
-        pytest.param(lambda node, gpu: type(node).objects.filter(pk=node.pk).update(state=NodeState.DRAINING),
-                     id="draining"),
+        pytest.param(
+            lambda node, gpu: type(node).objects.filter(pk=node.pk).update(state=NodeState.CORDONED), id="cordoned"
+        ),
+        pytest.param(
+            lambda node, gpu: type(node).objects.filter(pk=node.pk).update(state=NodeState.DRAINING), id="draining"
+        ),
         pytest.param(lambda node, gpu: type(node).objects.filter(pk=node.pk).update(state=NodeState.DOWN), id="down"),
-        pytest.param(lambda node, gpu: Gpu.objects.filter(pk=gpu.pk).update(gpu_model=GpuModelFactory()),
-                     id="other-model"),
-        pytest.param(lambda node, gpu: type(node).objects.filter(pk=node.pk).update(region=RegionFactory()),
-                     id="other-region"),
+        pytest.param(
+            lambda node, gpu: Gpu.objects.filter(pk=gpu.pk).update(gpu_model=GpuModelFactory()), id="other-model"
+        ),
+        pytest.param(
+            lambda node, gpu: type(node).objects.filter(pk=node.pk).update(region=RegionFactory()), id="other-region"
+        ),
         pytest.param(lambda node, gpu: Gpu.objects.filter(pk=gpu.pk).update(mig_enabled=True), id="mig-mode"),
     ],
 )
@@ -266,6 +279,43 @@ def test_releasing_a_lost_allocation_directly_also_works(customer, region, h100)
     node_state_transition(node_id=node.pk, to_state=NodeState.READY, reason="heartbeats resumed")
 
     assert Gpu.objects.filter(node=node, allocated_milli=0).count() == 8  # given back once, not twice
+
+
+def test_a_node_back_releases_all_its_lost_allocations_at_once(customer, region, h100):
+    # Given: a node filled by four allocations, three of them sharing one GPU (two quarters and a
+    # half), which goes down; and an allocation on another node
+    node = node_with_gpus(region, h100, n=3)
+    quarter = FlavorFactory(gpu_model=h100, fraction=True, gpu_fraction=Decimal("0.25"))
+    half = FlavorFactory(gpu_model=h100, fraction=True, gpu_fraction=Decimal("0.5"))
+    lost = [
+        place(customer, whole(h100, 2), region),
+        place(customer, quarter, region),
+        place(customer, quarter, region),
+        place(customer, half, region),
+    ]
+    assert {a.node_id for a in lost} == {node.pk}
+    assert sorted(Gpu.objects.filter(node=node).values_list("allocated_milli", flat=True)) == [1000, 1000, 1000]
+    node_with_gpus(region, h100, n=1)
+    elsewhere = place(customer, whole(h100, 1), region)
+    node_state_transition(node_id=node.pk, to_state=NodeState.DOWN, reason="missed heartbeats")
+
+    # When
+    released = allocations_release_lost(node_id=node.pk)
+    again = allocations_release_lost(node_id=node.pk)
+
+    # Then: all four released in one call, each GPU given back exactly what it held, once
+    assert (released, again) == (4, 0)
+    assert set(Allocation.objects.filter(pk__in=[a.pk for a in lost]).values_list("state", flat=True)) == {
+        AllocationState.RELEASED
+    }
+    assert set(Gpu.objects.filter(node=node).values_list("allocated_milli", flat=True)) == {0}
+    assert Allocation.objects.get(pk=elsewhere.pk).state == AllocationState.ACTIVE
+    assert [g.allocated_milli for g in held_gpus(elsewhere)] == [1000]
+    assert NodeCapacity.objects.filter(node=node, gpu_model=h100).values_list(
+        "free_whole_gpus", "gpus_in_use", "partly_held_gpus"
+    ).get() == (3, 0, 0)
+    assert node_capacity_drift() == []
+    assert_milli_matches_live_slices()
 
 
 # --- the database backstop -------------------------------------------------------------------------

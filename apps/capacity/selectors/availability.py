@@ -93,6 +93,17 @@ _PARTLY_HELD_GPUS = f"""
       AND g.gpu_model_id = c.gpu_model_id AND g.health = 'ok' AND NOT g.mig_enabled
       AND g.allocated_milli > 0 AND g.allocated_milli < {WHOLE_GPU_MILLI}
 """
+# The same two, for every GPU model of the region (region_free_milli): the same indexes, led by region.
+_REGION_NODES_WITH_FREE_GPUS = f"""
+    {{summary}} c JOIN {{node}} n ON n.id = c.node_id
+    WHERE c.region_id = %(region)s AND c.free_whole_gpus > 0 AND n.region_id = %(region)s AND {_READY}
+"""
+_REGION_PARTLY_HELD_GPUS = f"""
+    {{summary}} c JOIN {{node}} n ON n.id = c.node_id JOIN {{gpu}} g ON g.node_id = c.node_id
+    WHERE c.region_id = %(region)s AND c.partly_held_gpus > 0 AND n.region_id = %(region)s AND {_READY}
+      AND g.gpu_model_id = c.gpu_model_id AND g.health = 'ok' AND NOT g.mig_enabled
+      AND g.allocated_milli > 0 AND g.allocated_milli < {WHOLE_GPU_MILLI}
+"""
 # Present, unheld MIG devices of a profile on eligible MIG GPUs, from the MIG GPUs (gpu_mig_enabled_idx).
 _FREE_MIG_DEVICES = f"""
     {{gpu}} g JOIN {{node}} n ON n.id = g.node_id JOIN {{mig}} d ON d.gpu_id = g.id
@@ -176,11 +187,45 @@ def flavor_availability(*, flavors: Iterable[Flavor], region: Region) -> dict[in
     return result
 
 
+def region_free_milli(*, region: Region) -> int:
+    """Thousandths of a GPU free for new work in the region (READY nodes, healthy GPUs, any model):
+    Σ (1000 − held) over those GPUs, in one statement, so one snapshot.
+
+    From `NodeCapacity` wherever it knows the answer, from GPU rows only where it cannot: a free
+    whole GPU is 1000 (the summary's count); a GPU held whole is 0 and never read; a partly held
+    GPU's room needs its own row (the summary counts it, not what it holds), found through the nodes
+    the summary says have some, as fractions are; MIG GPUs (counted by the summary only once held,
+    and not by how much) and GPUs of no known model (no summary row at all) are read from their
+    rows, through gpu_mig_enabled_idx and the gpu_model index. As exact as the summary, which the
+    triggers keep equal to a recount (`services.capacity_summary`).
+    """
+    rows = _fetch(
+        f"""
+        SELECT coalesce((SELECT sum(c.free_whole_gpus) FROM {_REGION_NODES_WITH_FREE_GPUS}), 0) * {WHOLE_GPU_MILLI}
+             + coalesce((SELECT sum({WHOLE_GPU_MILLI} - g.allocated_milli) FROM {_REGION_PARTLY_HELD_GPUS}), 0)
+             + coalesce((SELECT sum({WHOLE_GPU_MILLI} - g.allocated_milli)
+                         FROM {{gpu}} g JOIN {{node}} n ON n.id = g.node_id
+                         WHERE g.mig_enabled AND g.health = 'ok' AND n.region_id = %(region)s AND {_READY}), 0)
+             + coalesce((SELECT sum({WHOLE_GPU_MILLI} - g.allocated_milli)
+                         FROM {{gpu}} g JOIN {{node}} n ON n.id = g.node_id
+                         WHERE g.gpu_model_id IS NULL AND NOT g.mig_enabled AND g.health = 'ok'
+                           AND n.region_id = %(region)s AND {_READY}), 0)
+        """,
+        {"region": region.pk},
+    )
+    return int(rows[0][0])
+
+
 def region_capacity_summary(*, region: Region) -> dict[str, int]:
     """Totals for the operators' pages, in one query.
 
     `allocated_milli` counts every GPU of the region (capacity held on a down node is still held);
     free whole GPUs and free 8-GPU nodes count only what could take new work now.
+
+    It reads every GPU row of the region, not `NodeCapacity`: the summary counts only healthy GPUs
+    and no thousandths, so `gpus` (unhealthy ones too), `gpus_schedulable` (idle MIG GPUs are in no
+    count) and `allocated_milli` (held on unhealthy GPUs and down nodes too) need the rows anyway,
+    and GPUs of no known model have no summary row, yet count as free whole here.
     """
     rows = _fetch(
         f"""

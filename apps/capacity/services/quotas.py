@@ -18,13 +18,14 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Q, Sum
 
 from apps.accounts.models import Organization, Project
 from apps.catalog.models import Region
 
 from ..errors import AllocationRefused, RefusalReason
-from ..models import LIVE_ALLOCATION_STATES, WHOLE_GPU_MILLI, Allocation, Gpu, NodeState, Quota
+from ..models import LIVE_ALLOCATION_STATES, WHOLE_GPU_MILLI, Allocation, Quota
+from ..selectors.availability import region_free_milli
 
 # pg_advisory_xact_lock(key1, key2) namespace for "allocations in region key2 while guarantees
 # exist". Arbitrary, but fixed: allocations.py uses another for nodes.
@@ -39,7 +40,10 @@ def gpus_display(milli: int | Decimal) -> str:
 
 @transaction.atomic
 def quota_set(
-    *, organization: Organization, max_gpus: Decimal, guaranteed_gpus: Decimal = Decimal(0),
+    *,
+    organization: Organization,
+    max_gpus: Decimal,
+    guaranteed_gpus: Decimal = Decimal(0),
     project: Project | None = None,
 ) -> Quota:
     """Create or replace the quota of an organization, or of one of its projects."""
@@ -65,7 +69,8 @@ def quota_set(
     if errors:
         raise ValidationError(errors)
     quota, _ = Quota.objects.update_or_create(
-        organization=organization, project=project,
+        organization=organization,
+        project=project,
         defaults={"max_gpus": max_gpus, "guaranteed_gpus": guaranteed_gpus},
     )
     return quota
@@ -83,9 +88,7 @@ def live_usage_milli(*, organization: Organization | None = None, project: Proje
         return int(cursor.fetchone()[0])
 
 
-def quota_check(
-    *, organization: Organization, project: Project | None, gpu_milli: int, lock: bool = False
-) -> None:
+def quota_check(*, organization: Organization, project: Project | None, gpu_milli: int, lock: bool = False) -> None:
     """Refuse with "quota_exceeded" if holding `gpu_milli` more would pass the organization's or
     the project's ceiling. No quota row means no ceiling.
 
@@ -134,14 +137,6 @@ def reserved_for_others_milli(*, organization: Organization) -> int:
     return int(sum(max(Decimal(0), guaranteed * WHOLE_GPU_MILLI - (used or 0)) for guaranteed, used in rows))
 
 
-def region_free_milli(*, region: Region) -> int:
-    """Thousandths of a GPU free for new work in the region (READY nodes, healthy GPUs, any model)."""
-    total = Gpu.objects.filter(
-        node__region=region, node__state=NodeState.READY, health="ok"
-    ).aggregate(held=Sum("allocated_milli"), gpus=Count("id"))
-    return total["gpus"] * WHOLE_GPU_MILLI - (total["held"] or 0)
-
-
 def guarantee_check(*, organization: Organization, region: Region, gpu_milli: int) -> None:
     """Refuse with "reserved_for_guarantees" if taking `gpu_milli` in `region` would leave less
     free than other organizations are guaranteed and not yet using.
@@ -170,4 +165,3 @@ def guarantee_check(*, organization: Organization, region: Region, gpu_milli: in
             f"The free GPUs in {region.code} are reserved for other customers' guaranteed capacity right now; "
             "try a smaller size or another region.",
         )
-
