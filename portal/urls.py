@@ -10,6 +10,7 @@ api_v1 = [
     path("catalog/", include("apps.catalog.api.urls")),
     path("agent/", include("apps.capacity.api.urls")),
     path("organizations/<slug:org_slug>/", include("apps.instances.api.urls")),
+    path("organizations/<slug:org_slug>/", include("apps.billing.api.urls")),
 ]
 
 # The API comes first: agents' heartbeats are the most frequent requests, and URL resolution

@@ -13,4 +13,5 @@ urlpatterns = [
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/start/", pages.instance_start_view, name="start"),
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/delete/", pages.instance_delete_view, name="delete"),
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/open/", pages.notebook_open, name="open"),
+    path("orgs/<slug:slug>/instances/<uuid:instance_id>/cost/", pages.instance_running_cost_view, name="running-cost"),
 ]

@@ -34,4 +34,7 @@ BILLING = {
     # Monthly hard cap a new self-serve (personal) organization starts with; the owner raises it.
     "DEFAULT_MONTHLY_CAP": Decimal(env_str("PORTAL_DEFAULT_MONTHLY_CAP", "100.00")),
     "BUDGET_ALERT_PERCENTS": (50, 80, 100),
+    # Credit top-ups by card: the smallest and largest amount one payment may buy.
+    "TOPUP_MIN": Decimal(env_str("PORTAL_TOPUP_MIN", "5.00")),
+    "TOPUP_MAX": Decimal(env_str("PORTAL_TOPUP_MAX", "10000.00")),
 }

@@ -3,6 +3,7 @@ nginx: launch from the storefront, watch the status change live, open JupyterLab
 proxy, run a cell, stop, and see the capacity come back."""
 
 import re
+from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
@@ -26,7 +27,7 @@ def test_launch_watch_open_run_a_cell_and_stop(
                         token=token, notebook_pool=1)
     try:
         user = UserFactory()
-        OrganizationFactory(owner=user, name="Photon Labs")
+        OrganizationFactory(owner=user, name="Photon Labs", credits=Decimal("100.00"))
         page = browser_context.new_page()
         log_in(page, base, user.email, PASSWORD)
 

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 import factory
 from allauth.account.models import EmailAddress
 
@@ -42,6 +44,21 @@ class OrganizationFactory(factory.django.DjangoModelFactory):
         # As organization_create does: every organization starts with a Default project.
         if create:
             Project.objects.create(organization=obj, name="Default", slug="default")
+
+    @factory.post_generation
+    def credits(obj, create, extracted, **kwargs):
+        """`credits=Decimal("100.00")`: a promotional grant, as a new customer gets, so the
+        organization may launch without a card. Without it the organization has no way to pay."""
+        if create and extracted:
+            from apps.billing.services.accounts import billing_account_get_or_create
+            from apps.billing.services.credits import credit_grant_create
+
+            credit_grant_create(
+                account=billing_account_get_or_create(organization=obj),
+                kind="promotion",
+                amount=Decimal(extracted),
+                description="Test credit",
+            )
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

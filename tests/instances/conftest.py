@@ -1,8 +1,30 @@
-import pytest
+from decimal import Decimal
 
+import pytest
+from django.db.models.signals import post_save
+
+from apps.accounts.models import Organization
 from apps.accounts.selectors import organization_access_get
 from apps.catalog.models import Flavor, Image, Region
 from tests.factories.capacity import node_with_gpus
+
+
+@pytest.fixture(autouse=True)
+def _organizations_can_pay():
+    """Every organization these tests create (through a factory or a live page) has promotional
+    credit, as any customer who launches has a way to pay. Launches without one, and their
+    refusals, are tested in tests/billing/eligibility."""
+    from apps.billing.services.accounts import billing_account_get_or_create
+    from apps.billing.services.credits import credit_grant_create
+
+    def give_credit(sender, instance, created, raw=False, **kwargs):
+        if created and not raw:
+            account = billing_account_get_or_create(organization=instance)
+            credit_grant_create(account=account, kind="promotion", amount=Decimal("1000.00"), description="Test credit")
+
+    post_save.connect(give_credit, sender=Organization, dispatch_uid="tests-instances-credit")
+    yield
+    post_save.disconnect(sender=Organization, dispatch_uid="tests-instances-credit")
 
 
 @pytest.fixture

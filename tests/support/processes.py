@@ -47,8 +47,16 @@ def process_env(**extra: str) -> dict[str, str]:
     # The reconciler runs every second and acts after a few, so fault tests finish in seconds.
     env.setdefault("PORTAL_RECONCILE_EVERY_S", "1")
     env.setdefault("PORTAL_REQUEUE_AFTER_S", str(TEST_REQUEUE_AFTER_S))
+    # Usage is metered and budgets enforced every second, and a reached hard cap stops what runs
+    # 2 s after its warning, so the spend-cap test sees the whole sequence in seconds.
+    env.setdefault("PORTAL_METER_EVERY_S", "1")
+    env.setdefault("PORTAL_BUDGETS_EVERY_S", "1")
+    env.setdefault("PORTAL_CAP_STOP_GRACE_S", "2")
     env.pop("PORTAL_DB_POOL_MAX_SIZE", None)  # the portal's own default, as in production
     env.setdefault("PORTAL_PROXY_SECRET", PROXY_SECRET)
+    # Stripe: the run's localstripe (STRIPE_API_BASE, set by the pytest plugin, is inherited) and
+    # the webhook secret this process registers with it, so the portal verifies what it signs.
+    env.setdefault("STRIPE_WEBHOOK_SECRET", settings.STRIPE_WEBHOOK_SECRET)
     env.update(
         DATABASE_URL=test_database_url(), DJANGO_SETTINGS_MODULE="portal.settings", PYTHONUNBUFFERED="1", **extra
     )

@@ -1,9 +1,38 @@
 """Schema changes for metering and invoices. Kept as its own file so that work on each area can add operations
 without renumbering the others."""
 
-from django.db import migrations
+from django.db import migrations, models
+
+# Invoice numbers (INV-2026-11-000123) come from one PostgreSQL sequence: unique and increasing
+# across every worker without a table lock; a rolled-back invoice leaves a gap, as accountants expect.
+SEQUENCE_FORWARD = "CREATE SEQUENCE IF NOT EXISTS billing_invoice_number_seq START 1"
+SEQUENCE_BACKWARD = "DROP SEQUENCE IF EXISTS billing_invoice_number_seq"
 
 
 class Migration(migrations.Migration):
     dependencies = [("billing", "0003_cards_webhooks")]
-    operations: list = []
+    operations: list = [
+        migrations.AddField(
+            model_name="invoiceline",
+            name="kind",
+            field=models.CharField(
+                choices=[("usage", "Usage"), ("credit", "Credits applied")], default="usage", max_length=16
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="invoice",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("kind", "monthly")),
+                fields=("account", "period_start"),
+                name="invoice_one_monthly_per_account_period",
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("total", models.F("subtotal") - models.F("credits_applied"))),
+                name="invoice_total_is_subtotal_less_credits",
+            ),
+        ),
+        migrations.RunSQL(SEQUENCE_FORWARD, SEQUENCE_BACKWARD),
+    ]

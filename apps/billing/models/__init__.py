@@ -3,7 +3,7 @@
 from .accounts import BillingAccount, BillingEvent, PaymentMethod, PaymentStanding, PaymentTerms
 from .budgets import Budget, BudgetAlert
 from .credits import CreditApplication, CreditGrant, CreditKind
-from .invoices import Invoice, InvoicedUsage, InvoiceKind, InvoiceLine, InvoiceStatus
+from .invoices import Invoice, InvoicedUsage, InvoiceKind, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from .usage import InstancePrice, MeteredRun, RunEndReason, UsageKind, UsageRecord
 from .webhooks import WebhookEvent, WebhookEventStatus
 
@@ -19,6 +19,7 @@ __all__ = [
     "Invoice",
     "InvoiceKind",
     "InvoiceLine",
+    "InvoiceLineKind",
     "InvoiceStatus",
     "InvoicedUsage",
     "MeteredRun",

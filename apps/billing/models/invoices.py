@@ -9,6 +9,11 @@ class InvoiceKind(models.TextChoices):
     THRESHOLD = "threshold", "Threshold"
 
 
+class InvoiceLineKind(models.TextChoices):
+    USAGE = "usage", "Usage"
+    CREDIT = "credit", "Credits applied"
+
+
 class InvoiceStatus(models.TextChoices):
     DRAFT = "draft", "Draft"  # lines computed here, not yet at Stripe (or only partly)
     OPEN = "open", "Open"  # finalized at Stripe, payment under way
@@ -42,6 +47,18 @@ class Invoice(models.Model):
     class Meta:
         ordering = ["-period_end", "-id"]
         indexes = [models.Index(fields=["account", "-period_end"]), models.Index(fields=["status"])]
+        constraints = [
+            # Two invoice runs racing (two beats, a retry) can never bill one account twice for a month.
+            models.UniqueConstraint(
+                fields=["account", "period_start"],
+                condition=models.Q(kind="monthly"),
+                name="invoice_one_monthly_per_account_period",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(total=models.F("subtotal") - models.F("credits_applied")),
+                name="invoice_total_is_subtotal_less_credits",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.number
@@ -51,6 +68,7 @@ class InvoiceLine(models.Model):
     """One instance at one unit price over the invoice's period (or a credit line)."""
 
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    kind = models.CharField(max_length=16, choices=InvoiceLineKind.choices, default=InvoiceLineKind.USAGE)
     instance = models.ForeignKey(
         "instances.Instance", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import transaction
 
 from apps.accounts.models import Organization, OrganizationKind
 
@@ -12,12 +13,22 @@ from ..models import BillingAccount, PaymentTerms
 def billing_account_get_or_create(*, organization: Organization) -> BillingAccount:
     """Universities and their courses run on credits until an operator gives them invoice terms;
     everyone else pays by card."""
+    account = BillingAccount.objects.filter(organization=organization).first()
+    if account is not None:
+        return account  # the common case: one query, no savepoint (this runs inside every launch)
     terms = (
         PaymentTerms.PREPAID
         if organization.kind in (OrganizationKind.UNIVERSITY, OrganizationKind.COURSE)
         else (PaymentTerms.CARD)
     )
-    account, _ = BillingAccount.objects.get_or_create(
-        organization=organization, defaults={"terms": terms, "currency": settings.BILLING["CURRENCY"]}
-    )
+    with transaction.atomic():
+        account, created = BillingAccount.objects.get_or_create(
+            organization=organization, defaults={"terms": terms, "currency": settings.BILLING["CURRENCY"]}
+        )
+        if created:
+            # Here, not when the organization is created: every organization gets its account (and a
+            # personal one its default cap) exactly once, including those made before billing existed.
+            from .budgets import budget_default_create
+
+            budget_default_create(account=account)
     return account

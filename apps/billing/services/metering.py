@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.catalog.models import PriceUnit
@@ -58,6 +58,14 @@ def usage_follow_transition(*, instance: Instance, from_state: str, to_state: st
         usage_run_close(instance=instance, ended_at=ended_at, reason=_END_REASONS[to_state])
 
 
+def _whole_second_up(moment: datetime) -> datetime:
+    """Runs start on a whole second (the customer's favour, under a second), so every record cut
+    ends on a whole second too and a month boundary always falls between two records."""
+    if moment.microsecond == 0:
+        return moment
+    return moment.replace(microsecond=0) + timedelta(seconds=1)
+
+
 def _run_start_floor(instance: Instance) -> datetime:
     run = MeteredRun.objects.filter(instance=instance, ended_at__isnull=True).only("started_at").first()
     return run.started_at if run else timezone.now()
@@ -72,7 +80,7 @@ def usage_run_open(*, instance: Instance, at: datetime) -> MeteredRun:
     runtime = getattr(instance, "runtime", None)
     confirmed = runtime.started_at if runtime is not None and runtime.started_at else at
     # The agent's clock says when Jupyter answered; never before this start was asked for, never later than now.
-    started_at = min(max(confirmed, snapshot.captured_at), at)
+    started_at = _whole_second_up(min(max(confirmed, snapshot.captured_at), at))
     return MeteredRun.objects.create(
         instance=instance,
         organization_id=instance.organization_id,
@@ -101,10 +109,10 @@ def _month_start_after(moment: datetime) -> datetime:
     return (first + timedelta(days=32)).replace(day=1)
 
 
-def _records_cut(*, run: MeteredRun, until: datetime) -> list[UsageRecord]:
-    """Write records for the whole seconds of `run` between what is metered and `until`. A record
-    never spans a month boundary, so each belongs to exactly one invoice period (the month of its
-    period_start). The caller holds the run's row lock."""
+def _records_plan(*, run: MeteredRun, until: datetime) -> tuple[list[UsageRecord], int]:
+    """The records for the whole seconds of `run` between what is metered and `until`, and the
+    metered seconds after them. A record never spans a month boundary, so each belongs to exactly
+    one invoice period (the month of its period_start)."""
     total = math.floor((until - run.started_at).total_seconds())
     records = []
     done = run.metered_seconds
@@ -114,7 +122,7 @@ def _records_cut(*, run: MeteredRun, until: datetime) -> list[UsageRecord]:
         upto = min(total, math.ceil((boundary - run.started_at).total_seconds()))
         records.append(
             UsageRecord(
-                run=run,
+                run_id=run.pk,
                 instance_id=run.instance_id,
                 organization_id=run.organization_id,
                 project_id=run.project_id,
@@ -127,6 +135,12 @@ def _records_cut(*, run: MeteredRun, until: datetime) -> list[UsageRecord]:
             )
         )
         done = upto
+    return records, done
+
+
+def _records_cut(*, run: MeteredRun, until: datetime) -> list[UsageRecord]:
+    """Write the records of `run` up to `until`. The caller holds the run's row lock."""
+    records, done = _records_plan(run=run, until=until)
     if records:
         UsageRecord.objects.bulk_create(records)
         MeteredRun.objects.filter(pk=run.pk).update(metered_seconds=done)
@@ -143,13 +157,43 @@ def usage_run_meter(*, run_id: int, now: datetime | None = None) -> list[UsageRe
     return _records_cut(run=run, until=now or timezone.now())
 
 
+METER_BATCH = 500
+
+
 def usage_open_runs_meter(*, now: datetime | None = None) -> int:
-    """Meter every open run; returns how many records were written."""
+    """Meter every open run up to `now`; returns how many records were written. Runs are metered
+    in batches, each one transaction: lock the batch (skipping runs a stop is closing right now;
+    the next pass takes them), one INSERT of all its records, one UPDATE of all its counters.
+    Per run, a transaction, a lock, an insert and an update cost ~10x more round trips
+    (bench/metering)."""
     now = now or timezone.now()
     written = 0
-    for run_id in MeteredRun.objects.filter(ended_at__isnull=True).values_list("pk", flat=True).iterator():
-        written += len(usage_run_meter(run_id=run_id, now=now))
+    open_ids = list(MeteredRun.objects.filter(ended_at__isnull=True).order_by("pk").values_list("pk", flat=True))
+    for i in range(0, len(open_ids), METER_BATCH):
+        written += _meter_batch(run_ids=open_ids[i : i + METER_BATCH], now=now)
     return written
+
+
+@transaction.atomic
+def _meter_batch(*, run_ids: list[int], now: datetime) -> int:
+    runs = MeteredRun.objects.select_for_update(skip_locked=True).filter(pk__in=run_ids, ended_at__isnull=True)
+    records, advanced = [], []
+    for run in runs:
+        planned, done = _records_plan(run=run, until=now)
+        if planned:
+            records.extend(planned)
+            advanced.append((run.pk, done))
+    if not records:
+        return 0
+    UsageRecord.objects.bulk_create(records, batch_size=METER_BATCH * 2)
+    with connection.cursor() as cursor:
+        # Only forward: a pass with an older `now` than the last one never takes seconds back.
+        cursor.execute(
+            "UPDATE billing_meteredrun AS r SET metered_seconds = v.done FROM unnest(%s::bigint[], %s::bigint[]) "
+            "AS v(id, done) WHERE r.id = v.id AND r.metered_seconds < v.done",
+            [[pk for pk, _ in advanced], [done for _, done in advanced]],
+        )
+    return len(records)
 
 
 @transaction.atomic

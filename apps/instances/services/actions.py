@@ -167,3 +167,23 @@ def instance_delete(*, access: OrgAccess, instance: Instance) -> Instance:
     if moved:
         _release_on_commit(instance.pk)
     return moved or instance
+
+
+@transaction.atomic
+def instance_stop_for_billing(*, instance: Instance, reason: str) -> Instance | None:
+    """Stop an instance because billing says so (a reached hard cap, a suspended account), through
+    the same transitions as a user's stop, with `reason` as what the instance's log says.
+    Idempotent: returns None when it was already stopping or ended."""
+    moved = instance_transition(
+        instance_id=instance.pk,
+        to_state=S.STOPPING,
+        message=reason,
+        expected_from=[S.SCHEDULED, S.PROVISIONING, S.RUNNING],
+        source="billing",
+    )
+    if moved is None:
+        # Not placed yet: nothing runs, so it is stopped at once (the provision task then skips it).
+        moved = instance_transition(
+            instance_id=instance.pk, to_state=S.STOPPED, message=reason, expected_from=[S.REQUESTED], source="billing"
+        )
+    return moved

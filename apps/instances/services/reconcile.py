@@ -35,8 +35,9 @@ def instances_reconcile() -> dict[str, int]:
         # At most once per REQUEUE_AFTER_S: the note below is the marker of the last attempt.
         if instance.events.filter(created_at__gte=now - requeue_after).exists():
             continue
-        instance_note(instance=instance, source="reconciler",
-                      message="No worker had placed it yet; placement queued again")
+        instance_note(
+            instance=instance, source="reconciler", message="No worker had placed it yet; placement queued again"
+        )
         instance_provision.delay(str(instance.pk))
         done["requeued"] += 1
     for instance in stuck_requested.filter(state_changed_at__lt=now - timedelta(seconds=cfg["PLACE_TIMEOUT_S"])):

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import organization_access_get
 from apps.accounts.views.common import add_service_errors
+from apps.billing.selectors.usage import instance_running_cost_get
 from apps.catalog.models import Flavor, Image
 from provisioning.drivers.registry import launchable_kinds
 
@@ -23,10 +24,23 @@ from .proxy_auth import notebook_may_open
 
 LIST_PARTIAL = "instances/partials/instance_list.html"
 DETAIL_PARTIAL = "instances/partials/instance_detail.html"
+RUNNING_COST_PARTIAL = "instances/partials/running_cost.html"
 
 
 def list_context(access: OrgAccess) -> dict:
     return {"access": access, "organization": access.organization, "instances": list(instances_list(access=access))}
+
+
+def running_cost_context(access: OrgAccess, instance) -> dict:
+    """What the instance's current run has cost so far (ticking on the page); nothing when it is not running."""
+    cost, seconds, run = instance_running_cost_get(instance_id=instance.pk)
+    return {
+        "organization": access.organization,
+        "instance": instance,
+        "run": run,
+        "run_cost": cost,
+        "run_seconds": seconds,
+    }
 
 
 def detail_context(access: OrgAccess, instance_id) -> dict:
@@ -40,6 +54,7 @@ def detail_context(access: OrgAccess, instance_id) -> dict:
         "events": list(instance_events(instance=instance)),
         "gpus": instance_gpus(instance=instance),
         "can_operate": instance.owner_id == access.user_id or access.can_manage_members,
+        **running_cost_context(access, instance),
     }
 
 
@@ -100,6 +115,15 @@ def launch_page(request, slug: str):
 def instance_detail_page(request, slug: str, instance_id):
     access = organization_access_get(user=request.user, slug=slug)
     return render(request, "instances/instance_detail.html", detail_context(access, instance_id))
+
+
+@login_required
+def instance_running_cost_view(request, slug: str, instance_id):
+    """The running cost alone: the detail page polls it every few seconds so the cost ticks
+    between the websocket pushes, which come only on changes."""
+    access = organization_access_get(user=request.user, slug=slug)
+    instance = instance_get(access=access, instance_id=instance_id)
+    return render(request, RUNNING_COST_PARTIAL, running_cost_context(access, instance))
 
 
 def _act(request, slug, instance_id, action, done: str):

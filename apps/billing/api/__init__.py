@@ -1,0 +1,1 @@
+"""Billing REST API (v1), one module per concern."""

@@ -1,0 +1,62 @@
+"""Invoice pages: the list and the detail are live partials (an invoice turning paid shows at
+once), plus a printable page and a CSV export. Thin: selectors scope and shape the reads."""
+
+from __future__ import annotations
+
+import csv
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import render
+
+from apps.accounts.roles import OrgAccess
+from apps.accounts.selectors import organization_access_get
+
+from ..selectors.invoices import invoice_csv_rows, invoice_get, invoice_lines_get, invoices_list
+
+LIST_PARTIAL = "billing/invoices/partials/invoice_list.html"
+DETAIL_PARTIAL = "billing/invoices/partials/invoice_detail.html"
+
+
+def list_context(access: OrgAccess) -> dict:
+    return {"access": access, "organization": access.organization, "invoices": list(invoices_list(access=access))}
+
+
+def detail_context(access: OrgAccess, invoice_id: int) -> dict:
+    invoice = invoice_get(access=access, invoice_id=invoice_id)
+    usage, credits = invoice_lines_get(invoice=invoice)
+    return {
+        "access": access,
+        "organization": access.organization,
+        "invoice": invoice,
+        "lines": usage,
+        "credit_lines": credits,
+    }
+
+
+@login_required
+def invoice_list_page(request, slug: str):
+    access = organization_access_get(user=request.user, slug=slug)
+    return render(request, "billing/invoices/invoice_list.html", list_context(access))
+
+
+@login_required
+def invoice_detail_page(request, slug: str, invoice_id: int):
+    access = organization_access_get(user=request.user, slug=slug)
+    return render(request, "billing/invoices/invoice_detail.html", detail_context(access, invoice_id))
+
+
+@login_required
+def invoice_print_page(request, slug: str, invoice_id: int):
+    access = organization_access_get(user=request.user, slug=slug)
+    return render(request, "billing/invoices/invoice_print.html", detail_context(access, invoice_id))
+
+
+@login_required
+def invoice_csv_export(request, slug: str, invoice_id: int):
+    access = organization_access_get(user=request.user, slug=slug)
+    invoice = invoice_get(access=access, invoice_id=invoice_id)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{invoice.number}.csv"'
+    csv.writer(response).writerows(invoice_csv_rows(invoice=invoice))
+    return response
