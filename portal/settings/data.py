@@ -14,7 +14,24 @@ if not _database_url:
 
     _database_url = postgres_url()
 
-DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env_int("PORTAL_DB_CONN_MAX_AGE", 0))}
+# A connection pool per process (psycopg_pool, through Django). Without one every request opened a
+# new connection and PostgreSQL forked a backend for it, which cost more CPU than the request's own
+# work (bench/heartbeat). Sync code runs in one thread per web process under ASGI, so a few
+# connections are plenty. 0 turns the pool off: the test process does (pytest-django manages its
+# connections itself); then PORTAL_DB_CONN_MAX_AGE applies, as Django's persistent connections.
+_pool_max_size = env_int("PORTAL_DB_POOL_MAX_SIZE", 4)
+DATABASES = {
+    "default": dj_database_url.parse(
+        _database_url, conn_max_age=0 if _pool_max_size else env_int("PORTAL_DB_CONN_MAX_AGE", 0)
+    )
+}
+if _pool_max_size:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": _pool_max_size,
+        # Waiting longer for a free connection than a client waits for its answer helps nobody.
+        "timeout": 10,
+    }
 
 _redis_url = env_str("REDIS_URL")
 if not _redis_url:

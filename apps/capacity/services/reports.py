@@ -2,11 +2,17 @@
 
 Reports carry the agent's `seq`; a report at or below the last accepted seq is stale and changes
 nothing, so a delayed or replayed heartbeat can never overwrite a newer one.
+
+Heartbeats and telemetry are the portal's most frequent requests (every agent, every 10 s each),
+so their steady state is one statement each, sent in one round trip with its relaxed durability
+(see `_relaxed_round_trip`). A heartbeat that carries an inventory goes the full, atomic way.
 """
 
 from __future__ import annotations
 
+import hmac
 import secrets
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -14,12 +20,20 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.accounts.selectors import token_digest
-from apps.catalog.models import GpuModel
 
-from ..live import inventory_changed_on_commit, telemetry_changed
-from ..models import Gpu, GpuHealth, MigDevice, Node, NodeState, RegistrationToken
-from .capacity_summary import node_capacity_hostname_refresh
+from ..live import telemetry_changed
+from ..models import Node, NodeState, RegistrationToken
+from .inventory import node_inventory_apply
 from .nodes import node_state_transition
+
+__all__ = [
+    "ReportRejected",
+    "node_authenticate",
+    "node_heartbeat_apply",
+    "node_inventory_apply",
+    "node_register",
+    "node_telemetry_apply",
+]
 
 
 class ReportRejected(Exception):
@@ -54,36 +68,55 @@ def node_register(*, token: str, inventory: dict[str, Any]) -> tuple[Node, str]:
 
 
 def node_authenticate(*, node_id: str, credential: str) -> Node | None:
-    import hmac
-
-    node = Node.objects.filter(pk=node_id).only("pk", "credential_hash", "state", "heartbeat_interval_s").first()
+    # order_by(): Node's default ordering joins the region, which a lookup by key does not need.
+    fields = ("pk", "credential_hash", "state", "heartbeat_interval_s")
+    node = Node.objects.filter(pk=node_id).order_by().only(*fields).first()
     if node is None or not hmac.compare_digest(node.credential_hash, token_digest(credential)):
         return None
     return node
 
 
-def _relaxed_durability() -> None:
-    """Let this transaction commit without waiting for its WAL flush. A crash can lose the last
-    few heartbeats or telemetry samples, which the next report replaces anyway; it saves the
-    fsync wait on the most frequent writes the portal takes."""
+def _relaxed_round_trip(sql: str, params: dict[str, Any]) -> tuple | None:
+    """Run one statement in its own transaction that commits without waiting for its WAL flush, in
+    one round trip; returns its first row.
+
+    A crash can lose the last few heartbeats or telemetry samples, which the next report replaces
+    anyway; it saves the fsync wait on the most frequent writes the portal takes. SET LOCAL and
+    the statement go as one simple-protocol message (Django's client-side binding cursor), which
+    PostgreSQL runs as one implicit transaction, instead of BEGIN, SET, the statement and COMMIT.
+    Inside an outer transaction (tests) the setting lasts until that one ends, as before.
+    """
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute("SET LOCAL synchronous_commit = off; " + sql, params)
+        cursor.nextset()  # past SET's result
+        return cursor.fetchone()
 
 
-@transaction.atomic
+_HEARTBEAT_SQL = (
+    "UPDATE capacity_node SET last_seq = %(seq)s, last_heartbeat_at = %(now)s, heartbeat_interval_s = %(interval)s "
+    "WHERE id = %(node)s AND last_seq < %(seq)s RETURNING 1"
+)
+
+
 def node_heartbeat_apply(*, node: Node, seq: int, inventory: dict[str, Any] | None) -> Node:
-    if inventory is None:
-        _relaxed_durability()
+    """Record a heartbeat (compare-and-set on `seq`) and apply its inventory, if it carries one."""
     now = timezone.now()
     interval = settings.CAPACITY_HEARTBEAT_INTERVAL_S
-    accepted = Node.objects.filter(pk=node.pk, last_seq__lt=seq).update(
-        last_seq=seq, last_heartbeat_at=now, heartbeat_interval_s=interval
-    )
+    if inventory is None:
+        params = {"seq": seq, "now": now, "interval": interval, "node": node.pk}
+        accepted = _relaxed_round_trip(_HEARTBEAT_SQL, params) is not None
+    else:
+        with transaction.atomic():
+            accepted = bool(
+                Node.objects.filter(pk=node.pk, last_seq__lt=seq).update(
+                    last_seq=seq, last_heartbeat_at=now, heartbeat_interval_s=interval
+                )
+            )
+            if accepted:
+                node_inventory_apply(node=node, inventory=inventory)
     if not accepted:
         raise ReportRejected("Stale heartbeat: a newer one was already accepted.", 409)
     node.last_seq, node.last_heartbeat_at, node.heartbeat_interval_s = seq, now, interval
-    if inventory is not None:
-        node_inventory_apply(node=node, inventory=inventory)
     if node.state == NodeState.DOWN:
         node_state_transition(
             node_id=node.pk,
@@ -95,105 +128,40 @@ def node_heartbeat_apply(*, node: Node, seq: int, inventory: dict[str, Any] | No
     return node
 
 
-def _health(value: str) -> str:
-    return value if value in (GpuHealth.OK, GpuHealth.DEGRADED, GpuHealth.FAILED) else GpuHealth.DEGRADED
-
-
-@transaction.atomic
-def node_inventory_apply(*, node: Node, inventory: dict[str, Any]) -> None:
-    """Make the stored inventory match what the agent reports: new GPUs appear, absent ones are
-    marked missing (never deleted: allocations and history point at them), health follows."""
-    Node.objects.filter(pk=node.pk).update(
-        hostname=inventory["hostname"],
-        simulated=inventory["simulated"],
-        cpus=inventory["cpus"],
-        ram_bytes=inventory["ram_bytes"],
-        disk_bytes=inventory["disk_bytes"],
-        driver_version=inventory.get("driver_version") or "",
-        cuda_version=inventory.get("cuda_version") or "",
-    )
-    models_by_nvml = {m.nvml_name: m for m in GpuModel.objects.all()}
-    reported = {gpu["uuid"]: gpu for gpu in inventory["gpus"]}
-    existing = {gpu.uuid: gpu for gpu in Gpu.objects.select_for_update().filter(uuid__in=reported)}
-    existing.update({gpu.uuid: gpu for gpu in Gpu.objects.select_for_update().filter(node=node)})
-    to_create, to_update = [], []
-    for uuid, report in reported.items():
-        gpu = existing.get(uuid) or Gpu(uuid=uuid)
-        gpu.node = node
-        gpu.index = report["index"]
-        gpu.name = report["name"]
-        gpu.gpu_model = models_by_nvml.get(report["name"])
-        gpu.memory_bytes = report["memory_bytes"]
-        gpu.pci_bus_id = report.get("pci_bus_id") or ""
-        gpu.mig_enabled = bool(report.get("mig_mode_current"))
-        gpu.mig_pending = report.get("mig_mode_pending")
-        gpu.health = _health(report["health"])
-        gpu.health_reasons = report.get("health_reasons") or []
-        (to_update if gpu.pk else to_create).append(gpu)
-    for uuid, gpu in existing.items():
-        if uuid not in reported and gpu.node_id == node.pk and gpu.health != GpuHealth.MISSING:
-            gpu.health = GpuHealth.MISSING
-            gpu.health_reasons = ["no longer reported by the node's agent"]
-            to_update.append(gpu)
-    Gpu.objects.bulk_create(to_create)
-    Gpu.objects.bulk_update(
-        to_update,
-        [
-            "node",
-            "index",
-            "name",
-            "gpu_model",
-            "memory_bytes",
-            "pci_bus_id",
-            "mig_enabled",
-            "mig_pending",
-            "health",
-            "health_reasons",
-        ],
-    )
-    _mig_devices_apply(node=node, reported=reported)
-    # GPU counts follow by trigger; the hostname copy (a ranking tie-break) is refreshed here, now
-    # that the node's GPU rows are locked: summary rows are always locked after GPU rows.
-    node_capacity_hostname_refresh(node_id=node.pk)
-    inventory_changed_on_commit(node_id=node.pk)
-
-
-def _mig_devices_apply(*, node: Node, reported: dict[str, dict]) -> None:
-    gpus = {gpu.uuid: gpu for gpu in Gpu.objects.filter(node=node)}
-    seen: set[str] = set()
-    for gpu_uuid, report in reported.items():
-        for device in report.get("mig_devices") or []:
-            seen.add(device["uuid"])
-            MigDevice.objects.update_or_create(
-                uuid=device["uuid"],
-                defaults={
-                    "gpu": gpus[gpu_uuid],
-                    "profile": device.get("profile") or "unknown",
-                    "memory_bytes": device.get("memory_bytes") or 0,
-                    "present": True,
-                },
-            )
-    MigDevice.objects.filter(gpu__node=node, present=True).exclude(uuid__in=seen).update(present=False)
-
-
 TELEMETRY_FIELDS = ["utilization_pct", "memory_used_bytes", "temperature_c", "power_w", "ecc_uncorrected_volatile"]
 
+# The seq compare-and-set and the GPU rows in one statement: the GPU rows are written only when
+# the node's row was (`accepted` is empty for a stale report), and only this node's GPUs.
+_TELEMETRY_SQL = """
+WITH accepted AS (
+    UPDATE capacity_node SET last_telemetry_seq = %(seq)s
+    WHERE id = %(node)s AND last_telemetry_seq < %(seq)s
+    RETURNING id
+), updated AS (
+    UPDATE capacity_gpu AS gpu
+    SET utilization_pct = r.utilization_pct, memory_used_bytes = r.memory_used_bytes,
+        temperature_c = r.temperature_c, power_w = r.power_w,
+        ecc_uncorrected_volatile = r.ecc_uncorrected_volatile, telemetry_at = %(collected_at)s
+    FROM accepted, unnest(
+        %(uuid)s::varchar[], %(utilization_pct)s::smallint[], %(memory_used_bytes)s::bigint[],
+        %(temperature_c)s::smallint[], %(power_w)s::float8[], %(ecc_uncorrected_volatile)s::bigint[]
+    ) AS r(uuid, utilization_pct, memory_used_bytes, temperature_c, power_w, ecc_uncorrected_volatile)
+    WHERE gpu.node_id = accepted.id AND gpu.uuid = r.uuid
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM accepted), (SELECT count(*) FROM updated)
+"""
 
-@transaction.atomic
+
 def node_telemetry_apply(*, node: Node, seq: int, telemetry: dict[str, Any]) -> int:
     """Store the latest telemetry per GPU. Returns how many GPUs were updated."""
-    _relaxed_durability()
-    accepted = Node.objects.filter(pk=node.pk, last_telemetry_seq__lt=seq).update(last_telemetry_seq=seq)
+    reports = {gpu["uuid"]: gpu for gpu in telemetry["gpus"]}  # a repeated UUID: the last one counts
+    collected_at: datetime = telemetry["collected_at"]
+    params: dict[str, Any] = {"seq": seq, "node": node.pk, "collected_at": collected_at, "uuid": list(reports)}
+    for field in TELEMETRY_FIELDS:
+        params[field] = [report.get(field) for report in reports.values()]
+    accepted, updated = _relaxed_round_trip(_TELEMETRY_SQL, params)
     if not accepted:
         raise ReportRejected("Stale telemetry: newer telemetry was already accepted.", 409)
-    reports = {gpu["uuid"]: gpu for gpu in telemetry["gpus"]}
-    gpus = list(Gpu.objects.filter(node=node, uuid__in=reports))
-    collected_at = telemetry["collected_at"]
-    for gpu in gpus:
-        report = reports[gpu.uuid]
-        for field in TELEMETRY_FIELDS:
-            setattr(gpu, field, report.get(field))
-        gpu.telemetry_at = collected_at
-    Gpu.objects.bulk_update(gpus, [*TELEMETRY_FIELDS, "telemetry_at"])
     transaction.on_commit(lambda: telemetry_changed(node_id=node.pk))
-    return len(gpus)
+    return updated
