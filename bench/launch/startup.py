@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from decimal import Decimal
 
 from portal.runtime.commands import agent_command, beat_command, web_command, worker_command
 from tests.support.processes import free_port
@@ -60,6 +61,9 @@ def accounts_create() -> tuple[str, str, str]:
 
     from apps.accounts.models import OrganizationKind, User
     from apps.accounts.services import organization_create
+    from apps.billing.models import CreditKind
+    from apps.billing.services.accounts import billing_account_get_or_create
+    from apps.billing.services.credits import credit_grant_create
     from apps.catalog.demo import catalog_demo_load
 
     catalog_demo_load()
@@ -67,6 +71,9 @@ def accounts_create() -> tuple[str, str, str]:
     user = User.objects.create_user(email=email, password=password)
     EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
     organization = organization_create(user=user, name="Bench Launch", kind=OrganizationKind.COMPANY)
+    # Launches need a card, credits or invoice terms; credits keep Stripe out of the measurement.
+    account = billing_account_get_or_create(organization=organization)
+    credit_grant_create(account=account, kind=CreditKind.PROMOTION, amount=Decimal("1000.00"), description="bench")
     return email, password, organization.slug
 
 

@@ -55,5 +55,8 @@ def instance_running_cost_get(*, instance_id, now: datetime | None = None) -> tu
 
 def instance_usage_total_get(*, instance_id) -> tuple[int, Decimal]:
     """(seconds, unrounded cost) of every record of the instance, corrections included."""
-    totals = UsageRecord.objects.filter(instance_id=instance_id).aggregate(seconds=Sum("seconds"), cost=Sum(_COST))
-    return totals["seconds"] or 0, (totals["cost"] or Decimal(0)) / Decimal(3600)
+    # The alias must not be "seconds": _COST refers to the field of that name.
+    totals = UsageRecord.objects.filter(instance_id=instance_id).aggregate(
+        total_seconds=Sum("seconds"), cost=Sum(_COST)
+    )
+    return totals["total_seconds"] or 0, (totals["cost"] or Decimal(0)) / Decimal(3600)
