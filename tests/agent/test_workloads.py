@@ -27,6 +27,7 @@ from tests.agent.test_workloads_support import (
     kernel_start,
     notebook_spec,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,15 +92,6 @@ def cold(agent):
     print(f"\ncold start: desired -> running report in {running.at - desired_at:.2f} s")
     return running.body
 
-
-def wait_until(condition, timeout: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_cold_start_reports_starting_then_running_and_serves_jupyter(agent, cold):

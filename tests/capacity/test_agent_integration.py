@@ -3,7 +3,6 @@ registration, inventory and telemetry arrive; a killed agent's node goes down wi
 heartbeat intervals and its capacity leaves the storefront; a restarted agent brings it back."""
 
 import signal
-import time
 
 import pytest
 
@@ -11,18 +10,9 @@ from apps.capacity.models import Gpu, Node, NodeState
 from apps.capacity.services.nodes import registration_token_create
 from apps.catalog.models import Flavor, Region
 from tests.support.processes import TEST_HEARTBEAT_INTERVAL_S, agent_start
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate, timeout: float = 20, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError(f"condition not met within {timeout} s")
 
 
 def h100_availability(region) -> int:

@@ -15,18 +15,10 @@ from apps.instances.models import Instance, InstanceState
 from tests.factories.accounts import PASSWORD as FACTORY_PASSWORD
 from tests.factories.accounts import OrganizationFactory, UserFactory
 from tests.support.processes import agent_start
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 S = InstanceState
-
-
-def wait_until(predicate, timeout=60, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(step)
-    raise TimeoutError(f"condition not met within {timeout} s")
 
 
 def logged_in_client(base: str, email: str) -> httpx.Client:

@@ -22,20 +22,11 @@ from tests.factories.billing import (
     run_record,
     stripe_customer_with_card,
 )
+from tests.support.waiting import wait_until as eventually
 
 from .conftest import stripe_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def eventually(check, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"not within {timeout} s: {check.__doc__ or check}")
 
 
 def _last_month_usage(card: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 import uuid
 
@@ -25,21 +24,11 @@ from apps.billing.services.topups import topup_start
 from apps.billing.stripe_api import stripe_client
 from tests.factories.accounts import OrganizationFactory, UserFactory
 from tests.support.mail import wait_for_link
+from tests.support.waiting import wait_until as eventually
 
 from .conftest import CARD_OK, WEBHOOK_URL, setup_intent_confirm_as_browser, stripe_event, stripe_signature
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def eventually(check, timeout: float = 30):
-    """Wait for `check()` to be truthy (a delivery is asynchronous); returns its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {check.__doc__ or check}")
 
 
 @pytest.fixture
