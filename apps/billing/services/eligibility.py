@@ -8,7 +8,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db.models import Q
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
@@ -24,13 +24,8 @@ _OVERDUE = (PaymentStanding.BLOCKED, PaymentStanding.SUSPENDED)
 
 
 def billing_page_url(name: str, organization: Organization) -> str:
-    """Where a reason sends the reader. The pages belong to several parts of billing; a name that
-    does not resolve yet still gives the path the agreed URL will have."""
-    try:
-        return reverse(name, kwargs={"slug": organization.slug})
-    except NoReverseMatch:
-        suffix = {"billing-cards": "cards/", "billing-topup": "credits/top-up/", "billing-budgets": "budgets/"}
-        return f"/orgs/{organization.slug}/billing/{suffix.get(name, '')}"
+    """Where a reason sends the reader."""
+    return reverse(name, kwargs={"slug": organization.slug})
 
 
 def _payment_refusal(account: BillingAccount, organization: Organization, at: datetime) -> str | None:

@@ -1,5 +1,5 @@
-"""Schema changes for metering and invoices. Kept as its own file so that work on each area can add operations
-without renumbering the others."""
+"""Invoices: a line's kind (usage or credit), one monthly invoice per account and month, total =
+subtotal - credits as a database check, and the invoice number sequence."""
 
 from django.db import migrations, models
 
@@ -10,7 +10,7 @@ SEQUENCE_BACKWARD = "DROP SEQUENCE IF EXISTS billing_invoice_number_seq"
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0003_cards_webhooks")]
+    dependencies = [("billing", "0002_usage_records_immutable")]
     operations: list = [
         migrations.AddField(
             model_name="invoiceline",
