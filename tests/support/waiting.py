@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 60, step: float = 0.1, what: str | None = None) -> T:
+def wait_until(predicate: Callable[[], T], timeout: float = 60, what: str | None = None, *, step: float = 0.1) -> T:
     """Poll `predicate` until it returns something truthy, and return that. The timeout only bounds
     a failing test: nothing is asserted about how long it took."""
     deadline = time.monotonic() + timeout
