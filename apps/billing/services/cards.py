@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..live import billing_changed_on_commit
-from ..models import BillingAccount, PaymentMethod
+from ..models import BillingAccount, Invoice, InvoiceStatus, PaymentMethod
 from ..selectors.cards import cards_list
 from ..stripe_api import stripe_client
 from .customers import stripe_customer_ensure, stripe_fresh_key, stripe_idempotency_key
@@ -68,6 +68,11 @@ def _default_make(*, account: BillingAccount, card: PaymentMethod | None) -> Non
     if card is not None:
         PaymentMethod.objects.filter(pk=card.pk).update(is_default=True)
         card.is_default = True
+        if Invoice.objects.filter(account=account, status=InvoiceStatus.PAYMENT_FAILED).exists():
+            # A new default card is the customer's answer to a failed payment: try it at once.
+            from ..tasks.invoicing import invoices_failed_retry
+
+            transaction.on_commit(lambda: invoices_failed_retry.delay(account.pk))
     billing_changed_on_commit(organization_id=account.pk)
 
 

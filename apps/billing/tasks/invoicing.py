@@ -10,7 +10,13 @@ from celery import shared_task
 from django.utils import timezone
 
 from ..models import Invoice, InvoiceStatus
-from ..services.invoicing import InvoicePushBusy, invoice_push_run, invoice_stripe_sync, invoices_due_create
+from ..services.invoicing import (
+    InvoicePushBusy,
+    invoice_push_run,
+    invoice_stripe_sync,
+    invoices_due_create,
+    invoices_failed_pay_retry,
+)
 from ..services.metering import usage_open_runs_meter
 from ..stripe_api import STRIPE_TRANSIENT_ERRORS
 
@@ -35,6 +41,12 @@ def invoice_push(invoice_id: int) -> str:
 @shared_task(autoretry_for=STRIPE_TRANSIENT_ERRORS, retry_backoff=2, max_retries=5, ignore_result=True)
 def invoice_sync(invoice_id: int) -> str:
     return invoice_stripe_sync(invoice_id=invoice_id).status
+
+
+@shared_task(autoretry_for=STRIPE_TRANSIENT_ERRORS, retry_backoff=2, max_retries=5, ignore_result=True)
+def invoices_failed_retry(account_id: int) -> int:
+    """A new default card: pay the account's failed invoices with it."""
+    return len(invoices_failed_pay_retry(account_id=account_id))
 
 
 @shared_task(ignore_result=True)

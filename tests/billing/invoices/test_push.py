@@ -10,18 +10,21 @@ import stripe as stripe_lib
 from django.conf import settings
 from django.test import override_settings
 
-from apps.billing.models import BillingEvent, Invoice, InvoiceStatus, PaymentStanding
+from apps.billing.models import BillingEvent, Invoice, InvoiceStatus, PaymentMethod, PaymentStanding
 from apps.billing.money import money_to_minor
+from apps.billing.services.cards import card_attach, card_default_set
 from apps.billing.services.credits import credit_grant_create
 from apps.billing.services.invoicing import (
     invoice_paid_record,
     invoice_payment_failed_record,
     invoice_push_run,
     invoice_stripe_sync,
+    invoices_failed_pay_retry,
 )
+from apps.billing.stripe_api import stripe_client
 from apps.billing.tasks.invoicing import invoice_push
 from portal.runtime.stripe_local import localstripe_outage
-from tests.factories.billing import CARD_CHARGE_FAILS
+from tests.factories.billing import CARD_CHARGE_FAILS, CARD_OK
 
 from .conftest import stripe_state
 
@@ -157,3 +160,31 @@ def test_every_request_losing_its_answer_once_still_charges_once(october_invoice
     invoice = Invoice.objects.get(pk=invoice.pk)
     assert failures == 6 and invoice.status == St.OPEN and invoice.push_attempts == 7
     _assert_charged_once(stripe, invoice)
+
+
+def test_a_new_card_pays_the_failed_invoice_and_restores_the_account(october_invoice, stripe):
+    # Given an invoice whose charge was declined, and an account in grace
+    invoice = october_invoice(card=CARD_CHARGE_FAILS)
+    failed = invoice_push_run(invoice_id=invoice.pk)
+    assert failed.status == St.PAYMENT_FAILED and failed.account.standing == PaymentStanding.GRACE
+    account = failed.account
+
+    # When the owner adds a card that works (made the default) and the retry runs
+    good = stripe_client().v1.payment_methods.create(
+        params={"type": "card", "card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+    )
+    card_attach(account=account, stripe_payment_method_id=good.id)
+    card_default_set(account=account, card=PaymentMethod.objects.get(stripe_payment_method_id=good.id))
+    retried = invoices_failed_pay_retry(account_id=account.pk)
+
+    # Then the invoice is paid once, by the new card, and the account may launch again
+    assert [i.status for i in retried] == [St.PAID]
+    account.refresh_from_db()
+    assert account.standing == PaymentStanding.GOOD
+    state = stripe_state(stripe, account.stripe_customer_id)
+    assert [i.status for i in state["invoices"]] == ["paid"]
+    assert [c.amount for c in state["charges"] if c.status == "succeeded"] == [money_to_minor(invoice.total, "USD")]
+    # and running the retry again charges nothing more
+    assert invoices_failed_pay_retry(account_id=account.pk) == []
+    state = stripe_state(stripe, account.stripe_customer_id)
+    assert len([c for c in state["charges"] if c.status == "succeeded"]) == 1

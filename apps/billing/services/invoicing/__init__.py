@@ -1,4 +1,5 @@
-"""Invoices: built from usage records (build), their status (status), pushed to Stripe (push)."""
+"""Invoices: built from usage records (build), their status (status), pushed to Stripe (push),
+paid again after a failure (retry)."""
 
 from .build import (
     invoice_monthly_create,
@@ -7,6 +8,7 @@ from .build import (
     records_uninvoiced,
 )
 from .push import InvoicePushBusy, invoice_push_run, invoice_stripe_sync
+from .retry import invoices_failed_pay_retry
 from .status import invoice_paid_record, invoice_payment_failed_record, invoice_transition
 
 __all__ = [
@@ -19,5 +21,6 @@ __all__ = [
     "invoice_threshold_create",
     "invoice_transition",
     "invoices_due_create",
+    "invoices_failed_pay_retry",
     "records_uninvoiced",
 ]

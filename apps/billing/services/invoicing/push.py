@@ -210,7 +210,13 @@ def invoice_stripe_sync(*, invoice_id: int) -> Invoice:
     if remote.status == "paid":
         paid_ts = (remote.to_dict().get("status_transitions") or {}).get("paid_at")
         paid_at = datetime.fromtimestamp(paid_ts, tz=UTC) if paid_ts else timezone.now()
-        return invoice_paid_record(stripe_invoice_id=invoice.stripe_invoice_id, paid_at=paid_at) or invoice
+        from ..standing import account_standing_restore
+
+        with transaction.atomic():
+            paid = invoice_paid_record(stripe_invoice_id=invoice.stripe_invoice_id, paid_at=paid_at)
+            # The webhook that never came would have restored the account's standing too.
+            account_standing_restore(account=invoice.account)
+        return paid or invoice
     if remote.status == "void":
         voided = invoice_transition(
             invoice_id=invoice.pk,
