@@ -27,6 +27,31 @@ class Results:
     last_instance: str | None = None
 
 
+def _launch_measure_and_stop(
+    *, results: Results, client: Any, org: str, agent: Child, cpu: CpuMeter, kind: str, index: int, total: int
+) -> None:
+    """One measured launch of `kind` ("pooled" or "cold"), then its stop; a failure is recorded."""
+    label = f"  {kind:6s} {index + 1:2d}/{total}"
+    try:
+        launch = launch_measure(
+            client=client, org=org, name=f"bench-{kind}-{index + 1:02d}", kind=kind, agent=agent, cpu=cpu
+        )
+    except BenchError as exc:
+        results.failures.append(f"{kind} #{index + 1}: {exc}")
+        print(f"{label}  FAILED: {exc}", flush=True)
+        return
+    (results.pooled if kind == "pooled" else results.cold).append(launch)
+    results.last_instance = launch.instance_id
+    results.stops.append(instance_stop(client=client, org=org, instance_id=launch.instance_id))
+    expected = launch.pooled if kind == "pooled" else not launch.pooled
+    how = {True: "from the pool", False: "cold start"}[launch.pooled]
+    print(
+        f"{label}  {launch.seconds:6.3f} s  ({how if expected else 'NOT ' + kind + ': ' + how}; agent acted "
+        f"{launch.pickup_ms or float('nan'):.0f} ms after scheduled; stop took {results.stops[-1]:.2f} s)",
+        flush=True,
+    )
+
+
 def pooled_phase_run(
     *, results: Results, client: Any, org: str, agent: Child, cpu: CpuMeter, launches: int, pool: int
 ) -> None:
@@ -42,22 +67,8 @@ def pooled_phase_run(
             what="the warm pool to fill",
             watch=[agent],
         )
-        try:
-            launch = launch_measure(
-                client=client, org=org, name=f"bench-pooled-{index + 1:02d}", kind="pooled", agent=agent, cpu=cpu
-            )
-        except BenchError as exc:
-            results.failures.append(f"pooled #{index + 1}: {exc}")
-            print(f"  pooled {index + 1:2d}/{launches}  FAILED: {exc}", flush=True)
-            continue
-        results.pooled.append(launch)
-        results.last_instance = launch.instance_id
-        results.stops.append(instance_stop(client=client, org=org, instance_id=launch.instance_id))
-        print(
-            f"  pooled {index + 1:2d}/{launches}  {launch.seconds:6.3f} s  "
-            f"({'from the pool' if launch.pooled else 'NOT from the pool'}; agent acted "
-            f"{launch.pickup_ms or float('nan'):.0f} ms after scheduled; stop took {results.stops[-1]:.2f} s)",
-            flush=True,
+        _launch_measure_and_stop(
+            results=results, client=client, org=org, agent=agent, cpu=cpu, kind="pooled", index=index, total=launches
         )
 
 
@@ -97,22 +108,8 @@ def cold_phase_run(
                     flush=True,
                 )
         if index < cold:
-            try:
-                launch = launch_measure(
-                    client=client, org=org, name=f"bench-cold-{index + 1:02d}", kind="cold", agent=agent, cpu=cpu
-                )
-            except BenchError as exc:
-                results.failures.append(f"cold #{index + 1}: {exc}")
-                print(f"  cold   {index + 1:2d}/{cold}  FAILED: {exc}", flush=True)
-                continue
-            results.cold.append(launch)
-            results.last_instance = launch.instance_id
-            results.stops.append(instance_stop(client=client, org=org, instance_id=launch.instance_id))
-            print(
-                f"  cold   {index + 1:2d}/{cold}  {launch.seconds:6.3f} s  "
-                f"({'NOT cold: pooled' if launch.pooled else 'cold start'}; agent acted "
-                f"{launch.pickup_ms or float('nan'):.0f} ms after scheduled; stop took {results.stops[-1]:.2f} s)",
-                flush=True,
+            _launch_measure_and_stop(
+                results=results, client=client, org=org, agent=agent, cpu=cpu, kind="cold", index=index, total=cold
             )
     for index in range(bare):
         results.bare_server.append(bare_start_time(stack=stack, program="server"))
