@@ -99,7 +99,9 @@ def test_sign_up_add_card_launch_stop_see_usage_and_the_invoice_paid(
         instance = Instance.objects.get(organization=organization, name="pay-as-you-go")
         run = MeteredRun.objects.get(instance=instance)
         seconds = math.floor((run.ended_at - run.started_at).total_seconds())
-        assert seconds >= 12
+        # It ran at least the 12 s waited, less up to 2 s of rounding: a run starts on the whole
+        # second after the agent's confirmation, and billing counts whole seconds.
+        assert seconds >= 10
         assert sum(UsageRecord.objects.filter(run=run).values_list("seconds", flat=True)) == seconds
         amount = usage_cost(seconds=seconds, hourly_amount=run.hourly_amount, currency=run.currency)
         assert run.hourly_amount == instance.billing_price.hourly_amount > 0
