@@ -29,3 +29,13 @@ def log_in(page, base_url: str, email: str, password: str) -> None:
 def log_out(page) -> None:
     page.get_by_role("button", name="Log out").click()
     page.get_by_role("link", name="Log in").wait_for()
+
+
+def card_fill(page, number: str) -> None:
+    """Type a card into the Stripe Elements stand-in's inputs, as a person would."""
+    element = page.get_by_test_id("card-element")
+    element.get_by_placeholder("number").fill(number)
+    element.get_by_placeholder("exp_month").fill("12")
+    element.get_by_placeholder("exp_year").fill("34")
+    element.get_by_placeholder("cvc").fill("123")
+    element.get_by_placeholder("postal_code").fill("10115")

@@ -20,7 +20,7 @@ from apps.billing.services.invoicing import invoice_monthly_create
 from apps.capacity.services.nodes import registration_token_create
 from apps.catalog.models import Flavor, Region
 from apps.instances.models import Instance
-from tests.browser.conftest import sign_up_and_verify
+from tests.browser.conftest import card_fill, sign_up_and_verify
 from tests.support.processes import agent_start
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -36,12 +36,7 @@ def personal_org(email: str) -> Organization:
 def add_card(page, base: str, slug: str, number: str) -> None:
     page.goto(f"{base}/orgs/{slug}/billing/cards/")
     page.get_by_role("link", name="Add card").click()
-    element = page.get_by_test_id("card-element")
-    element.get_by_placeholder("number").fill(number)
-    element.get_by_placeholder("exp_month").fill("12")
-    element.get_by_placeholder("exp_year").fill("34")
-    element.get_by_placeholder("cvc").fill("123")
-    element.get_by_placeholder("postal_code").fill("10115")
+    card_fill(page, number)
     page.get_by_role("button", name="Save card").click()
 
 

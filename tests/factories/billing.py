@@ -46,16 +46,13 @@ class InstanceFactory(factory.django.DjangoModelFactory):
     state = InstanceState.STOPPED
 
 
-def run_record(
-    *, instance: Instance, started_at: datetime, ended_at: datetime, hourly_amount: Decimal | str, currency="USD"
-) -> MeteredRun:
-    """A finished run of `instance` at `hourly_amount`, cut into usage records by the metering
-    service itself (usage_run_close), exactly as a stop would."""
+def run_open(*, instance: Instance, started_at: datetime, hourly_amount: Decimal | str, currency="USD") -> MeteredRun:
+    """An open run of `instance` at `hourly_amount` since `started_at`, with its price snapshot."""
     hourly = Decimal(str(hourly_amount))
     InstancePrice.objects.update_or_create(
         instance=instance, defaults={"hourly_amount": hourly, "currency": currency, "captured_at": started_at}
     )
-    MeteredRun.objects.create(
+    return MeteredRun.objects.create(
         instance=instance,
         organization_id=instance.organization_id,
         project_id=instance.project_id,
@@ -64,6 +61,14 @@ def run_record(
         currency=currency,
         started_at=started_at,
     )
+
+
+def run_record(
+    *, instance: Instance, started_at: datetime, ended_at: datetime, hourly_amount: Decimal | str, currency="USD"
+) -> MeteredRun:
+    """A finished run of `instance` at `hourly_amount`, cut into usage records by the metering
+    service itself (usage_run_close), exactly as a stop would."""
+    run_open(instance=instance, started_at=started_at, hourly_amount=hourly_amount, currency=currency)
     return usage_run_close(instance=instance, ended_at=ended_at, reason="stopped")
 
 

@@ -8,22 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import DecimalField, Exists, ExpressionWrapper, F, OuterRef, Sum
+from django.db.models import Exists, F, OuterRef, Sum
 from django.http import Http404
 from django.utils import timezone
 
 from apps.accounts.models import Organization
 
 from ..models import BillingAccount, Budget, BudgetAlert, InvoicedUsage, MeteredRun, UsageRecord
-from ..money import money_round
+from ..money import SECONDS_PER_HOUR, money_round
 from ..services.metering import usage_cost_since
 from .credits import credit_balance_get
-from .usage import month_bounds
-
-_COST_HOURS = ExpressionWrapper(
-    F("seconds") * F("hourly_amount"), output_field=DecimalField(max_digits=30, decimal_places=6)
-)
-_HOUR = Decimal(3600)
+from .usage import USAGE_COST_HOURS, month_bounds
 
 
 @dataclass(frozen=True)
@@ -67,9 +62,9 @@ def month_spend_by_project_get(*, organization_id: int, now: datetime | None = N
     rows = (
         UsageRecord.objects.filter(organization_id=organization_id, period_start__gte=start, period_start__lt=end)
         .values("project_id")
-        .annotate(cost=Sum(_COST_HOURS))
+        .annotate(cost=Sum(USAGE_COST_HOURS))
     )
-    spend = {row["project_id"]: (row["cost"] or Decimal(0)) / _HOUR for row in rows}
+    spend = {row["project_id"]: (row["cost"] or Decimal(0)) / SECONDS_PER_HOUR for row in rows}
     for run in MeteredRun.objects.filter(organization_id=organization_id, ended_at__isnull=True):
         spend[run.project_id] = spend.get(run.project_id, Decimal(0)) + usage_cost_since(run=run, now=now)
     return spend
@@ -83,9 +78,9 @@ def spend_unbilled_get(*, organization_id: int, now: datetime | None = None) -> 
     cost_hours = (
         UsageRecord.objects.filter(organization_id=organization_id)
         .exclude(Exists(billed))
-        .aggregate(total=Sum(_COST_HOURS))["total"]
+        .aggregate(total=Sum(USAGE_COST_HOURS))["total"]
     ) or Decimal(0)
-    spend = cost_hours / _HOUR
+    spend = cost_hours / SECONDS_PER_HOUR
     for run in MeteredRun.objects.filter(organization_id=organization_id, ended_at__isnull=True):
         spend += usage_cost_since(run=run, now=now)
     return spend

@@ -3,7 +3,6 @@ number of queries (running instances and budgets come in one query each, however
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -17,7 +16,7 @@ from ..models import BillingAccount, MeteredRun, PaymentStanding
 from .budgets import BudgetStatus, budget_status_list, spend_unbilled_get
 from .cards import payment_method_usable_get
 from .credits import credit_balance_get
-from .usage import month_bounds, usage_spend_get
+from .usage import month_bounds, run_elapsed_cost_get, usage_spend_get
 
 STANDING_NOTICES = {
     PaymentStanding.GRACE: (
@@ -59,12 +58,12 @@ def running_costs_list(*, organization_id: int, now: datetime | None = None) -> 
     )
     costs = []
     for run in runs:
-        seconds = max(math.floor((now - run.started_at).total_seconds()), 0)
+        seconds, cost = run_elapsed_cost_get(run=run, now=now)
         costs.append(
             RunningCost(
                 instance=run.instance,
                 seconds=seconds,
-                cost=Decimal(seconds) * run.hourly_amount / Decimal(3600),
+                cost=cost,
                 hourly_amount=run.hourly_amount,
                 currency=run.currency,
             )

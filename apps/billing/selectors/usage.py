@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -9,9 +10,13 @@ from django.db.models import DecimalField, ExpressionWrapper, F, Sum
 from django.utils import timezone
 
 from ..models import MeteredRun, UsageRecord
+from ..money import SECONDS_PER_HOUR, usage_cost_exact
 from ..services.metering import usage_cost_since
 
-_COST = ExpressionWrapper(F("seconds") * F("hourly_amount"), output_field=DecimalField(max_digits=30, decimal_places=6))
+# A record's cost times 3600 (seconds × hourly price), summed in SQL; divide by SECONDS_PER_HOUR once.
+USAGE_COST_HOURS = ExpressionWrapper(
+    F("seconds") * F("hourly_amount"), output_field=DecimalField(max_digits=30, decimal_places=6)
+)
 
 
 def month_bounds(at: datetime) -> tuple[datetime, datetime]:
@@ -36,11 +41,17 @@ def usage_spend_get(
     if project_id is not None:
         records = records.filter(project_id=project_id)
         runs = runs.filter(project_id=project_id)
-    cost_hours = records.aggregate(total=Sum(_COST))["total"] or Decimal(0)
-    spend = cost_hours / Decimal(3600)
+    cost_hours = records.aggregate(total=Sum(USAGE_COST_HOURS))["total"] or Decimal(0)
+    spend = cost_hours / SECONDS_PER_HOUR
     if start <= now < end:
         spend += sum((usage_cost_since(run=run, now=now) for run in runs), Decimal(0))
     return spend
+
+
+def run_elapsed_cost_get(*, run: MeteredRun, now: datetime) -> tuple[int, Decimal]:
+    """(whole seconds, unrounded cost) of an open run so far: what a page shows ticking."""
+    seconds = max(math.floor((now - run.started_at).total_seconds()), 0)
+    return seconds, usage_cost_exact(seconds=seconds, hourly_amount=run.hourly_amount)
 
 
 def instance_running_cost_get(*, instance_id, now: datetime | None = None) -> tuple[Decimal, int, MeteredRun | None]:
@@ -49,14 +60,14 @@ def instance_running_cost_get(*, instance_id, now: datetime | None = None) -> tu
     run = MeteredRun.objects.filter(instance_id=instance_id, ended_at__isnull=True).first()
     if run is None:
         return Decimal(0), 0, None
-    seconds = max(int((now - run.started_at).total_seconds()), 0)
-    return Decimal(seconds) * run.hourly_amount / Decimal(3600), seconds, run
+    seconds, cost = run_elapsed_cost_get(run=run, now=now)
+    return cost, seconds, run
 
 
 def instance_usage_total_get(*, instance_id) -> tuple[int, Decimal]:
     """(seconds, unrounded cost) of every record of the instance, corrections included."""
-    # The alias must not be "seconds": _COST refers to the field of that name.
+    # The alias must not be "seconds": USAGE_COST_HOURS refers to the field of that name.
     totals = UsageRecord.objects.filter(instance_id=instance_id).aggregate(
-        total_seconds=Sum("seconds"), cost=Sum(_COST)
+        total_seconds=Sum("seconds"), cost=Sum(USAGE_COST_HOURS)
     )
-    return totals["total_seconds"] or 0, (totals["cost"] or Decimal(0)) / Decimal(3600)
+    return totals["total_seconds"] or 0, (totals["cost"] or Decimal(0)) / SECONDS_PER_HOUR

@@ -19,6 +19,7 @@ from apps.catalog.selectors import price_current
 from apps.instances.models import Instance, InstanceState
 
 from ..models import InstancePrice, MeteredRun, RunEndReason, UsageKind, UsageRecord
+from ..money import usage_cost_exact
 
 S = InstanceState
 _END_REASONS = {S.STOPPING: RunEndReason.STOPPED, S.FAILED: RunEndReason.FAILED, S.LOST: RunEndReason.LOST}
@@ -54,7 +55,8 @@ def usage_follow_transition(*, instance: Instance, from_state: str, to_state: st
         ended_at = at
         if to_state == S.LOST and instance.node_id and instance.node.last_heartbeat_at:
             # The node went silent at its last heartbeat; the time until it was declared down is ours.
-            ended_at = max(min(at, instance.node.last_heartbeat_at), _run_start_floor(instance))
+            # usage_run_close never lets it end before the run started.
+            ended_at = min(at, instance.node.last_heartbeat_at)
         usage_run_close(instance=instance, ended_at=ended_at, reason=_END_REASONS[to_state])
 
 
@@ -64,11 +66,6 @@ def _whole_second_up(moment: datetime) -> datetime:
     if moment.microsecond == 0:
         return moment
     return moment.replace(microsecond=0) + timedelta(seconds=1)
-
-
-def _run_start_floor(instance: Instance) -> datetime:
-    run = MeteredRun.objects.filter(instance=instance, ended_at__isnull=True).only("started_at").first()
-    return run.started_at if run else timezone.now()
 
 
 @transaction.atomic
@@ -224,4 +221,4 @@ def usage_cost_since(*, run: MeteredRun, now: datetime) -> Decimal:
     """Unrounded cost of a run's seconds not yet cut into records (for live running cost)."""
     end = run.ended_at or now
     seconds = max(math.floor((end - run.started_at).total_seconds()) - run.metered_seconds, 0)
-    return Decimal(seconds) * run.hourly_amount / Decimal(3600)
+    return usage_cost_exact(seconds=seconds, hourly_amount=run.hourly_amount)

@@ -8,10 +8,9 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from apps.billing.models import InstancePrice, MeteredRun
 from apps.billing.selectors.usage import month_bounds
 from apps.instances.models import Instance, InstanceState
-from tests.factories.billing import InstanceFactory, run_record
+from tests.factories.billing import InstanceFactory, run_open, run_record
 
 RUN_S = 60
 
@@ -38,15 +37,5 @@ def instance_running(*, organization, hourly: Decimal | str, project=None, since
     if owner is not None:
         extra["owner"] = owner
     instance = InstanceFactory(organization=organization, state=InstanceState.RUNNING, **extra)
-    hourly = Decimal(str(hourly))
-    InstancePrice.objects.create(instance=instance, hourly_amount=hourly, currency="USD", captured_at=started)
-    MeteredRun.objects.create(
-        instance=instance,
-        organization_id=instance.organization_id,
-        project_id=instance.project_id,
-        flavor_id=instance.flavor_id,
-        hourly_amount=hourly,
-        currency="USD",
-        started_at=started,
-    )
+    run_open(instance=instance, started_at=started, hourly_amount=hourly)
     return instance

@@ -8,22 +8,12 @@ from playwright.sync_api import expect
 
 from apps.billing.models import PaymentMethod
 from apps.billing.services.accounts import billing_account_get_or_create
-from tests.browser.conftest import log_in
+from tests.browser.conftest import card_fill, log_in
 from tests.factories.accounts import PASSWORD, OrganizationFactory, UserFactory
 
 from .conftest import CARD_DECLINED, CARD_OK
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def fill_card(page, number: str) -> None:
-    """Type into the Elements stand-in's inputs, as a person would."""
-    element = page.get_by_test_id("card-element")
-    element.get_by_placeholder("number").fill(number)
-    element.get_by_placeholder("exp_month").fill("12")
-    element.get_by_placeholder("exp_year").fill("34")
-    element.get_by_placeholder("cvc").fill("123")
-    element.get_by_placeholder("postal_code").fill("10115")
 
 
 def test_add_a_good_card_then_see_a_declined_one_refused(live_portal, browser_context):
@@ -40,7 +30,7 @@ def test_add_a_good_card_then_see_a_declined_one_refused(live_portal, browser_co
 
     # When the owner adds a good card through Stripe Elements
     page.get_by_role("link", name="Add card").click()
-    fill_card(page, CARD_OK)
+    card_fill(page, CARD_OK)
     page.get_by_role("button", name="Save card").click()
 
     # Then the cards page shows it as the default card
@@ -52,7 +42,7 @@ def test_add_a_good_card_then_see_a_declined_one_refused(live_portal, browser_co
 
     # When they try a card the bank declines
     page.get_by_role("link", name="Add card").click()
-    fill_card(page, CARD_DECLINED)
+    card_fill(page, CARD_DECLINED)
     page.get_by_role("button", name="Save card").click()
 
     # Then Stripe's message is on the page and nothing more is stored

@@ -53,7 +53,9 @@ def _account_push_lock(account_id: int):
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, account_id % 2**31])
 
 
-def _key(invoice: Invoice, step: str) -> dict:
+def invoice_stripe_options(invoice: Invoice, step: str) -> dict:
+    """Request options for one step of this invoice at Stripe: its idempotency key is the invoice's
+    own key plus the step, so a retry of the step repeats the key and Stripe answers it once."""
     return {"idempotency_key": f"{invoice.idempotency_key}-{step}"}
 
 
@@ -90,7 +92,9 @@ def _push_one(invoice: Invoice) -> None:
     try:
         stripe_invoice = _stripe_invoice_ensure(client, invoice)
         if stripe_invoice.status == "draft":
-            stripe_invoice = client.v1.invoices.finalize_invoice(stripe_invoice.id, options=_key(invoice, "finalize"))
+            stripe_invoice = client.v1.invoices.finalize_invoice(
+                stripe_invoice.id, options=invoice_stripe_options(invoice, "finalize")
+            )
         invoice_transition(
             invoice_id=invoice.pk,
             to_status=St.OPEN,
@@ -139,7 +143,7 @@ def _stripe_invoice_create(client: stripe.StripeClient, invoice: Invoice):
                 "description": _item_description(line),
                 "metadata": {"portal_invoice_id": str(invoice.pk), "portal_line_id": str(line.pk)},
             },
-            options=_key(invoice, f"line-{line.pk}"),
+            options=invoice_stripe_options(invoice, f"line-{line.pk}"),
         )
         InvoiceLine.objects.filter(pk=line.pk).update(stripe_invoice_item_id=item.id)
     created = client.v1.invoices.create(
@@ -152,7 +156,7 @@ def _stripe_invoice_create(client: stripe.StripeClient, invoice: Invoice):
             "pending_invoice_items_behavior": "include",
             "auto_advance": False,
         },
-        options=_key(invoice, "invoice"),
+        options=invoice_stripe_options(invoice, "invoice"),
     )
     Invoice.objects.filter(pk=invoice.pk).update(stripe_invoice_id=created.id)
     invoice.stripe_invoice_id = created.id
@@ -168,7 +172,7 @@ def _item_description(line: InvoiceLine) -> str:
 
 def _pay(client: stripe.StripeClient, invoice: Invoice, stripe_invoice_id: str) -> None:
     try:
-        answer = client.v1.invoices.pay(stripe_invoice_id, options=_key(invoice, "pay"))
+        answer = client.v1.invoices.pay(stripe_invoice_id, options=invoice_stripe_options(invoice, "pay"))
     except stripe.CardError as error:
         _payment_failed(invoice, stripe_invoice_id, error.user_message or "The card was declined.")
         return

@@ -10,6 +10,7 @@ from django.utils import timezone
 from ...models import BillingAccount, Invoice, InvoiceStatus
 from ...selectors.cards import payment_method_usable_get
 from ...stripe_api import stripe_client
+from .push import invoice_stripe_options
 from .status import invoice_paid_record
 
 
@@ -30,9 +31,9 @@ def invoices_failed_pay_retry(*, account_id: int) -> list[Invoice]:
         account=account, status=InvoiceStatus.PAYMENT_FAILED, stripe_invoice_id__isnull=False
     )
     for invoice in failed.order_by("period_end", "pk"):
-        key = f"{invoice.idempotency_key}-pay-{card.stripe_payment_method_id}"
+        options = invoice_stripe_options(invoice, f"pay-{card.stripe_payment_method_id}")
         try:
-            answer = client.v1.invoices.pay(invoice.stripe_invoice_id, options={"idempotency_key": key})
+            answer = client.v1.invoices.pay(invoice.stripe_invoice_id, options=options)
         except stripe.CardError as error:
             Invoice.objects.filter(pk=invoice.pk).update(last_error=(error.user_message or str(error))[:500])
             results.append(Invoice.objects.get(pk=invoice.pk))
