@@ -10,6 +10,14 @@ of the same event waits, then finds it done. A failure rolls the handler's write
 marks the event FAILED; it stays stored and `webhook_events_retry` (run by the beat task
 payment_standing_enforce) gives it another go, as it does for an event stranded in RECEIVED by
 a crash between storing and processing.
+
+Once per event id is not enough: Stripe sends several events about one object (invoice.paid and
+invoice.payment_succeeded for one payment; a resent or regenerated event), each under its own
+id. So every handler is idempotent per object *state*: it compares the object with what is
+already recorded here and does nothing when that state was already taken in (see
+stripe_handlers). Events about one Stripe object are processed one at a time (a transaction-level
+advisory lock on the object id), so two such events arriving together cannot both find the state
+new.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from datetime import timedelta
 
 import stripe
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -35,6 +43,9 @@ DONE = (W.PROCESSED, W.IGNORED)
 WEBHOOK_MAX_ATTEMPTS = 288
 # An event still RECEIVED this long after it arrived lost its processing to a crash.
 STRANDED_AFTER = timedelta(minutes=2)
+# pg_advisory_xact_lock(key1, key2) namespace for "processing an event about Stripe object
+# hashtext(id)" (other namespaces: apps/capacity/services, billing/services/invoicing/push.py).
+OBJECT_LOCK = 0x7374_726F
 
 
 class WebhookRejected(Exception):
@@ -81,9 +92,11 @@ def webhook_event_process(*, event_id: int) -> str:
         if handler is None:
             WebhookEvent.objects.filter(pk=event.pk).update(status=W.IGNORED, processed_at=now)
             return W.IGNORED
+        obj = event.payload.get("data", {}).get("object") or {}
+        _object_lock(obj)
         try:
             with transaction.atomic():
-                handler(event.payload.get("data", {}).get("object") or {}, event)
+                handler(obj, event)
         except Exception as error:  # noqa: BLE001 - kept for the retry path, never lost
             logger.warning("webhook event %s (%s) failed", event.stripe_event_id, event.type, exc_info=True)
             WebhookEvent.objects.filter(pk=event.pk).update(
@@ -94,6 +107,15 @@ def webhook_event_process(*, event_id: int) -> str:
             status=W.PROCESSED, attempts=F("attempts") + 1, last_error="", processed_at=now
         )
         return W.PROCESSED
+
+
+def _object_lock(obj: dict) -> None:
+    """Hold the Stripe object's lock until the transaction ends: another event about the same
+    object (under another event id) waits, then sees what this one recorded."""
+    object_id = obj.get("id")
+    if object_id:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [OBJECT_LOCK, str(object_id)])
 
 
 def webhook_events_retry(*, now=None, limit: int = 500) -> int:
