@@ -1,7 +1,11 @@
 """Budgets and spending caps. A budget is a monthly amount for an organization or one project;
 alerts go out at BILLING["BUDGET_ALERT_PERCENTS"] once per budget and month. With a hard cap,
 reaching 100 % refuses launches (see eligibility), warns what runs, and after
-BILLING["CAP_STOP_GRACE_S"] stops it through the instances lifecycle."""
+BILLING["CAP_STOP_GRACE_S"] stops it through the instances lifecycle.
+
+Locks (the order is in portal/db.py): the budget row, then the instances in scope in created_at
+order, each followed by its open run (through the lifecycle). The metering the pass starts with
+is its own transactions, committed before any budget is locked."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from django.utils import timezone
 from apps.accounts.models import OrganizationKind, Project
 from apps.accounts.roles import OrgAccess
 from apps.instances.models import Instance, InstanceState
+from portal.db import atomic_retry
 
 from ..live import billing_changed_on_commit
 from ..models import BillingAccount, BillingEvent, Budget, BudgetAlert
@@ -88,7 +93,7 @@ def _check_manager(access: OrgAccess) -> None:
         raise PermissionDenied("Only owners, admins and billing members manage budgets.")
 
 
-@transaction.atomic
+@atomic_retry
 def budget_set(
     *,
     access: OrgAccess,
@@ -107,7 +112,7 @@ def budget_set(
         raise ValidationError({"currency": f"Budgets are in {account.currency}, the currency this account pays in."})
     amount = _amount_clean(monthly_amount, account.currency)
     scope = {"organization": organization, "project": project}
-    budget = Budget.objects.select_for_update().filter(**scope).first()
+    budget = Budget.objects.select_for_update(no_key=True).filter(**scope).first()
     now = timezone.now()
     if budget is None:
         try:
@@ -116,7 +121,7 @@ def budget_set(
                     **scope, monthly_amount=amount, currency=account.currency, hard_cap=hard_cap, updated_at=now
                 )
         except IntegrityError:  # created by a concurrent request: change that one instead
-            budget = Budget.objects.select_for_update().get(**scope)
+            budget = Budget.objects.select_for_update(no_key=True).get(**scope)
     budget.monthly_amount, budget.hard_cap, budget.is_default, budget.updated_at = amount, hard_cap, False, now
     budget.save(update_fields=["monthly_amount", "hard_cap", "is_default", "updated_at"])
     _alerts_forget_unreached(budget=budget, now=now)
@@ -197,10 +202,11 @@ def _instances_in_scope(budget: Budget):
     instances = Instance.objects.filter(organization_id=budget.organization_id, state__in=_STOPPABLE)
     if budget.project_id:
         instances = instances.filter(project_id=budget.project_id)
-    return instances.order_by("created_at")
+    # created_at, then pk: the lock order's one order for several instances (portal/db.py).
+    return instances.order_by("created_at", "pk")
 
 
-@transaction.atomic
+@atomic_retry
 def budget_enforce(*, budget_id: int, now: datetime | None = None) -> Counter:
     """Send the alerts this month's spend has reached, and apply a reached hard cap. Idempotent."""
     from apps.instances.services.actions import instance_stop_for_billing
@@ -210,7 +216,7 @@ def budget_enforce(*, budget_id: int, now: datetime | None = None) -> Counter:
     done: Counter = Counter()
     # skip_locked: a budget being changed right now is enforced on the next pass, with its new amount.
     budget = (
-        Budget.objects.select_for_update(skip_locked=True, of=("self",))
+        Budget.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
         .select_related("organization", "project")
         .filter(pk=budget_id)
         .first()

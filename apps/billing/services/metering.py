@@ -1,6 +1,10 @@
 """Metering: an instance's agent-confirmed running interval becomes a MeteredRun, cut into
 immutable per-second UsageRecords as it goes (every few seconds by the meter task, and once more
 when the run ends). Provisioning time and failed launches never open a run, so they cost nothing.
+
+Locks (the order is in portal/db.py): a run is closed under its instance's row lock, which the
+lifecycle took first; the metering pass takes runs and their instances together, SKIP LOCKED, so
+it never waits for a stop and a stop never waits for it for long.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from django.utils import timezone
 from apps.catalog.models import PriceUnit
 from apps.catalog.selectors import price_current
 from apps.instances.models import Instance, InstanceState
+from portal.db import atomic_retry
 
 from ..models import InstancePrice, MeteredRun, RunEndReason, UsageKind, UsageRecord
 from ..money import usage_cost_exact
@@ -91,7 +96,10 @@ def usage_run_open(*, instance: Instance, at: datetime) -> MeteredRun:
 
 @transaction.atomic
 def usage_run_close(*, instance: Instance, ended_at: datetime, reason: str) -> MeteredRun | None:
-    run = MeteredRun.objects.select_for_update().filter(instance=instance, ended_at__isnull=True).first()
+    """Close the open run of `instance`. The caller holds the instance's row lock (the lifecycle
+    does), so this comes after it in the lock order; a metering pass holding the run is waited
+    for, and never waits for us."""
+    run = MeteredRun.objects.select_for_update(no_key=True).filter(instance=instance, ended_at__isnull=True).first()
     if run is None:
         return None
     ended_at = max(ended_at, run.started_at)
@@ -145,13 +153,33 @@ def _records_cut(*, run: MeteredRun, until: datetime) -> list[UsageRecord]:
     return records
 
 
-@transaction.atomic
+def _runs_lock(*, run_ids: list[int]) -> list[MeteredRun]:
+    """Lock the open runs among `run_ids` and, KEY SHARE, their instances, skipping any row
+    someone else holds (a stop closing that run right now: the next pass takes it).
+
+    Both in one statement because a run comes after its instance in the lock order, yet the pass
+    starts from runs: a usage record's insert takes KEY SHARE on its instance, and waiting for
+    that while holding the run closed a cycle with a stop (instance, then run). Skipping instead
+    of waiting, the pass can never be part of a cycle, even with a writer that locks the instance
+    plain FOR UPDATE."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.id FROM {MeteredRun._meta.db_table} r JOIN {Instance._meta.db_table} i ON i.id = r.instance_id "
+            "WHERE r.id = ANY(%s) AND r.ended_at IS NULL ORDER BY r.id "
+            "FOR NO KEY UPDATE OF r SKIP LOCKED FOR KEY SHARE OF i SKIP LOCKED",
+            [run_ids],
+        )
+        locked = [row[0] for row in cursor.fetchall()]
+    return list(MeteredRun.objects.filter(pk__in=locked).order_by("pk"))
+
+
+@atomic_retry
 def usage_run_meter(*, run_id: int, now: datetime | None = None) -> list[UsageRecord]:
     """Cut the usage of one open run up to now. Idempotent: metered seconds only move forward."""
-    run = MeteredRun.objects.select_for_update(skip_locked=True).filter(pk=run_id, ended_at__isnull=True).first()
-    if run is None:
+    runs = _runs_lock(run_ids=[run_id])
+    if not runs:
         return []
-    return _records_cut(run=run, until=now or timezone.now())
+    return _records_cut(run=runs[0], until=now or timezone.now())
 
 
 METER_BATCH = 500
@@ -171,11 +199,10 @@ def usage_open_runs_meter(*, now: datetime | None = None) -> int:
     return written
 
 
-@transaction.atomic
+@atomic_retry
 def _meter_batch(*, run_ids: list[int], now: datetime) -> int:
-    runs = MeteredRun.objects.select_for_update(skip_locked=True).filter(pk__in=run_ids, ended_at__isnull=True)
     records, advanced = [], []
-    for run in runs:
+    for run in _runs_lock(run_ids=run_ids):
         planned, done = _records_plan(run=run, until=now)
         if planned:
             records.extend(planned)

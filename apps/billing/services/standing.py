@@ -3,7 +3,8 @@ launches are blocked (eligibility reads BillingAccount.standing); later, running
 stopped. Paying every overdue invoice restores good standing from any state.
 
 Each change is a compare-and-set on the account's standing plus a BillingEvent row, and each
-change is mailed to the organization's owners and billing members after commit.
+change is mailed to the organization's owners and billing members after commit. The account row
+comes first in the lock order (portal/db.py); stopping instances is one transaction per instance.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Membership, Role
+from portal.db import atomic_retry
 
 from ..live import billing_changed_on_commit
 from ..models import BillingAccount, BillingEvent, Invoice, InvoiceStatus, PaymentStanding
@@ -57,7 +59,9 @@ def _standing_move(
     """Compare-and-set the standing from one of `expected` to `to`, with an event row and a
     notice. None if the account was not in an expected standing (someone moved it first).
     The caller holds a transaction."""
-    current = BillingAccount.objects.select_for_update().filter(pk=account_id).values_list("standing", flat=True)
+    current = (
+        BillingAccount.objects.select_for_update(no_key=True).filter(pk=account_id).values_list("standing", flat=True)
+    )
     current = current.first()
     if current is None or current not in expected:
         return None
@@ -74,7 +78,7 @@ def _standing_move(
     return event
 
 
-@transaction.atomic
+@atomic_retry
 def account_standing_payment_failed(
     *, account: BillingAccount, invoice: Invoice | None, now: datetime | None = None
 ) -> None:
@@ -110,12 +114,12 @@ def account_overdue_exists(*, account: BillingAccount) -> bool:
     return Invoice.objects.filter(account=account, status__in=OVERDUE_STATUSES).exists()
 
 
-@transaction.atomic
+@atomic_retry
 def account_standing_restore(*, account: BillingAccount, now: datetime | None = None) -> None:
     """Back to GOOD once nothing is overdue. Instances stopped during a suspension stay stopped:
     their owners start them again."""
     now = now or timezone.now()
-    BillingAccount.objects.select_for_update().filter(pk=account.pk).first()
+    BillingAccount.objects.select_for_update(no_key=True).filter(pk=account.pk).first()
     if not account_overdue_exists(account=account):
         _standing_move(
             account_id=account.pk,
@@ -129,7 +133,7 @@ def account_standing_restore(*, account: BillingAccount, now: datetime | None = 
     account.refresh_from_db(fields=["standing", "standing_changed_at", "past_due_since"])
 
 
-@transaction.atomic
+@atomic_retry
 def _account_block(*, account_id: int, now: datetime) -> bool:
     account = BillingAccount.objects.get(pk=account_id)
     stop_at = (account.past_due_since or now) + _suspend_after()
@@ -149,7 +153,7 @@ def _account_block(*, account_id: int, now: datetime) -> bool:
     )
 
 
-@transaction.atomic
+@atomic_retry
 def _account_suspend(*, account_id: int, now: datetime) -> bool:
     return (
         _standing_move(
@@ -175,7 +179,7 @@ def suspended_instances_stop() -> int:
     stopped = 0
     instances = Instance.objects.filter(
         organization__billing_account__standing=P.SUSPENDED, state__in=_STOPPABLE_STATES
-    ).order_by("created_at")
+    ).order_by("created_at", "pk")
     for instance in instances:
         try:
             moved = instance_stop_for_billing(

@@ -15,6 +15,7 @@ from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
 from apps.catalog.models import Flavor, Image, Region
 from apps.catalog.selectors import offering_is_launchable
+from portal.db import atomic_retry
 
 from ..models import ACTIVE_STATES, Instance, InstanceEvent, InstanceState
 from ..policy import launch_eligibility_check
@@ -96,7 +97,7 @@ def _check_can_operate(access: OrgAccess, instance: Instance) -> None:
         raise PermissionDenied("Only the instance's owner or an organization admin can do this.")
 
 
-@transaction.atomic
+@atomic_retry
 def instance_stop(*, access: OrgAccess, instance: Instance) -> Instance:
     """Ask for a stop. Idempotent: stopping an instance that is stopping or ended changes nothing."""
     _check_can_operate(access, instance)
@@ -122,7 +123,7 @@ def instance_stop(*, access: OrgAccess, instance: Instance) -> Instance:
     return moved or instance
 
 
-@transaction.atomic
+@atomic_retry
 def instance_start(*, access: OrgAccess, instance: Instance) -> Instance:
     """Start a stopped (or failed, or lost) instance again, in the same working directory when it
     lands on the same node."""
@@ -149,7 +150,7 @@ def instance_start(*, access: OrgAccess, instance: Instance) -> Instance:
     return moved or instance
 
 
-@transaction.atomic
+@atomic_retry
 def instance_delete(*, access: OrgAccess, instance: Instance) -> Instance:
     """Delete: a running instance is stopped first; its working directory is removed by its node."""
     _check_can_operate(access, instance)
@@ -169,7 +170,7 @@ def instance_delete(*, access: OrgAccess, instance: Instance) -> Instance:
     return moved or instance
 
 
-@transaction.atomic
+@atomic_retry
 def instance_stop_for_billing(*, instance: Instance, reason: str) -> Instance | None:
     """Stop an instance because billing says so (a reached hard cap, a suspended account), through
     the same transitions as a user's stop, with `reason` as what the instance's log says.

@@ -1,5 +1,6 @@
 """The instance lifecycle. Every state change goes through `instance_transition`: a
-compare-and-set on the current state plus an event row, announced after commit."""
+compare-and-set on the current state plus an event row, announced after commit. It locks the
+instance row, then (through metering) its open run: see the lock order in portal/db.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.utils import timezone
 
 from apps.billing.services.metering import usage_follow_transition
+from portal.db import atomic_retry
 
 from ..live import instance_changed_on_commit
 from ..models import Instance, InstanceEvent, InstanceState
@@ -29,7 +30,7 @@ ALLOWED_TRANSITIONS: dict[str, set[str]] = {
 }
 
 
-@transaction.atomic
+@atomic_retry
 def instance_transition(
     *,
     instance_id: UUID,
@@ -43,7 +44,9 @@ def instance_transition(
     """Move an instance from one of `expected_from` to `to_state`, with `fields` set in the same
     UPDATE. Returns the instance, or None if it was not in an expected state (someone else moved
     it first): callers that retry or run periodically treat that as done, not as an error."""
-    instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
+    # NO KEY UPDATE: rows that point at the instance (events, runs, usage records) take KEY SHARE
+    # on it when inserted, by other transactions too; plain FOR UPDATE would make them wait here.
+    instance = Instance.objects.select_for_update(no_key=True).filter(pk=instance_id).first()
     if instance is None or instance.state not in set(expected_from):
         return None
     if to_state not in ALLOWED_TRANSITIONS[instance.state]:
