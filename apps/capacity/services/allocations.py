@@ -35,7 +35,10 @@ The database is the backstop, not this code: `gpu_allocated_within_one_gpu` keep
 0..1000 thousandths and the partial unique indexes on AllocationSlice forbid double holds. The
 summary only ranks: a wrong summary row can cost a lost claim, never a double booking.
 Invariant kept by every write here: a GPU's allocated_milli is the sum of its live slices' milli.
-Locks are taken in one order: quota rows, GPU rows, the node's placement lock, summary rows.
+Locks are taken in one order: quota rows, GPU rows, the node's placement lock, summary rows; a
+release locks its allocation, then its GPUs in (node, index, id) order, then summary rows (the
+whole order, with instances and billing, is in portal/db.py). What still loses a deadlock (a
+locking read keeps the rows it found taken) is retried whole by `atomic_retry`.
 """
 
 from __future__ import annotations
@@ -44,11 +47,12 @@ from datetime import datetime
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
 from apps.catalog.models import Flavor, Region
+from portal.db import atomic_retry
 
 from ..errors import AllocationRefused, RefusalReason
 from ..models import Allocation, AllocationState
@@ -63,7 +67,7 @@ GPU_CANDIDATES = 32  # GPUs or MIG devices a single-slice read proposes: more th
 NODE_PLACEMENT_LOCK = 0x6E6F_6465
 
 
-@transaction.atomic
+@atomic_retry
 def allocation_create(
     *,
     organization: Organization,
@@ -154,7 +158,7 @@ def _record(
 # --- giving capacity back ----------------------------------------------------------------------
 
 
-@transaction.atomic
+@atomic_retry
 def allocation_release(*, allocation_id: int) -> Allocation:
     """Give an allocation's capacity back. Releasing a released allocation changes nothing.
 
@@ -173,7 +177,7 @@ def allocation_release(*, allocation_id: int) -> Allocation:
     return Allocation.from_db(connection.alias, [f.attname for f in fields], row)
 
 
-@transaction.atomic
+@atomic_retry
 def allocations_mark_lost(*, node_id: UUID) -> int:
     """The node went down: its active allocations become LOST. Their capacity stays held (the
     workloads may still run) until the node is back and allocations_release_lost runs.
@@ -189,7 +193,7 @@ def allocations_mark_lost(*, node_id: UUID) -> int:
     return Allocation.objects.filter(node_id=node_id, state=AllocationState.ACTIVE).update(state=AllocationState.LOST)
 
 
-@transaction.atomic
+@atomic_retry
 def allocations_release_lost(*, node_id: UUID) -> int:
     """The node is back: what was lost on it is released (its workloads did not survive)."""
     with connection.cursor() as cursor:
