@@ -9,3 +9,4 @@ from .billing import *  # noqa: F401,F403
 from .core import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .operations import *  # noqa: F401,F403
+from .security import *  # noqa: F401,F403
