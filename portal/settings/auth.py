@@ -35,7 +35,23 @@ ACCOUNT_PREVENT_ENUMERATION = False
 ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_ADAPTER = "apps.accounts.adapters.AccountAdapter"
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Neocloud] "
-ACCOUNT_RATE_LIMITS = {"login_failed": "20/m/ip,10/5m/key"}
+# Counted in the cache (Redis), so every web process shares them. "ip" is the client address
+# (see security.py), "key" the email address tried. A rate over its limit answers 429
+# (templates/429.html); too many failed logins for one address answer a form error instead.
+ACCOUNT_RATE_LIMITS = {
+    "login": env_str("PORTAL_RATE_LOGIN", "30/m/ip"),
+    "login_failed": env_str("PORTAL_RATE_LOGIN_FAILED", "20/m/ip,10/5m/key"),
+    "signup": env_str("PORTAL_RATE_SIGNUP", "20/m/ip"),
+    "reset_password": env_str("PORTAL_RATE_RESET_PASSWORD", "20/m/ip,5/h/key"),
+    "reset_password_from_key": env_str("PORTAL_RATE_RESET_PASSWORD_FROM_KEY", "20/m/ip"),
+    "confirm_email": "1/3m/key",
+    "change_password": "5/m/user",
+}
+# API keys (apps/accounts/api/authentication.py): failed attempts per client address and per
+# key prefix within a window. Successful requests are never counted.
+API_KEY_FAILURES_PER_ADDRESS = env_int("PORTAL_API_KEY_FAILURES_PER_ADDRESS", 20)
+API_KEY_FAILURES_PER_PREFIX = env_int("PORTAL_API_KEY_FAILURES_PER_PREFIX", 20)
+API_KEY_FAILURE_WINDOW_S = env_int("PORTAL_API_KEY_FAILURE_WINDOW_S", 60)
 
 # Locally mail is written to files under the data folder, where a developer (and the browser
 # tests) read the verification and invitation links. Production sets an SMTP backend.
