@@ -1,5 +1,7 @@
 """How API views find the caller's organization. Keys are confined to their own organization."""
 
+from portal.api import PortalApiMixin
+
 from ..models import ApiKey
 from ..roles import OrgAccess
 from ..selectors import organization_access_get
@@ -13,8 +15,9 @@ def api_access(request, slug: str) -> OrgAccess:
     return organization_access_get(user=request.user, slug=slug, api_key=request_api_key(request))
 
 
-class OrganizationScopedMixin:
-    """For views under /organizations/{slug}/: `self.access` is resolved once, 404 for strangers."""
+class OrganizationScopedMixin(PortalApiMixin):
+    """For views under /organizations/{slug}/: `self.access` is resolved once, 404 for strangers.
+    Brings the API-wide input guards and error schema of portal.api."""
 
     @property
     def access(self) -> OrgAccess:

@@ -20,6 +20,8 @@ from django.core.cache import cache
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from portal.validators import forbidden_character_find
+
 from ..services import API_KEY_TOKEN_PREFIX, api_key_authenticate
 
 TOO_MANY = "Too many failed API key attempts; try again later."
@@ -41,7 +43,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         token = token.strip()
         address = _Failures("address", request.META.get("REMOTE_ADDR") or "unknown")
         address.refuse_if_over(settings.API_KEY_FAILURES_PER_ADDRESS)
-        api_key = api_key_authenticate(token=token)
+        # A NUL in the token would reach the prefix lookup, which PostgreSQL refuses with an error.
+        api_key = None if forbidden_character_find(token) else api_key_authenticate(token=token)
         if api_key is not None:
             return api_key.created_by, api_key
         address.count()

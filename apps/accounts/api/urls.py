@@ -3,10 +3,11 @@ from rest_framework.routers import SimpleRouter
 
 from . import views
 
-router = SimpleRouter()
+# Path converters type the ids (see portal/api.py): a non-integer id is a 404 before any view.
+router = SimpleRouter(use_regex_path=False)
 router.register("organizations", views.OrganizationViewSet, basename="organization")
 
-org_router = SimpleRouter()
+org_router = SimpleRouter(use_regex_path=False)
 org_router.register("members", views.MemberViewSet, basename="member")
 org_router.register("invitations", views.InvitationViewSet, basename="invitation")
 org_router.register("api-keys", views.ApiKeyViewSet, basename="api-key")

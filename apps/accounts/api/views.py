@@ -9,6 +9,8 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portal.api import PortalApiMixin
+
 from .. import selectors, services
 from ..models import Organization
 from .access import OrganizationScopedMixin, request_api_key
@@ -37,16 +39,17 @@ def _organizations_with_role(request):
     return selectors.organizations_for_user(user=request.user).annotate(role=F("memberships__role"))
 
 
-class MeView(APIView):
+class MeView(PortalApiMixin, APIView):
     @extend_schema(responses=MeSerializer)
     def get(self, request):
         data = {"email": request.user.email, "organizations": _organizations_with_role(request)}
         return Response(MeSerializer(data).data)
 
 
-class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class OrganizationViewSet(PortalApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrganizationSerializer
     lookup_field = "slug"
+    lookup_value_converter = "slug"
 
     def get_queryset(self):
         return _organizations_with_role(self.request)
@@ -64,6 +67,7 @@ class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
 
 class MemberViewSet(OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = MemberSerializer
+    lookup_value_converter = "int"
 
     def get_queryset(self):
         return selectors.members_list(organization=self.access.organization)
@@ -88,6 +92,7 @@ class InvitationViewSet(
     OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     serializer_class = InvitationSerializer
+    lookup_value_converter = "int"
 
     def get_queryset(self):
         return selectors.invitations_list(organization=self.access.organization)
@@ -107,7 +112,7 @@ class InvitationViewSet(
         return Response(InvitationSerializer(invitation).data)
 
 
-class InvitationAcceptView(APIView):
+class InvitationAcceptView(PortalApiMixin, APIView):
     @extend_schema(request=InvitationAcceptSerializer, responses=MemberSerializer)
     def post(self, request):
         if request_api_key(request) is not None:
@@ -120,6 +125,7 @@ class InvitationAcceptView(APIView):
 
 class ApiKeyViewSet(OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = ApiKeySerializer
+    lookup_value_converter = "int"
 
     def get_queryset(self):
         if not self.access.can_manage_api_keys:
@@ -143,6 +149,7 @@ class ApiKeyViewSet(OrganizationScopedMixin, mixins.ListModelMixin, mixins.Retri
 
 class ProjectViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ProjectSerializer
+    lookup_value_converter = "int"
 
     def get_queryset(self):
         return selectors.projects_list(organization=self.access.organization)

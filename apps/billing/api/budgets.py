@@ -19,7 +19,7 @@ from ..services.budgets import budget_delete, budget_set
 
 class BudgetSerializer(serializers.Serializer):
     id = serializers.IntegerField(source="budget.pk")
-    project = serializers.CharField(source="budget.project.slug", default=None)
+    project = serializers.CharField(source="budget.project.slug", default=None, allow_null=True)
     monthly_amount = serializers.DecimalField(source="budget.monthly_amount", max_digits=14, decimal_places=2)
     currency = serializers.CharField(source="budget.currency")
     hard_cap = serializers.BooleanField(source="budget.hard_cap")
@@ -40,6 +40,8 @@ class BudgetSetSerializer(serializers.Serializer):
 
 
 class BudgetViewSet(OrganizationScopedMixin, viewsets.ViewSet):
+    lookup_value_converter = "int"
+
     def _billing_access(self):
         if not self.access.can_view_billing:
             raise PermissionDenied("Only owners, admins and billing members see budgets.")

@@ -3,7 +3,6 @@ that may see billing; another tenant's invoice is 404. Money is a decimal string
 
 from __future__ import annotations
 
-from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
@@ -16,7 +15,7 @@ from ..selectors.invoices import invoice_get, invoices_list
 
 class InvoiceLineSerializer(serializers.ModelSerializer):
     instance = serializers.UUIDField(source="instance_id", read_only=True, allow_null=True)
-    project = serializers.CharField(source="project.slug", read_only=True, default=None)
+    project = serializers.CharField(source="project.slug", read_only=True, default=None, allow_null=True)
     hourly_amount = serializers.DecimalField(max_digits=12, decimal_places=6, coerce_to_string=True)
     amount = serializers.DecimalField(max_digits=14, decimal_places=2, coerce_to_string=True)
 
@@ -62,12 +61,11 @@ class InvoiceDetailSerializer(InvoiceSerializer):
 
 class InvoiceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = InvoiceSerializer
+    lookup_value_converter = "int"
 
     def get_queryset(self):
         return invoices_list(access=self.access)
 
     @extend_schema(responses=InvoiceDetailSerializer)
     def retrieve(self, request, org_slug, pk):
-        if not str(pk).isdigit():
-            raise Http404("No such invoice.")
-        return Response(InvoiceDetailSerializer(invoice_get(access=self.access, invoice_id=int(pk))).data)
+        return Response(InvoiceDetailSerializer(invoice_get(access=self.access, invoice_id=pk)).data)

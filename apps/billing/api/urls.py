@@ -7,7 +7,8 @@ from .budgets import BudgetViewSet
 from .cards import CardListView, StandingView
 from .invoices import InvoiceViewSet
 
-router = SimpleRouter()
+# Path converters (see portal/api.py): a non-integer id is a 404 before any view.
+router = SimpleRouter(use_regex_path=False)
 router.register("invoices", InvoiceViewSet, basename="invoice")
 router.register("budgets", BudgetViewSet, basename="budget")
 

@@ -86,6 +86,10 @@ class TelemetryBodySerializer(serializers.Serializer):
     gpus = serializers.ListField(child=GpuTelemetrySerializer(), max_length=MAX_GPUS_PER_NODE)
 
 
+class TelemetryAcceptedSerializer(serializers.Serializer):
+    gpus_updated = serializers.IntegerField()
+
+
 class TelemetrySerializer(serializers.Serializer):
     seq = serializers.IntegerField(min_value=1)
     telemetry = TelemetryBodySerializer()

@@ -8,6 +8,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from portal.api import PortalApiMixin, error_response
+
 from ..services.reports import ReportRejected, node_heartbeat_apply, node_register, node_telemetry_apply
 from .authentication import IsNodeAgent, NodeAuthentication
 from .serializers import (
@@ -15,6 +17,7 @@ from .serializers import (
     HeartbeatSerializer,
     RegisteredSerializer,
     RegisterSerializer,
+    TelemetryAcceptedSerializer,
     TelemetrySerializer,
 )
 
@@ -27,22 +30,32 @@ def _too_large(request) -> Response | None:
     return None
 
 
+STALE = error_response("A report with this or a higher seq was already accepted.")
+
+
 def _rejected(error: ReportRejected) -> Response:
     return Response({"detail": error.message}, status=error.status)
 
 
-class AgentView(APIView):
+class AgentView(PortalApiMixin, APIView):
+    # Reports relay machine text (a process's failure output may hold escape codes); DRF's
+    # CharField still refuses NUL, which PostgreSQL cannot store.
+    body_text_checked = False
     authentication_classes = [NodeAuthentication]
     permission_classes = [IsNodeAgent]
 
 
-class RegisterView(APIView):
+class RegisterView(PortalApiMixin, APIView):
+    body_text_checked = False  # as AgentView
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "agent-register"
 
-    @extend_schema(request=RegisterSerializer, responses={201: RegisteredSerializer})
+    @extend_schema(
+        request=RegisterSerializer,
+        responses={201: RegisteredSerializer, 401: error_response("Unknown, used or expired registration token.")},
+    )
     def post(self, request):
         if (response := _too_large(request)) is not None:
             return response
@@ -57,7 +70,7 @@ class RegisterView(APIView):
 
 
 class HeartbeatView(AgentView):
-    @extend_schema(request=HeartbeatSerializer, responses=HeartbeatReplySerializer)
+    @extend_schema(request=HeartbeatSerializer, responses={200: HeartbeatReplySerializer, 409: STALE})
     def post(self, request):
         if (response := _too_large(request)) is not None:
             return response
@@ -89,7 +102,7 @@ class HeartbeatView(AgentView):
 
 
 class TelemetryView(AgentView):
-    @extend_schema(request=TelemetrySerializer, responses={202: None})
+    @extend_schema(request=TelemetrySerializer, responses={202: TelemetryAcceptedSerializer, 409: STALE})
     def post(self, request):
         if (response := _too_large(request)) is not None:
             return response

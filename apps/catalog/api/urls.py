@@ -3,7 +3,8 @@ from rest_framework.routers import SimpleRouter
 
 from . import views
 
-router = SimpleRouter()
+# Path converters (see portal/api.py): a lookup that is not a slug is a 404 before any view.
+router = SimpleRouter(use_regex_path=False)
 router.register("regions", views.RegionViewSet, basename="catalog-region")
 router.register("gpu-models", views.GpuModelViewSet, basename="catalog-gpu-model")
 router.register("offerings", views.OfferingViewSet, basename="catalog-offering")

@@ -6,6 +6,8 @@ from rest_framework import viewsets
 from rest_framework.generics import get_object_or_404
 from rest_framework.permissions import AllowAny
 
+from portal.api import PortalApiMixin
+
 from ..selectors import (
     flavors_list,
     gpu_models_list,
@@ -28,9 +30,10 @@ _REGION = OpenApiParameter(
 )
 
 
-class PublicReadOnlyViewSet(viewsets.ReadOnlyModelViewSet):
+class PublicReadOnlyViewSet(PortalApiMixin, viewsets.ReadOnlyModelViewSet):
     permission_classes = [AllowAny]
     lookup_field = "slug"
+    lookup_value_converter = "slug"  # region codes are slugs too
 
 
 @extend_schema_view(

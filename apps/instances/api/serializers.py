@@ -17,8 +17,8 @@ class InstanceSerializer(serializers.ModelSerializer):
     image = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     region = serializers.SlugRelatedField(slug_field="code", read_only=True)
     owner = serializers.EmailField(source="owner.email", read_only=True)
-    node = serializers.CharField(source="node.hostname", read_only=True, default=None)
-    node_simulated = serializers.BooleanField(source="node.simulated", read_only=True, default=None)
+    node = serializers.CharField(source="node.hostname", read_only=True, default=None, allow_null=True)
+    node_simulated = serializers.BooleanField(source="node.simulated", read_only=True, default=None, allow_null=True)
     notebook_url = serializers.SerializerMethodField()
 
     class Meta:

@@ -14,6 +14,7 @@ from .serializers import InstanceDetailSerializer, InstanceSerializer, LaunchSer
 
 class InstanceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = InstanceSerializer
+    lookup_value_converter = "uuid"
 
     def get_queryset(self):
         return selectors.instances_list(access=self.access)
