@@ -18,7 +18,8 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 
 from apps.capacity.api.authentication import NodeAuthentication
-from apps.capacity.api.views import AgentView, _too_large
+from apps.capacity.api.views import STALE, AgentView, _too_large
+from portal.api import error_response
 
 from ..live import node_desired_group
 from ..selectors import node_desired_version, node_desired_workloads
@@ -100,8 +101,15 @@ class WorkloadStatusSerializer(serializers.Serializer):
         return data
 
 
+class WorkloadAcceptedSerializer(serializers.Serializer):
+    instance_state = serializers.CharField(help_text="The instance's lifecycle state after the report.")
+
+
 class WorkloadStatusView(AgentView):
-    @extend_schema(request=WorkloadStatusSerializer, responses={202: None})
+    @extend_schema(
+        request=WorkloadStatusSerializer,
+        responses={202: WorkloadAcceptedSerializer, 404: error_response("No such workload on this node."), 409: STALE},
+    )
     def post(self, request, instance_id):
         if (response := _too_large(request)) is not None:
             return response
