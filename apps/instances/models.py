@@ -94,12 +94,10 @@ class InstanceRuntime(models.Model):
     instance = models.OneToOneField(Instance, on_delete=models.CASCADE, primary_key=True, related_name="runtime")
     process_state = models.CharField(max_length=16, blank=True, help_text="starting, running, stopped, failed")
     last_seq = models.BigIntegerField(default=0)
-    # Where the front proxy sends /nb/<route_slot>/…; the token is the Jupyter server's own
-    # secret, added by the proxy so it never reaches the browser.
+    # Where the front proxy sends /nb/<route_slot>/…: the Unix socket of the notebook server on
+    # its node, which only the server's own account and the proxy may connect to (no token).
     route_slot = models.CharField(max_length=64, null=True, blank=True, unique=True)
-    host = models.CharField(max_length=255, blank=True)
-    port = models.PositiveIntegerField(null=True, blank=True)
-    token = models.CharField(max_length=128, blank=True)
+    socket = models.CharField(max_length=107, blank=True)
     pooled = models.BooleanField(default=False)
     started_at = models.DateTimeField(null=True, blank=True, help_text="agent-confirmed: Jupyter answered")
     stopped_at = models.DateTimeField(null=True, blank=True)

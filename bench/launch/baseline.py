@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from provisioning.agent.workloads.identity import account_create, account_remove
 from tests.support.processes import free_port
 
 from .config import POLL_S, BenchError
@@ -26,11 +27,11 @@ def bare_start_time(*, stack: Stack, program: str, poller: DetailPoller | None =
     if poller is not None:
         with poller:
             return bare_start_time(stack=stack, program=program)
-    from provisioning.agent.workloads.identity import run_as_resolve
-
-    run_as = run_as_resolve("nobody")  # the user the agent runs notebooks as (itself if not root)
     home = Path(tempfile.mkdtemp(prefix="bench-launch-bare-"))
     stack.bare_dirs.append(home)
+    # An account of its own, as the agent gives every server (itself when not root); made before
+    # the clock starts, as the agent's warm pool does.
+    run_as = account_create(workload_root=home, home=home)
     dirs = {
         "JUPYTER_DATA_DIR": home / "data",
         "JUPYTER_CONFIG_DIR": home / "config",
@@ -97,5 +98,6 @@ def bare_start_time(*, stack: Stack, program: str, poller: DetailPoller | None =
     finally:
         group_kill(popen)
         stack.bare_children.remove(popen)
+        account_remove(run_as)
         shutil.rmtree(home, ignore_errors=True)
         stack.bare_dirs.remove(home)

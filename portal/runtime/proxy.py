@@ -2,13 +2,20 @@
 
 Browser traffic for `/nb/<route slot>/…` is authorised by the portal before nginx passes it on:
 nginx's auth_request asks `/internal/notebook-auth`, which answers 401/403/404, or 200 with the
-notebook's address and server token in response headers. So the routing table is the portal's
-database (a stopped notebook simply has no route), nginx needs no reload per launch, and the
-Jupyter token never reaches the browser. Everything else goes to the portal's ASGI server.
+path of the notebook server's Unix socket in a response header. So the routing table is the
+portal's database (a stopped notebook simply has no route), and nginx needs no reload per launch.
+
+The notebook server has no token: it trusts whoever can connect to its socket, and only its own
+account and the proxy's group can (see provisioning/agent/workloads/slot.py). So nothing secret
+reaches the browser, and the portal's session cookie is taken out of what nginx forwards: a
+workload (the user's own code) must never see the session of whoever opens it, an admin say.
+When run as root, nginx's workers run as the `neocloud-proxy` account, in the group of that name,
+which is the one group workload sockets admit. Everything else goes to the portal's ASGI server.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -37,6 +44,15 @@ http {{
   # the hundred requests of a JupyterLab page load cost one portal round trip, not a hundred.
   proxy_cache_path {root}/authcache levels=1 keys_zone=nbauth:4m max_size=64m inactive=1m;
   map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  # The Cookie header less the portal's session cookie (twice: a browser may send two).
+  map $http_cookie $nb_cookie_once {{
+    "~^(?<before>.*?)(^|;\\s*){session_cookie}=[^;]*(?<after>.*)$" "$before$after";
+    default $http_cookie;
+  }}
+  map $nb_cookie_once $nb_cookie {{
+    "~^(?<before>.*?)(^|;\\s*){session_cookie}=[^;]*(?<after>.*)$" "$before$after";
+    default $nb_cookie_once;
+  }}
   upstream portal {{ server {portal}; keepalive 32; }}
   server {{
     listen {listen};
@@ -55,15 +71,14 @@ http {{
 
     location ~ "^/nb/(?<nb_slot>[A-Za-z0-9-]{{1,64}})/" {{
       auth_request /_notebook_auth;
-      auth_request_set $nb_upstream $upstream_http_x_notebook_upstream;
-      auth_request_set $nb_token $upstream_http_x_notebook_token;
+      auth_request_set $nb_socket $upstream_http_x_notebook_socket;
       auth_request_set $nb_missing $upstream_http_x_notebook_missing;
       error_page 401 = @login;
       error_page 403 = @denied;
-      proxy_pass http://$nb_upstream;
+      proxy_pass http://unix:$nb_socket:;
       {forwarded}
-      proxy_set_header Authorization "token $nb_token";
-      proxy_set_header Cookie "";
+      proxy_set_header Authorization "";
+      proxy_set_header Cookie $nb_cookie;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
       proxy_read_timeout 1d;
@@ -79,7 +94,7 @@ http {{
       proxy_set_header X-Original-URI $request_uri;
       proxy_set_header X-Proxy-Secret "{secret}";
       proxy_cache nbauth;
-      proxy_cache_key "$nb_slot:$cookie_sessionid";
+      proxy_cache_key "$nb_slot:$cookie_{session_cookie}";
       proxy_cache_valid 200 403 {auth_cache_s}s;
       proxy_ignore_headers Set-Cookie Cache-Control Expires Vary;
     }}
@@ -128,7 +143,11 @@ def nginx_binary() -> str:
     return found
 
 
-def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth_cache_s: int = 2) -> FrontProxy:
+PROXY_ACCOUNT = "neocloud-proxy"  # also the group workload sockets admit (agent: --proxy-group)
+
+
+def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth_cache_s: int = 2,
+                      session_cookie: str = "sessionid") -> FrontProxy:
     """Start nginx listening on `listen` (host:port) in front of the portal at `portal` (host:port)."""
     binary = nginx_binary()
     root.mkdir(parents=True, exist_ok=True)
@@ -137,8 +156,8 @@ def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth
     user_line = ""
     if os.geteuid() == 0:
         # nginx's workers drop to an unprivileged user when started as root; it must own its files.
-        worker = pwd.getpwnam("nobody")
-        user_line = "user nobody nogroup;" if _group_exists("nogroup") else "user nobody;"
+        worker = proxy_account_ensure()
+        user_line = f"user {PROXY_ACCOUNT} {PROXY_ACCOUNT};"
         for path in [root, *root.rglob("*")]:
             os.chown(path, worker.pw_uid, worker.pw_gid)
         _make_traversable(root.parent)
@@ -156,6 +175,7 @@ def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth
             forwarded=forwarded,
             user_line=user_line,
             auth_cache_s=auth_cache_s,
+            session_cookie=session_cookie,
         )
     )
     process = subprocess.Popen(
@@ -190,11 +210,21 @@ def _make_traversable(path: Path) -> None:
             os.chmod(parent, mode | stat.S_IXOTH)
 
 
-def _group_exists(name: str) -> bool:
-    import grp
+def proxy_account_ensure() -> pwd.struct_passwd:
+    """The proxy workers' own account, in the group of the same name (created when missing).
 
-    try:
-        grp.getgrnam(name)
-        return True
-    except KeyError:
-        return False
+    Its own, not `nobody`: workload sockets admit this group, so no other program may share it.
+    The agent on this host creates the group too when it starts first; either order works.
+    """
+    for argv, exists in ((["groupadd", "--system", PROXY_ACCOUNT], 9),
+                         (["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                           "--gid", PROXY_ACCOUNT, PROXY_ACCOUNT], 9)):
+        try:
+            (grp.getgrnam if argv[0] == "groupadd" else pwd.getpwnam)(PROXY_ACCOUNT)
+            continue
+        except KeyError:
+            pass
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode not in (0, exists):
+            raise ProxyError(f"cannot create the proxy account: {done.stderr.strip()}")
+    return pwd.getpwnam(PROXY_ACCOUNT)

@@ -42,8 +42,9 @@ All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UT
         "gpus": ["GPU-<uuid>" | "MIG-<uuid>", ...], "jupyter_args": ["--Class.option=value", ...]}
 
    Unknown kinds are ignored (logged). "deleted" stops the workload and removes its working
-   directory. jupyter_args may not set what the agent owns (ip, port, base_url, root_dir, token,
-   password, allow_origin, xsrf, kernelspecs, config files): such a spec is reported failed.
+   directory. jupyter_args may not set what the agent owns (ip, port, sock, base_url, root_dir,
+   token, password, allow_origin, xsrf, kernelspecs, kernel transport, config files): such a spec
+   is reported failed.
    5xx, timeouts and connection errors: retried with backoff; 401/403: the agent exits; 404 (a
    portal without the endpoint): heartbeats alone carry the desired state.
 
@@ -51,15 +52,16 @@ All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UT
 
        POST {portal}/api/v1/agent/workloads/<instance id>/status
        {"seq": <int>, "state": "starting" | "running" | "stopped" | "failed",
-        "reason": <str, ≤ 1000 chars> | null, "route_slot": <str> | null, "host": <str> | null,
-        "port": <int> | null, "token": <str> | null, "pooled": <bool>, "started_at": "<iso>" | null,
+        "reason": <str, ≤ 1000 chars> | null, "route_slot": <str> | null,
+        "socket": <str> | null, "pooled": <bool>, "started_at": "<iso>" | null,
         "activity": {"last_activity": "<iso>" | null, "kernels": <int>, "busy_kernels": <int>,
                      "connections": <int>} | null}
        -> 202; 409 when stale (ignored); 404 when the portal does not know the instance (the
           agent stops its server and reports nothing more about it in this run)
 
-   "running" carries route_slot/host/port/token: the notebook is served at
-   http://<host>:<port>/nb/<route_slot>/ and wants `Authorization: token <token>` (or ?token=).
+   "running" carries route_slot/socket: the notebook is served at /nb/<route_slot>/ on the Unix
+   socket <socket> of this host, which only the server's own account and the front proxy's group
+   may connect to; the server has no token (the socket's permissions are its authentication).
    "failed" carries a reason (with the last lines of Jupyter's output). "starting" carries only
    route_slot. `started_at` is when Jupyter first answered, or for a warm-pool server (`pooled`)
    the moment it was handed to this instance: metering starts there.

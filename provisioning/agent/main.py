@@ -6,7 +6,7 @@
         --state-file /tmp/sim-01.json --token <token>                         # no GPUs here
     neocloud-agent --capture /tmp/nvml-capture        # on a GPU host: write a test fixture
     neocloud-agent --portal https://portal.example --notebook-pool 2 \\
-        --workload-root /var/lib/neocloud/workloads --host-address 10.0.0.12   # notebooks
+        --workload-root /var/lib/neocloud/workloads                            # notebooks
 
 Without --simulate the agent reads real NVML and refuses to start where NVML is unavailable; it
 never falls back to simulated GPUs on its own.
@@ -109,8 +109,8 @@ def _workloads(args: argparse.Namespace) -> WorkloadService | None:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     root = Path(args.workload_root) if args.workload_root else state_dir / "workloads"
     service = WorkloadService(WorkloadOptions(
-        workload_root=root.expanduser().absolute(), workload_user=args.workload_user,
-        host_address=args.host_address, pool_size=args.notebook_pool,
+        workload_root=root.expanduser().absolute(), proxy_group=args.proxy_group,
+        pool_size=args.notebook_pool,
         start_timeout_s=args.notebook_start_timeout,
     ))
     try:
@@ -218,12 +218,11 @@ def _arguments_parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workload-root", metavar="DIR",
                         help="where notebook working directories and server slots live "
                         "(default: 'workloads' next to the state file)")
-    parser.add_argument("--workload-user", default="nobody", metavar="USER",
-                        help="unprivileged user notebooks run as when the agent is root "
-                        "(default %(default)s; a non-root agent runs them as itself)")
-    parser.add_argument("--host-address", default="127.0.0.1", metavar="ADDRESS",
-                        help="address notebook servers listen on and the portal's proxy "
-                        "reaches them at (default %(default)s)")
+    parser.add_argument("--proxy-group", default="neocloud-proxy", metavar="GROUP",
+                        help="the front proxy's group: the only one, besides a notebook's own "
+                        "account, that may connect to its socket (created when missing; "
+                        "default %(default)s). A root agent runs every notebook server as an "
+                        "account of its own; a non-root agent runs them as itself (no isolation)")
     parser.add_argument("--notebook-start-timeout", type=_positive_float, default=60.0,
                         metavar="SECONDS", help="a cold start not answering by then has failed "
                         "(default %(default)s)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,11 +20,13 @@ import pytest
 
 from provisioning.agent.client import PortalClient, RetryPolicy
 from provisioning.agent.loop import seq_start
+from provisioning.agent.workloads.identity import account_create, account_remove
 from provisioning.agent.workloads.process import proc_alive, proc_descendants, proc_uid
 from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
 from tests.agent.test_workloads_support import (
     WorkloadPortalServer,
     jupyter_request,
+    jupyter_request_bare,
     kernel_execute,
     kernel_start,
     notebook_spec,
@@ -36,6 +40,35 @@ COLD_GPUS = ["GPU-11111111-2222-3333-4444-555555555555", "GPU-66666666-7777-8888
 POOLED_GPUS = ["MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"]
 IMAGE_ARGS = ["--ServerApp.iopub_msg_rate_limit=2000"]  # harmless; makes the start a cold one
 CUDA_PRINT = "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'))"
+# Leaves the kernel's process tree for good: the middle process exits, the grandchild is adopted
+# by init in a session of its own, writes its pid to `path` and sleeps.
+ESCAPE = """import subprocess, sys
+subprocess.run([sys.executable, "-c", '''
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    with open("{path}", "w") as handle:
+        handle.write(str(os.getpid()))
+    time.sleep(600)
+'''])
+"""
+CONNECT = """import socket, sys
+try:
+    socket.socket(socket.AF_UNIX).connect(sys.argv[1])
+    print("ok")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def account_exists(name: str) -> bool:
+    return any(line.startswith(f"{name}:") for line in Path("/etc/passwd").read_text().splitlines())
+
+
+def _connect_as(path: str, *, user: int, group: int) -> str:
+    done = subprocess.run([sys.executable, "-c", CONNECT, path], user=user, group=group,
+                          extra_groups=[], capture_output=True, text=True, timeout=30)
+    return done.stdout.strip() or done.stderr.strip()
 
 
 class Agent:
@@ -98,19 +131,18 @@ def test_cold_start_reports_starting_then_running_and_serves_jupyter(agent, cold
     states = [body["state"] for body in agent.portal.reports_for(COLD)]
     assert states[:2] == ["starting", "running"]
     starting = agent.portal.reports_for(COLD)[0]
-    assert starting["route_slot"] == COLD and starting["token"] is None
-    assert cold["route_slot"] == COLD and cold["host"] == "127.0.0.1"
-    assert isinstance(cold["port"], int) and len(cold["token"]) >= 32
+    assert starting["route_slot"] == COLD and starting["socket"] is None
+    assert cold["route_slot"] == COLD and cold["socket"].endswith("/jupyter.sock")
+    assert set(cold) == {"seq", "state", "reason", "route_slot", "socket", "pooled", "started_at",
+                         "activity"}  # no token: the socket's permissions are the authentication
     assert cold["pooled"] is False and cold["started_at"] and cold["reason"] is None
     seqs = [body["seq"] for body in agent.portal.reports_for(COLD)]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
     status, answer = jupyter_request(cold, "api/status")
     assert status == 200 and "last_activity" in answer
-    assert jupyter_request(cold, "api/status", token=None)[0] in (401, 403)
-    assert jupyter_request(cold, "api/status", token="not-the-token")[0] in (401, 403)
-    server = agent.server(COLD)
-    assert f"JUPYTER_TOKEN={cold['token']}" not in Path(f"/proc/{server.pid}/cmdline").read_text()
+    # Without the XSRF cookie a browser would have, nothing can be changed (no CSRF into it).
+    assert jupyter_request_bare(cold, "api/kernels", method="POST")[0] == 403
 
 
 def test_cold_kernel_sees_exactly_its_gpus_and_activity_is_reported(agent, cold):
@@ -122,7 +154,7 @@ def test_cold_kernel_sees_exactly_its_gpus_and_activity_is_reported(agent, cold)
         "'cwd': os.path.realpath(os.getcwd())}))")))
     assert facts["home"] == str(agent.server(COLD).paths.home)
     assert facts["cwd"] == str((agent.root / COLD / "work").resolve())
-    assert facts["leak"] in ([], ["JUPYTER_TOKEN"])  # the server's own token, never the agent's
+    assert facts["leak"] == []  # no token of the server's, none of the agent's
     report = agent.portal.wait_report(
         COLD, "running", timeout=20, where=lambda b: (b["activity"] or {}).get("kernels") == 1)
     activity = report.body["activity"]
@@ -141,6 +173,28 @@ def test_notebooks_never_run_as_root(agent, cold):
     assert work.stat().st_uid == proc_uid(server.pid)
 
 
+def test_every_server_has_an_account_of_its_own_and_only_it_and_the_proxy_reach_it(agent, cold):
+    if os.geteuid() != 0:
+        pytest.skip("the agent is not root here: one account for everything, nothing isolated")
+    wait_until(lambda: agent.pool.ready_count() == 1, 90, "the warm pool")
+    servers = [agent.server(COLD), agent.pool.ready_servers()[0]]
+    uids = [proc_uid(server.pid) for server in servers]
+    assert len(set(uids)) == 2 and 0 not in uids
+    assert all(server.run_as.name.startswith("nc-") and account_exists(server.run_as.name)
+               for server in servers)
+
+    # Given the cold server's socket, when a process of another account tries to connect, it is
+    # refused; a process in the proxy's group (nginx's workers) connects.
+    socket_path = servers[0].socket
+    stranger = account_create(workload_root=agent.root, home=agent.root)
+    try:
+        refused = _connect_as(socket_path, user=stranger.uid, group=stranger.gid)
+        member = _connect_as(socket_path, user=stranger.uid, group=agent.service.proxy_gid)
+    finally:
+        account_remove(stranger)
+    assert refused == "PermissionError" and member == "ok"
+
+
 def test_pooled_hand_out_is_a_running_report_without_a_new_process(agent, cold):
     wait_until(lambda: agent.pool.ready_count() == 1, 90, "the warm pool")
     warm = agent.pool.ready_servers()[0]
@@ -155,7 +209,7 @@ def test_pooled_hand_out_is_a_running_report_without_a_new_process(agent, cold):
     body = running.body
     assert [b["state"] for b in agent.portal.reports_for(POOLED)][0] == "running"  # no starting
     assert body["pooled"] is True and body["route_slot"] == warm.route_slot != POOLED
-    assert (body["port"], body["token"]) == (warm.port, warm.token)
+    assert body["socket"] == warm.socket
     assert agent.server(POOLED).pid == warm.pid
     assert agent.pool.started in (started_before, started_before + 1)  # only the refill
 
@@ -171,24 +225,38 @@ def test_pooled_hand_out_is_a_running_report_without_a_new_process(agent, cold):
 
 def test_stop_kills_the_process_tree_and_is_idempotent(agent, cold):
     server = agent.server(POOLED)
+    # A process that left the server's tree (double fork, new session) and a file in the host's
+    # shared /tmp: both must go with the server's account, whose uid a later tenant may get.
+    escaped = Path("/tmp") / f"escaped-{os.getpid()}-{POOLED[:8]}"
+    running = agent.portal.wait_report(POOLED, "running").body
+    kernel_execute(running, kernel_start(running), ESCAPE.format(path=escaped))
+    wait_until(lambda: escaped.exists() and escaped.read_text().strip(), 10, "the escaped process")
+    escaped_pid = int(escaped.read_text())
+    assert escaped_pid not in proc_descendants(server.pid)
     tree = [server.pid, *proc_descendants(server.pid)]
     assert len(tree) >= 2  # the server and the kernel started above
-    slot_dir = server.paths.dir
+    slot_dir, account = server.paths.dir, server.run_as
 
     agent.portal.desire(notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS),
                         notebook_spec(POOLED, state="stopped"))
     stopped = agent.portal.wait_report(POOLED, "stopped", timeout=20).body
-    assert stopped["route_slot"] is None and stopped["token"] is None
+    assert stopped["route_slot"] is None and stopped["socket"] is None
     assert not any(proc_alive(pid) for pid in tree)
     assert not slot_dir.exists()
     assert (agent.root / POOLED / "work" / "from-kernel.txt").exists()  # kept for a restart
+    if os.geteuid() == 0:
+        assert not proc_alive(escaped_pid) and not escaped.exists()
+        assert not account_exists(account.name)
+        # kept, but root's until a server of the instance's holds it again
+        work = agent.root / POOLED / "work"
+        assert {path.stat().st_uid for path in [work, *work.rglob("*")]} == {0}
 
     # Stopping again, or stopping something never started, only (re)states "stopped".
     never = "0e0e0e0e-0000-4000-8000-000000000003"
     agent.portal.desire(notebook_spec(COLD, gpus=COLD_GPUS, args=IMAGE_ARGS),
                         notebook_spec(POOLED, state="stopped"), notebook_spec(never, "stopped"),
                         {"id": "ray-1", "kind": "ray", "state": "running"})
-    assert agent.portal.wait_report(never, "stopped", timeout=10).body["port"] is None
+    assert agent.portal.wait_report(never, "stopped", timeout=10).body["socket"] is None
     assert [b["state"] for b in agent.portal.reports_for(POOLED)] == ["running"] * (
         len(agent.portal.reports_for(POOLED)) - 1) + ["stopped"]
     assert agent.portal.reports_for("ray-1") == []
@@ -228,7 +296,7 @@ def test_failed_start_reports_a_readable_reason(agent):
     assert [b["state"] for b in agent.portal.reports_for(bad_value)] == ["starting", "failed"]
     assert "JupyterLab exited with code 1 before it was ready" in failed["reason"]
     assert "max_body_size" in failed["reason"] and len(failed["reason"]) <= 1000
-    assert failed["port"] is None and failed["token"] is None
+    assert failed["socket"] is None
     assert not (agent.root / "slots" / bad_value).exists()
 
     refused = agent.portal.wait_report(protected, "failed", timeout=10).body

@@ -60,14 +60,17 @@ def test_agent_runs_a_notebook_and_re_adopts_it_after_a_restart(tmp_path):
             agents.append(agent_start(portal, tmp_path))
             again = portal.wait_report(INSTANCE, "running", after=seen, timeout=30).body
             assert [b["state"] for b in portal.reports_for(INSTANCE)[seen:]][0] == "running"
-            for key in ("route_slot", "host", "port", "token", "started_at"):
+            for key in ("route_slot", "socket", "started_at"):
                 assert again[key] == first[key], key
             assert again["seq"] > first["seq"]
             assert json.loads(record.read_text())["pid"] == pid
+            account = json.loads(record.read_text())["account"]["name"]  # adopted with the server
+            assert account in Path("/etc/passwd").read_text() or os.geteuid() != 0
 
             portal.desire(notebook_spec(INSTANCE, "stopped"))
             portal.wait_report(INSTANCE, "stopped", after=seen, timeout=20)
             assert not proc_alive(pid)
+            assert f"\n{account}:" not in "\n" + Path("/etc/passwd").read_text()  # removed with it
             stderr = agent_stop(agents[1])
             assert "re-adopted" in stderr
         finally:
@@ -90,10 +93,10 @@ def test_long_poll_401_ends_the_agent_like_a_heartbeat_401(tmp_path, caplog):
     assert "new --token" in caplog.text
 
 
-def test_bad_workload_user_is_a_usage_error(tmp_path, capsys):
+def test_a_proxy_group_that_cannot_exist_is_a_usage_error(tmp_path, capsys):
     if os.geteuid() != 0:
-        pytest.skip("--workload-user only matters when the agent is root")
+        pytest.skip("the proxy group only matters when the agent is root")
     code = main(["--portal", "http://127.0.0.1:9", "--simulate", "1xH100-80GB",
-                 "--state-file", str(tmp_path / "s.json"), "--workload-user", "root"])
+                 "--state-file", str(tmp_path / "s.json"), "--proxy-group", "no:such group"])
     assert code == 2
-    assert "notebooks never run as root" in capsys.readouterr().err
+    assert "--proxy-group 'no:such group'" in capsys.readouterr().err

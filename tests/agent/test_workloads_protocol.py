@@ -153,7 +153,7 @@ def test_kernel_launcher_sets_exactly_the_assigned_gpus(tmp_path):
 
 
 def test_work_link_is_repointed_atomically(tmp_path):
-    paths = SlotPaths(tmp_path)
+    paths = SlotPaths(tmp_path, tmp_path / "sockets")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     work_link(paths, tmp_path / "a")

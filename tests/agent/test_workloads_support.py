@@ -8,17 +8,17 @@ Jupyter side is never doubled: the tests run real JupyterLab servers and kernels
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from websockets.sync.client import connect
+from websockets.sync.client import unix_connect
 
 from tests.agent.portal_double import portal_double_default_script
 
@@ -154,24 +154,63 @@ def notebook_spec(instance_id: str, state: str = "running", gpus=(), args=()) ->
             "jupyter_args": list(args)}
 
 
-# --- talking to a real Jupyter server the way a browser would ---------------------------------
+# --- talking to a real Jupyter server the way the front proxy does ----------------------------
 
 
-def jupyter_request(running: dict, path: str, *, method: str = "GET", body: dict | None = None,
-                    token: str | None = "from-report") -> tuple[int, dict | list | None]:
-    """(status, JSON) of a Jupyter REST call on the server a "running" report describes."""
-    url = f"http://{running['host']}:{running['port']}/nb/{running['route_slot']}/{path}"
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"token {running['token'] if token == 'from-report' else token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def _xsrf(running: dict) -> str:
+    """Jupyter's XSRF cookie, as a browser gets it from the first page: the server has no token,
+    so a request that changes something must carry it (cookie and header), as JupyterLab does."""
+    connection = _UnixHTTPConnection(running["socket"], timeout=20)
     try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            text = response.read()
-            return response.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
+        connection.request("GET", f"/nb/{running['route_slot']}/lab", headers={"Host": "localhost"})
+        response = connection.getresponse()
+        response.read()
+        for header, value in response.getheaders():
+            if header.lower() == "set-cookie" and value.startswith("_xsrf="):
+                return value.split(";", 1)[0].removeprefix("_xsrf=")
+    finally:
+        connection.close()
+    raise AssertionError("the notebook server set no _xsrf cookie")
+
+
+def jupyter_request(running: dict, path: str, *, method: str = "GET",
+                    body: dict | None = None) -> tuple[int, dict | list | None]:
+    """(status, JSON) of a Jupyter REST call on the socket a "running" report names, with the
+    XSRF cookie and header JupyterLab sends."""
+    headers = {}
+    if method != "GET":
+        token = _xsrf(running)
+        headers = {"Cookie": f"_xsrf={token}", "X-XSRFToken": token}
+    return jupyter_request_bare(running, path, method=method, body=body, headers=headers)
+
+
+def jupyter_request_bare(running: dict, path: str, *, method: str = "GET", body: dict | None = None,
+                         headers: dict | None = None) -> tuple[int, dict | list | None]:
+    """The same, with only the headers given."""
+    headers = {"Host": "localhost", "Content-Type": "application/json", **(headers or {})}
+    connection = _UnixHTTPConnection(running["socket"], timeout=20)
+    try:
+        connection.request(method, f"/nb/{running['route_slot']}/{path}",
+                           body=json.dumps(body).encode() if body is not None else None,
+                           headers=headers)
+        response = connection.getresponse()
+        text = response.read()
+    finally:
+        connection.close()
+    if response.status >= 400:
+        return response.status, None
+    return response.status, json.loads(text) if text else None
 
 
 def kernel_start(running: dict) -> str:
@@ -184,8 +223,8 @@ def kernel_start(running: dict) -> str:
 
 def kernel_execute(running: dict, kernel_id: str, code: str, timeout: float = 60) -> str:
     """Run `code` in the kernel over its websocket (messaging protocol 5.3); returns stdout."""
-    url = (f"ws://{running['host']}:{running['port']}/nb/{running['route_slot']}"
-           f"/api/kernels/{kernel_id}/channels?token={running['token']}")
+    token = _xsrf(running)
+    uri = f"ws://localhost/nb/{running['route_slot']}/api/kernels/{kernel_id}/channels"
     msg_id = uuid.uuid4().hex
     request = {
         "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
@@ -196,10 +235,11 @@ def kernel_execute(running: dict, kernel_id: str, code: str, timeout: float = 60
                     "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
     }
     output, deadline = [], time.monotonic() + timeout
-    with connect(url, open_timeout=timeout, max_size=None) as socket:
-        socket.send(json.dumps(request))
+    with unix_connect(running["socket"], uri, open_timeout=timeout, max_size=None,
+                      additional_headers={"Cookie": f"_xsrf={token}"}) as websocket:
+        websocket.send(json.dumps(request))
         while time.monotonic() < deadline:
-            message = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+            message = json.loads(websocket.recv(timeout=max(0.1, deadline - time.monotonic())))
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = message["header"]["msg_type"]

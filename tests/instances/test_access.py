@@ -8,6 +8,7 @@ from tests.factories.accounts import MembershipFactory, OrganizationFactory, Use
 from tests.support.processes import PROXY_SECRET
 
 pytestmark = pytest.mark.django_db
+SOCKET = "/run/neocloud/0123456789ab/0123456789abcdef/jupyter.sock"
 
 
 @pytest.fixture
@@ -20,9 +21,7 @@ def running_notebook(launch, notebook_setup, settings):
         seq=1,
         state="running",
         route_slot="slot-abc",
-        host="10.0.0.7",
-        port=8123,
-        token="jupyter-secret",
+        socket=SOCKET,
     )
     return instance
 
@@ -31,20 +30,21 @@ def ask(client, uri="/nb/slot-abc/lab", secret=PROXY_SECRET):
     return client.get("/internal/notebook-auth", HTTP_X_ORIGINAL_URI=uri, HTTP_X_PROXY_SECRET=secret)
 
 
-def test_the_owner_is_routed_with_the_token(running_notebook, user):
+def test_the_owner_is_routed_to_the_socket(running_notebook, user):
     client = Client()
     client.force_login(user)
     response = ask(client)
     assert response.status_code == 200
-    assert response["X-Notebook-Upstream"] == "10.0.0.7:8123" and response["X-Notebook-Token"] == "jupyter-secret"
+    assert response["X-Notebook-Socket"] == SOCKET
+    assert not any("token" in header.lower() for header in response.headers)
 
 
-def test_another_logged_in_user_gets_403_and_no_token(running_notebook, org):
+def test_another_logged_in_user_gets_403_and_no_route(running_notebook, org):
     for stranger in (UserFactory(), MembershipFactory(organization=org, role="member").user):
         client = Client()
         client.force_login(stranger)
         response = ask(client)
-        assert response.status_code == 403 and "X-Notebook-Token" not in response
+        assert response.status_code == 403 and "X-Notebook-Socket" not in response
 
 
 def test_an_org_admin_may_open_it(running_notebook, org):

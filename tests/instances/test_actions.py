@@ -59,9 +59,7 @@ def test_stop_is_idempotent_and_releases_capacity_once_the_agent_confirms(launch
         seq=1,
         state="running",
         route_slot="slot-1",
-        host="127.0.0.1",
-        port=9999,
-        token="t",
+        socket="/run/neocloud/0123456789ab/0123456789abcdef/jupyter.sock",
     )
 
     instance_stop(access=access, instance=instance)

@@ -32,9 +32,7 @@ def running(node, instance, seq=2):
         seq,
         "running",
         route_slot=str(instance.pk),
-        host="127.0.0.1",
-        port=8888,
-        token="tok",
+        socket="/run/neocloud/0123456789ab/0123456789abcdef/jupyter.sock",
         started_at=timezone.now(),
     )
 
@@ -45,7 +43,7 @@ def test_starting_then_running_records_the_route_and_ready_time(launch, notebook
     assert report(node, instance, 1, "starting").state == S.PROVISIONING
     instance = running(node, instance)
     assert instance.state == S.RUNNING
-    assert instance.runtime.route_slot == str(instance.pk) and instance.runtime.port == 8888
+    assert instance.runtime.route_slot == str(instance.pk) and instance.runtime.socket.endswith("/jupyter.sock")
     assert instance.events.last().message.startswith("Ready in ")
 
 

@@ -88,16 +88,23 @@ class WorkloadStatusSerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=["starting", "running", "stopped", "failed"])
     reason = serializers.CharField(max_length=1000, allow_null=True, allow_blank=True, required=False)
     route_slot = serializers.RegexField(r"^[A-Za-z0-9-]{1,64}$", allow_null=True, required=False)
-    host = serializers.CharField(max_length=255, allow_null=True, required=False)
-    port = serializers.IntegerField(min_value=1, max_value=65535, allow_null=True, required=False)
-    token = serializers.CharField(max_length=128, allow_null=True, required=False)
+    # An absolute path of plain characters ending in the server's socket name: the front proxy
+    # connects to it, so a report must not be able to aim the proxy at another socket on its host.
+    socket = serializers.RegexField(
+        r"^(/[A-Za-z0-9_.-]+)+/jupyter\.sock$", max_length=107, allow_null=True, required=False
+    )
     pooled = serializers.BooleanField(required=False, default=False)
     started_at = serializers.DateTimeField(allow_null=True, required=False)
     activity = ActivitySerializer(allow_null=True, required=False)
 
+    def validate_socket(self, value):
+        if value and any(part in (".", "..") for part in value.split("/")):
+            raise serializers.ValidationError("The socket path may not hold . or .. parts.")
+        return value
+
     def validate(self, data):
-        if data["state"] == "running" and not (data.get("route_slot") and data.get("port") and data.get("token")):
-            raise serializers.ValidationError("A running notebook report needs route_slot, host, port and token.")
+        if data["state"] == "running" and not (data.get("route_slot") and data.get("socket")):
+            raise serializers.ValidationError("A running notebook report needs route_slot and socket.")
         return data
 
 

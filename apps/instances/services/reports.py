@@ -40,9 +40,7 @@ def workload_report_apply(
     state: str,
     reason: str | None = None,
     route_slot: str | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    token: str | None = None,
+    socket: str | None = None,
     pooled: bool = False,
     started_at: datetime | None = None,
     activity: dict | None = None,
@@ -62,11 +60,11 @@ def workload_report_apply(
         runtime.kernels = activity.get("kernels") or 0
         runtime.busy_kernels = activity.get("busy_kernels") or 0
     if state == RUNNING and instance.state in (S.SCHEDULED, S.PROVISIONING):
-        runtime.route_slot, runtime.host, runtime.port, runtime.token = route_slot, host or "", port, token or ""
+        runtime.route_slot, runtime.socket = route_slot, socket or ""
         runtime.pooled, runtime.started_at, runtime.stopped_at = pooled, started_at or now, None
     if state in (STOPPED, FAILED):
         # Without a route the front proxy answers 404: the notebook URL is gone with the server.
-        runtime.route_slot, runtime.token = None, ""
+        runtime.route_slot, runtime.socket = None, ""
         runtime.stopped_at = runtime.stopped_at or now
     runtime.save()
     _lifecycle_follow(instance=instance, runtime=runtime, state=state, reason=reason)

@@ -1,5 +1,5 @@
 """The front proxy's question for every notebook request: may this browser reach /nb/<slot>/,
-and where is it? See portal/runtime/proxy.py."""
+and on which Unix socket does it run? See portal/runtime/proxy.py."""
 
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ def notebook_auth(request):
     if not notebook_may_open(user=request.user, instance=runtime.instance):
         return HttpResponse("This notebook belongs to someone else.", status=403)
     response = HttpResponse(status=200)
-    response["X-Notebook-Upstream"] = f"{runtime.host}:{runtime.port}"
-    response["X-Notebook-Token"] = runtime.token
+    response["X-Notebook-Socket"] = runtime.socket
     response["Cache-Control"] = "private, no-store"
     return response

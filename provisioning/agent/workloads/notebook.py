@@ -2,30 +2,33 @@
 
 A server lives in a slot (see `slot.py`), served under `/nb/<route slot>/`: the instance id for
 a cold start, a random uuid for a warm-pool server (so a pooled server's URL does not depend on
-which instance it will serve). The token is a random per-server secret handed to Jupyter in its
-environment (JUPYTER_TOKEN), not on its command line: /proc/<pid>/cmdline is world-readable.
+which instance it will serve).
+
+Each server runs as a Unix account of its own (identity.py), created for it and removed with it,
+and listens on a Unix socket that only that account and the front proxy's group can reach; its
+kernels talk over IPC sockets in the account's private runtime folder. So the server has no
+token: reaching its socket is the authentication, and nothing secret is put in the page Jupyter
+sends to the browser. Another instance's account on the same node can neither connect to it nor
+read its environment, home or working directory.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
-import secrets
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import slot
-from .identity import RunAs
+from .identity import RunAs, account_create, account_remove
 from .process import proc_alive, proc_start_time, proc_with_arg, tree_stop
 
 log = logging.getLogger("neocloud.agent")
@@ -38,18 +41,19 @@ _POLL_S = 0.1
 _ENV_PASSED = ("PATH", "PYTHONPATH", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH",
                "SSL_CERT_FILE", "SSL_CERT_DIR")
 # Options the agent owns: an image's jupyter_args may not move, expose or unlock the server.
-_PROTECTED = {"ip", "port", "port_retries", "base_url", "root_dir", "notebook_dir", "token",
-              "password", "allow_root", "allow_origin", "allow_origin_pat", "disable_check_xsrf",
-              "allow_remote_access", "identity_provider_class", "authorizer_class",
-              "config_file", "config", "allowed_kernelspecs", "kernel_spec_manager_class"}
-_PROTECTED_CLASSES = {"IdentityProvider", "PasswordIdentityProvider", "KernelSpecManager"}
+_PROTECTED = {"ip", "port", "port_retries", "sock", "sock_mode", "base_url", "root_dir",
+              "notebook_dir", "token", "password", "allow_root", "allow_origin", "allow_origin_pat",
+              "disable_check_xsrf", "allow_remote_access", "identity_provider_class",
+              "authorizer_class", "config_file", "config", "allowed_kernelspecs",
+              "kernel_spec_manager_class", "transport"}
+_PROTECTED_CLASSES = {"IdentityProvider", "PasswordIdentityProvider", "KernelSpecManager",
+                      "KernelManager", "MappingKernelManager", "AsyncMappingKernelManager"}
 
 
 @dataclass
 class NotebookConfig:
     workload_root: Path
-    run_as: RunAs
-    host_address: str = "127.0.0.1"
+    proxy_gid: int | None = None  # the group whose members may connect (None: agent not root)
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     python: str = sys.executable
 
@@ -57,9 +61,8 @@ class NotebookConfig:
 @dataclass
 class NotebookServer:
     route_slot: str
-    host: str
-    port: int
-    token: str
+    socket: str
+    account: dict  # RunAs.record() of the server's own account
     pid: int
     pid_start: str | None
     instance_id: str | None = None  # None: an unassigned warm-pool server
@@ -71,8 +74,9 @@ class NotebookServer:
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
     paths: slot.SlotPaths | None = field(default=None, repr=False, compare=False)
 
-    def url(self, path: str) -> str:
-        return f"http://{_connect_host(self.host)}:{self.port}/nb/{self.route_slot}/{path}"
+    @property
+    def run_as(self) -> RunAs:
+        return RunAs.from_record(self.account)
 
     def record(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -105,24 +109,36 @@ def jupyter_args_refusal(args: list[str]) -> str | None:
 
 def server_start(config: NotebookConfig, *, route_slot: str, instance_id: str | None,
                  gpus: list[str], jupyter_args: list[str]) -> NotebookServer:
-    """Start `jupyter lab` in a fresh slot; returns at once (see `server_ready_wait`)."""
+    """Start `jupyter lab` in a fresh slot under a new account; returns at once (see
+    `server_ready_wait`)."""
     paths = slot.slot_paths(config.workload_root, route_slot)
     try:
-        work = (slot.work_dir_prepare(config.workload_root, instance_id, config.run_as)
-                if instance_id else None)
-        slot.slot_prepare(paths, config.run_as, gpus, work, config.python)
-        port = _port_free(config.host_address)
-    except OSError as exc:  # a full disk, a --host-address that is not this host's, ...
-        raise StartFailed(f"cannot prepare the notebook server: {exc}") from exc
-    server = NotebookServer(route_slot=route_slot, host=config.host_address, port=port,
-                            token=secrets.token_hex(24), pid=0, pid_start=None,
+        run_as = account_create(workload_root=config.workload_root, home=paths.home)
+    except OSError as exc:
+        raise StartFailed(f"cannot create the notebook's account: {exc}") from exc
+    server = NotebookServer(route_slot=route_slot, socket=str(paths.socket),
+                            account=run_as.record(), pid=0, pid_start=None,
                             instance_id=instance_id, gpus=list(gpus),
                             jupyter_args=list(jupyter_args), paths=paths)
-    argv = [config.python, "-m", "jupyterlab", "--no-browser", f"--ip={config.host_address}",
-            f"--port={server.port}", "--ServerApp.port_retries=0",
+    try:
+        work = (slot.work_dir_prepare(config.workload_root, instance_id, run_as)
+                if instance_id else None)
+        slot.slot_prepare(paths, run_as, gpus, work, config.python, config.proxy_gid)
+    except OSError as exc:  # a full disk, ...
+        server_stop(server)
+        raise StartFailed(f"cannot prepare the notebook server: {exc}") from exc
+    argv = [config.python, "-m", "jupyterlab", "--no-browser",
+            f"--ServerApp.sock={paths.socket}", "--ServerApp.sock_mode=0660",
+            # No token: the socket's permissions are the authentication (see the docstring).
+            "--IdentityProvider.token=",
+            # The proxy forwards the browser's Host; the socket already decides who gets in.
+            "--ServerApp.allow_remote_access=True",
             f"--ServerApp.base_url=/nb/{route_slot}/", f"--ServerApp.root_dir={paths.work}",
-            "--ServerApp.allow_origin=*", "--ServerApp.disable_check_xsrf=False",
+            "--ServerApp.disable_check_xsrf=False",
             "--ServerApp.open_browser=False", "--ServerApp.terminals_enabled=False",
+            # Kernels on IPC sockets in the private runtime folder, not on loopback TCP ports
+            # that every account on the node could connect to (and read iopub from).
+            "--KernelManager.transport=ipc",
             *jupyter_args]
     env = {key: value for key, value in os.environ.items()
            if key in _ENV_PASSED or key.startswith("LC_")}
@@ -130,8 +146,7 @@ def server_start(config: NotebookConfig, *, route_slot: str, instance_id: str | 
     env.update({
         "PATH": os.pathsep.join([os.path.dirname(config.python),
                                  env.get("PATH", "/usr/local/bin:/usr/bin:/bin")]),
-        "USER": config.run_as.name, "LOGNAME": config.run_as.name,
-        "JUPYTER_TOKEN": server.token,
+        "USER": run_as.name, "LOGNAME": run_as.name,
         "JUPYTER_PLATFORM_DIRS": "1",
         # The server itself needs no GPU; kernels get theirs from the launcher and the slot file.
         "CUDA_VISIBLE_DEVICES": ",".join(gpus),
@@ -143,11 +158,11 @@ def server_start(config: NotebookConfig, *, route_slot: str, instance_id: str | 
             server.process = subprocess.Popen(
                 argv, env=env, cwd=paths.home, stdin=subprocess.DEVNULL, stdout=output,
                 stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,
-                **config.run_as.popen_kwargs(),
+                **run_as.popen_kwargs(),
             )
         except OSError as exc:
-            slot_remove(server)
-            raise StartFailed(f"cannot run JupyterLab as {config.run_as.name}: {exc}") from exc
+            server_stop(server)
+            raise StartFailed(f"cannot run JupyterLab as {run_as.name}: {exc}") from exc
     server.pid = server.process.pid
     server.pid_start = proc_start_time(server.pid)
     try:
@@ -180,9 +195,9 @@ def server_ready_wait(server: NotebookServer, timeout_s: float,
 def server_assign(server: NotebookServer, instance_id: str, gpus: list[str],
                   config: NotebookConfig) -> None:
     """Hand a warm-pool server to an instance: its GPUs, then its working directory."""
-    work = slot.work_dir_prepare(config.workload_root, instance_id, config.run_as)
+    work = slot.work_dir_prepare(config.workload_root, instance_id, server.run_as)
     # Assignment first: a kernel started the moment the UI opens must already see its GPUs.
-    slot.gpus_write(server.paths, gpus)
+    slot.gpus_write(server.paths, gpus, server.run_as)
     slot.work_link(server.paths, work)
     server.instance_id, server.gpus, server.pooled = instance_id, list(gpus), True
     server.handed_out_at = server.started_at = now_iso()
@@ -202,15 +217,15 @@ def server_exit_reason(server: NotebookServer, when: str) -> str:
 
 
 def server_stop(server: NotebookServer) -> None:
-    """Stop the server and its kernels (TERM, 5 s grace, KILL) and remove its slot directory."""
+    """Stop the server and its kernels (TERM, 5 s grace, KILL), take its instance's working
+    directory back, remove its slot and its account (with anything still running as it)."""
     if server.pid:
         tree_stop(server.pid, server.process)
-    slot_remove(server)
-
-
-def slot_remove(server: NotebookServer) -> None:
+    if server.instance_id and server.paths is not None:
+        slot.work_dir_release(server.paths.workload_root, server.instance_id)
+    account_remove(server.run_as)
     if server.paths is not None:
-        shutil.rmtree(server.paths.dir, ignore_errors=True)
+        slot.slot_dirs_remove(server.paths)
 
 
 def server_activity(server: NotebookServer) -> dict | None:
@@ -245,7 +260,7 @@ def server_adopt(paths: slot.SlotPaths) -> NotebookServer | None:
         # The agent died between starting Jupyter and writing its record: find it by its slot.
         for pid in proc_with_arg(f"--ServerApp.root_dir={paths.work}"):
             tree_stop(pid)
-        shutil.rmtree(paths.dir, ignore_errors=True)
+        slot.slot_dirs_remove(paths)  # its account, if any, is found by accounts_of_root
         return None
     server.paths = paths
     ours = (bool(server.pid) and proc_alive(server.pid, server.pid_start)
@@ -271,13 +286,28 @@ def _answers(server: NotebookServer, patience_s: float = 15.0) -> bool:
 
 
 def _get(server: NotebookServer, path: str, timeout_s: float = 5) -> dict | list | None:
-    request = urllib.request.Request(server.url(path),
-                                     headers={"Authorization": f"token {server.token}"})
+    """GET a Jupyter API path over the server's Unix socket (the agent is root or its account)."""
+    connection = _UnixHTTPConnection(server.socket, timeout=timeout_s)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
+        connection.request("GET", f"/nb/{server.route_slot}/{path}", headers={"Host": "localhost"})
+        response = connection.getresponse()
+        body = response.read()
+        return json.loads(body) if response.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
         return None
+    finally:
+        connection.close()
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
 
 
 def _with_output(server: NotebookServer, reason: str) -> str:
@@ -293,16 +323,3 @@ def _iso_normalized(text: str | None) -> str | None:
     except ValueError:
         return None
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-def _port_free(host: str) -> int:
-    # The kernel picks a free port; Jupyter binds it a moment later with port_retries=0, so a
-    # lost race fails the start loudly instead of serving on a port we do not know.
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def _connect_host(host: str) -> str:
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"[{host}]" if ":" in host else host

@@ -1,6 +1,6 @@
 """The warm pool: JupyterLab servers started ahead of demand, so a launch is a hand-out.
 
-A pooled server has its own slot (route `/nb/<random uuid>/`, token, port) and no GPUs: its
+A pooled server has its own slot (route `/nb/<random uuid>/`, account, socket) and no GPUs: its
 kernelspec's launcher reads the slot's assignment file when a kernel starts, and the agent
 writes that file (and re-points the slot's `work` link) when it hands the server out. A handed-out
 server belongs to its instance from then on: when that instance stops, the server is killed,
@@ -126,7 +126,7 @@ class WarmPool:
             return False
         with self._lock:
             self._ready.append(server)
-        log.info("warm-pool server ready on port %d (%d/%d ready)", server.port,
+        log.info("warm-pool server ready as %s (%d/%d ready)", server.run_as.name,
                  len(self._ready), self.size)
         return True
 

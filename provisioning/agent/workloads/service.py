@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..client import PortalClient
-from .identity import DEFAULT_WORKLOAD_USER, RunAs, run_as_resolve
+from .identity import (
+    DEFAULT_PROXY_GROUP,
+    account_remove,
+    accounts_of_root,
+    isolation_available,
+    proxy_group_ensure,
+)
 from .notebook import DEFAULT_START_TIMEOUT_S, NotebookConfig
 from .pool import WarmPool
-from .slot import workload_root_prepare
+from .slot import sockets_dir, workload_root_prepare
 from .spec import DesiredState
 from .supervisor import Supervisor
 from .watch import DEFAULT_WAIT_S, watch_start
@@ -27,8 +33,7 @@ log = logging.getLogger("neocloud.agent")
 @dataclass
 class WorkloadOptions:
     workload_root: Path
-    workload_user: str = DEFAULT_WORKLOAD_USER
-    host_address: str = "127.0.0.1"
+    proxy_group: str = DEFAULT_PROXY_GROUP
     pool_size: int = 0
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     poll_wait_s: float = DEFAULT_WAIT_S
@@ -38,21 +43,25 @@ class WorkloadOptions:
 class WorkloadService:
     options: WorkloadOptions
     desired: DesiredState = field(default_factory=DesiredState)
-    run_as: RunAs | None = None
+    proxy_gid: int | None = None
+    prepared: bool = False
     supervisor: Supervisor | None = None
     pool: WarmPool | None = None
 
     def prepare(self) -> None:
         """Check the options and create the workload root; ValueError says what is wrong."""
-        self.run_as = run_as_resolve(self.options.workload_user)
-        workload_root_prepare(self.options.workload_root, self.run_as)
+        try:
+            self.proxy_gid = proxy_group_ensure(self.options.proxy_group)
+        except OSError as exc:
+            raise ValueError(f"--proxy-group {self.options.proxy_group!r}: {exc}") from exc
+        workload_root_prepare(self.options.workload_root)
+        self.prepared = True
 
     def start(self, client: PortalClient, seq_take: Callable[[], int], stop: threading.Event,
               activity_interval_s: float, on_fatal: Callable[[Exception], None]) -> None:
-        if self.run_as is None:
+        if not self.prepared:
             self.prepare()
-        config = NotebookConfig(workload_root=self.options.workload_root, run_as=self.run_as,
-                                host_address=self.options.host_address,
+        config = NotebookConfig(workload_root=self.options.workload_root, proxy_gid=self.proxy_gid,
                                 start_timeout_s=self.options.start_timeout_s)
 
         def report(instance_id: str, body: dict) -> str:
@@ -62,12 +71,25 @@ class WorkloadService:
         self.supervisor = Supervisor(config, report, pool=self.pool,
                                      activity_interval_s=activity_interval_s, on_fatal=on_fatal)
         adopted = self.supervisor.adopt()
+        self._accounts_orphaned_remove()
         self.pool.start()
         watch_start(client, self.desired, self.supervisor.desired_set, stop, on_fatal,
                     wait_s=self.options.poll_wait_s)
-        log.info("notebooks: workload root %s, running as %s, warm pool %d, %d re-adopted",
-                 self.options.workload_root, self.run_as.name, self.options.pool_size,
-                 len(adopted))
+        log.info("notebooks: workload root %s, %s, warm pool %d, %d re-adopted",
+                 self.options.workload_root,
+                 "an account of its own per server" if isolation_available() else
+                 "NOT ISOLATED: the agent is not root, so every notebook runs as the agent's user",
+                 self.options.pool_size, len(adopted))
+
+    def _accounts_orphaned_remove(self) -> None:
+        """Accounts an earlier run of this agent created but never recorded (it died in
+        between): no server of theirs was adopted, so nothing of theirs may keep running."""
+        live = {workload.server.run_as.name for workload in self.supervisor.workloads()
+                if workload.server is not None}
+        for account in accounts_of_root(self.options.workload_root):
+            if account.name not in live:
+                log.warning("removing account %s left by an earlier agent run", account.name)
+                account_remove(account)
 
     def desired_from_heartbeat(self, workloads: list, version: int | None) -> None:
         changed = self.desired.from_heartbeat(workloads, version)
@@ -81,3 +103,8 @@ class WorkloadService:
             self.supervisor.shutdown(stop_servers=stop_servers)
         if self.pool is not None:
             self.pool.shutdown()
+        if stop_servers:  # nothing of ours listens any more: the socket folder can go
+            try:
+                sockets_dir(self.options.workload_root).rmdir()
+            except OSError:
+                pass

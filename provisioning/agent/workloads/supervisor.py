@@ -105,8 +105,8 @@ class Supervisor:
                 self._workloads[server.instance_id] = Workload(id=server.instance_id,
                                                                desired=None, server=server)
             adopted.append(server.instance_id)
-            log.info("notebook %s: re-adopted its running server (pid %d, port %d)",
-                     server.instance_id, server.pid, server.port)
+            log.info("notebook %s: re-adopted its running server (pid %d, account %s)",
+                     server.instance_id, server.pid, server.run_as.name)
         return adopted
 
     def desired_set(self, workloads: list) -> None:
@@ -138,6 +138,10 @@ class Supervisor:
     def workload(self, workload_id: str) -> Workload | None:
         with self._lock:
             return self._workloads.get(workload_id)
+
+    def workloads(self) -> list[Workload]:
+        with self._lock:
+            return list(self._workloads.values())
 
     def shutdown(self, *, stop_servers: bool = False) -> None:
         """Stop the threads. Instance servers keep running unless `stop_servers` (tests, tools)."""
@@ -253,8 +257,8 @@ class Supervisor:
             self._fail(workload, spec, str(exc))
             return
         workload.server = server
-        log.info("notebook %s: cold start ready in %.1f s on port %d", workload.id,
-                 time.monotonic() - began, server.port)
+        log.info("notebook %s: cold start ready in %.1f s as %s", workload.id,
+                 time.monotonic() - began, server.run_as.name)
         self._report(workload, RUNNING)
 
     def _watch(self, workload: Workload) -> None:
@@ -303,9 +307,7 @@ class Supervisor:
             "reason": reason[:REASON_LIMIT] if reason else None,
             "route_slot": server.route_slot if server else
             (workload.id if state == STARTING else None),
-            "host": server.host if server else None,
-            "port": server.port if server else None,
-            "token": server.token if server else None,
+            "socket": server.socket if server else None,
             "pooled": bool(server and server.pooled),
             "started_at": server.started_at if server else None,
             "activity": activity,

@@ -34,7 +34,7 @@ def test_provisioning_opens_no_run_and_the_agent_confirmed_start_does(launch, re
     assert instance.metered_runs.count() == 0  # scheduled and provisioning cost nothing
 
     confirmed = timezone.now() - timedelta(seconds=2, microseconds=250_000)
-    instance = report(instance, "running", started_at=confirmed, route_slot="s1", host="127.0.0.1", port=1)
+    instance = report(instance, "running", started_at=confirmed, route_slot="s1", socket="/run/nc/s1/jupyter.sock")
 
     run = instance.metered_runs.get()
     assert instance.state == S.RUNNING and run.ended_at is None
@@ -57,7 +57,7 @@ def test_a_failed_launch_is_never_billed(launch, report):
 def test_the_run_ends_when_the_instance_leaves_running(how, launch, report, notebook_setup):
     instance = launch()
     started = timezone.now().replace(microsecond=0) - timedelta(minutes=10)
-    report(instance, "running", started_at=started, route_slot="s1", host="127.0.0.1", port=1)
+    report(instance, "running", started_at=started, route_slot="s1", socket="/run/nc/s1/jupyter.sock")
 
     if how == "stop":
         instance_stop(access=notebook_setup["access"], instance=instance)
@@ -176,7 +176,7 @@ def test_the_price_captured_at_launch_is_charged_even_after_the_list_price_chang
         valid_from=timezone.now() - timedelta(seconds=1),
     )
     started = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
-    report(instance, "running", started_at=started, route_slot="s1", host="127.0.0.1", port=1)
+    report(instance, "running", started_at=started, route_slot="s1", socket="/run/nc/s1/jupyter.sock")
     instance_stop(access=notebook_setup["access"], instance=instance)
 
     run = MeteredRun.objects.get(instance=instance)
