@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from portal.api import PortalApiMixin
 
 from .. import selectors, services
-from ..models import Organization
+from ..models import ApiKey, Invitation, Membership, Organization, Project
 from .access import OrganizationScopedMixin, request_api_key
 from .serializers import (
     ApiKeyCreatedSerializer,
@@ -48,6 +48,7 @@ class MeView(PortalApiMixin, APIView):
 
 class OrganizationViewSet(PortalApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrganizationSerializer
+    queryset = Organization.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_field = "slug"
     lookup_value_converter = "slug"
 
@@ -67,6 +68,7 @@ class OrganizationViewSet(PortalApiMixin, mixins.ListModelMixin, mixins.Retrieve
 
 class MemberViewSet(OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = MemberSerializer
+    queryset = Membership.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_value_converter = "int"
 
     def get_queryset(self):
@@ -92,6 +94,7 @@ class InvitationViewSet(
     OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     serializer_class = InvitationSerializer
+    queryset = Invitation.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_value_converter = "int"
 
     def get_queryset(self):
@@ -125,6 +128,7 @@ class InvitationAcceptView(PortalApiMixin, APIView):
 
 class ApiKeyViewSet(OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = ApiKeySerializer
+    queryset = ApiKey.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_value_converter = "int"
 
     def get_queryset(self):
@@ -149,6 +153,7 @@ class ApiKeyViewSet(OrganizationScopedMixin, mixins.ListModelMixin, mixins.Retri
 
 class ProjectViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ProjectSerializer
+    queryset = Project.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_value_converter = "int"
 
     def get_queryset(self):

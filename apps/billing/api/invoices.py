@@ -61,6 +61,7 @@ class InvoiceDetailSerializer(InvoiceSerializer):
 
 class InvoiceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = InvoiceSerializer
+    queryset = Invoice.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_value_converter = "int"
 
     def get_queryset(self):

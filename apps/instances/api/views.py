@@ -8,12 +8,14 @@ from rest_framework.response import Response
 from apps.accounts.api.access import OrganizationScopedMixin
 
 from .. import selectors
+from ..models import Instance
 from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
 from .serializers import InstanceDetailSerializer, InstanceSerializer, LaunchSerializer
 
 
 class InstanceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = InstanceSerializer
+    queryset = Instance.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_value_converter = "uuid"
 
     def get_queryset(self):
