@@ -16,12 +16,11 @@ All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UT
 
        POST {portal}/api/v1/agent/heartbeat
        {"seq": <int>, "sent_at": "<iso>", "inventory": <NodeInventory payload> | null}
-       -> 200 {"heartbeat_interval_s": <int>, "desired_workloads": [...]}
+       -> 200 {"heartbeat_interval_s": <int>}
 
    `inventory` is null when unchanged since the last one the portal accepted (register or a 2xx
-   heartbeat); a restarted agent sends it on its first heartbeat. `desired_workloads` is the
-   desired state of this node's workloads (see 4); the reply may add `"workloads_version": <int>`
-   (the long-poll's version of that list), which lets the agent order it against long-poll answers.
+   heartbeat); a restarted agent sends it on its first heartbeat. The heartbeat says the node is
+   alive; it carries no desired state (that has one channel: 4).
 
 3. Telemetry, every `--telemetry-interval` seconds:
 
@@ -29,14 +28,17 @@ All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UT
        {"seq": <int>, "telemetry": <NodeTelemetry payload>}
        -> 202
 
-4. Desired workloads, long-polled by a background thread (and in every heartbeat reply):
+4. Desired workloads, long-polled by a background thread; the only channel they come on:
 
        GET {portal}/api/v1/agent/workloads?version=<last version seen, 0 at start>&wait=25
        -> 200 {"version": <int>, "workloads": [<workload spec>, ...]}
 
    The portal answers at once when its version differs from the one sent, else after up to
-   `wait` seconds with the same version. Each answer is the full list for this node; a workload
-   that is no longer listed is stopped (its working directory is kept). A workload spec:
+   `wait` seconds with the same version. The version changes exactly when the list changes (not
+   when this agent's own reports move an instance along, say from provisioning to running), so
+   an answer with a new version always carries something to do. Each answer is the full list
+   for this node; a workload that is no longer listed is stopped (its working directory is
+   kept). A workload spec:
 
        {"id": "<instance uuid>", "kind": "notebook", "state": "running" | "stopped" | "deleted",
         "gpus": ["GPU-<uuid>" | "MIG-<uuid>", ...], "jupyter_args": ["--Class.option=value", ...]}
@@ -46,7 +48,8 @@ All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UT
    token, password, allow_origin, xsrf, kernelspecs, kernel transport, config files): such a spec
    is reported failed.
    5xx, timeouts and connection errors: retried with backoff; 401/403: the agent exits; 404 (a
-   portal without the endpoint): heartbeats alone carry the desired state.
+   portal without the endpoint): retried after a long pause. The spec and the report body's
+   fields are defined once, in provisioning/protocol.py, for the portal and the agent.
 
 5. Workload status, on every transition of a workload and every telemetry interval while it runs:
 
@@ -90,7 +93,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 log = logging.getLogger("neocloud.agent")
@@ -139,8 +142,6 @@ class Registration:
 @dataclass
 class HeartbeatReply:
     heartbeat_interval_s: int
-    desired_workloads: list = field(default_factory=list)
-    workloads_version: int | None = None
 
 
 @dataclass
@@ -205,13 +206,10 @@ class PortalClient:
     def heartbeat(self, seq: int, sent_at: str, inventory: dict | None) -> HeartbeatReply:
         reply = self._post("/api/v1/agent/heartbeat",
                            {"seq": seq, "sent_at": sent_at, "inventory": inventory})
-        version = reply.get("workloads_version")
         return HeartbeatReply(
             heartbeat_interval_s=int(
                 reply.get("heartbeat_interval_s", DEFAULT_HEARTBEAT_INTERVAL_S)
             ),
-            desired_workloads=list(reply.get("desired_workloads") or []),
-            workloads_version=version if isinstance(version, int) else None,
         )
 
     def telemetry(self, seq: int, telemetry: dict) -> None:

@@ -90,7 +90,6 @@ class AgentRun:
     next_seq: int = field(default_factory=seq_start)
     heartbeat_interval_s: float = 10
     inventory_accepted: dict | None = None  # the last payload the portal took
-    desired_workloads: list = field(default_factory=list)  # as of the last heartbeat reply
     workloads: WorkloadService | None = None  # notebooks; None: this agent runs none
     fatal: Exception | None = None  # set by a background thread that must end the run
     _seq_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -206,11 +205,6 @@ def agent_heartbeat(run: AgentRun) -> None:
     if interval != run.heartbeat_interval_s:
         log.info("heartbeat interval now %ss", interval)
         run.heartbeat_interval_s = interval
-    if reply.desired_workloads != run.desired_workloads:
-        log.info("desired workloads in heartbeat: %d", len(reply.desired_workloads))
-        run.desired_workloads = reply.desired_workloads
-    if run.workloads is not None:
-        run.workloads.desired_from_heartbeat(reply.desired_workloads, reply.workloads_version)
 
 
 def agent_telemetry_send(run: AgentRun) -> None:

@@ -26,6 +26,18 @@ from provisioning.agent.workloads.process import proc_alive, proc_descendants, t
 from provisioning.agent.workloads.slot import SlotPaths, name_is_safe, work_link
 from provisioning.agent.workloads.spec import DesiredState, spec_parse, specs_parse
 from provisioning.agent.workloads.watch import watch_run
+from provisioning.protocol import (
+    FAILED,
+    REASON_LIMIT,
+    REPORT_FIELDS,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    NotebookSpec,
+    report_body,
+    report_transition_allowed,
+    spec_from_wire,
+)
 from tests.agent.test_workloads_support import WorkloadPortalServer, notebook_spec
 
 FAST = RetryPolicy(attempts=2, base_s=0.01, cap_s=0.02)
@@ -92,17 +104,62 @@ def test_watch_hands_changes_over_and_stops_on_401():
     assert not thread.is_alive()
 
 
-def test_desired_state_orders_heartbeats_against_the_long_poll():
-    desired = DesiredState(poll_healthy_s=0.2)
+def test_desired_state_has_one_channel_and_an_unchanged_list_is_not_applied_again():
+    # Given a long-poll answer
+    desired = DesiredState()
     old, new = [notebook_spec(INSTANCE)], [notebook_spec(INSTANCE, "stopped")]
-    assert desired.from_heartbeat(old, None) == old  # no long-poll yet: heartbeats count
-    assert desired.from_poll(5, new) == new
-    assert desired.from_heartbeat(old, None) is None  # stale heartbeat while the poll is healthy
-    assert desired.from_heartbeat(old, 4) is None  # versioned and older
-    assert desired.from_poll(5, new) is None  # unchanged
-    assert desired.from_heartbeat(old, 6) == old and desired.version == 6
-    time.sleep(0.25)
-    assert desired.from_heartbeat(new, None) == new  # the long-poll went quiet: fallback
+    assert desired.from_poll(5, old) == old
+    # When the same list comes again (under another version) it is not handed over again
+    assert desired.from_poll(6, old) is None and desired.version == 6
+    # Then a changed list is, and there is no other channel to take a list from
+    assert desired.from_poll(7, new) == new and desired.current == new
+    assert not hasattr(desired, "from_heartbeat")
+
+
+def test_the_agent_takes_the_desired_state_only_from_the_long_poll():
+    # Given a portal (an older one) whose heartbeat reply still carries a list
+    with WorkloadPortalServer() as portal:
+        client = client_for(portal)
+        # When the agent heartbeats
+        reply = client.heartbeat(7, "2026-11-20T00:00:00+00:00", None)
+    # Then nothing but the interval is read from it
+    assert set(vars(reply)) == {"heartbeat_interval_s"}
+
+
+def _sequence_allowed(states: list[str]) -> bool:
+    previous = None
+    for state in states:
+        if not report_transition_allowed(previous, state):
+            return False
+        previous = state
+    return True
+
+
+def test_the_protocol_knows_which_report_may_follow_which():
+    # Given the sequences a supervisor sends: cold start, warm-pool hand-out, a failed start
+    # that the user starts again, a stop while starting
+    assert _sequence_allowed([STARTING, RUNNING, RUNNING, STOPPED])
+    assert _sequence_allowed([RUNNING, RUNNING, FAILED])
+    assert _sequence_allowed([STARTING, FAILED, STARTING, RUNNING])
+    assert _sequence_allowed([STARTING, STOPPED, RUNNING])
+    # Then going back from running to starting is not one of them
+    assert not _sequence_allowed([STARTING, RUNNING, STARTING])
+    assert not report_transition_allowed(None, "paused")
+
+
+def test_a_report_body_has_exactly_the_protocol_fields_and_a_bounded_reason():
+    body = report_body(FAILED, reason="x" * 5000)
+    assert set(body) == set(REPORT_FIELDS) - {"seq"}
+    assert len(body["reason"]) == REASON_LIMIT and body["pooled"] is False
+    with pytest.raises(ValueError):
+        report_body("paused")
+
+
+def test_a_spec_goes_over_the_wire_and_back_unchanged():
+    wire = notebook_spec(INSTANCE, gpus=["GPU-a1"], args=["--ServerApp.iopub_msg_rate_limit=2000"])
+    spec = spec_from_wire(wire)
+    assert isinstance(spec, NotebookSpec) and spec.wants_running
+    assert spec.to_wire() == wire
 
 
 def test_spec_parsing_refuses_what_it_cannot_act_on_safely(caplog):

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
+from provisioning.protocol import REASON_LIMIT
+
 from . import slot
 from .identity import RunAs, account_create, account_remove
 from .process import proc_alive, proc_start_time, proc_with_arg, tree_stop
 
 log = logging.getLogger("neocloud.agent")
 
-REASON_LIMIT = 1000
 DEFAULT_START_TIMEOUT_S = 60.0
 _POLL_S = 0.1
 # What a workload inherits from the agent's environment; nothing else (the agent's environment

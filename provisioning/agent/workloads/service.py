@@ -1,7 +1,8 @@
 """Workloads wired into the agent's run: options from the command line, start and shutdown.
 
-`loop.py` calls `start` once the node is registered (never with --once), hands it the desired
-workloads of every heartbeat reply, and calls `shutdown` when the agent stops.
+`loop.py` calls `start` once the node is registered (never with --once) and `shutdown` when the
+agent stops. The desired state comes from the long-poll thread (`watch.py`) only; `desired_set`
+hands each kind's part of it to that kind's runner (`RUNNER_KINDS`; notebooks: `Supervisor`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..client import PortalClient
+from provisioning.protocol import KIND_NOTEBOOK
+
 from .identity import (
     DEFAULT_PROXY_GROUP,
     account_remove,
@@ -23,11 +26,15 @@ from .identity import (
 from .notebook import DEFAULT_START_TIMEOUT_S, NotebookConfig
 from .pool import WarmPool
 from .slot import sockets_dir, workload_root_prepare
-from .spec import DesiredState
+from .spec import DesiredState, spec_parse
 from .supervisor import Supervisor
 from .watch import DEFAULT_WAIT_S, watch_start
 
 log = logging.getLogger("neocloud.agent")
+
+# The kinds this agent runs, each by one runner (an object with `desired_set(list)`): adding a
+# kind adds its runner here.
+RUNNER_KINDS: tuple[str, ...] = (KIND_NOTEBOOK,)
 
 
 @dataclass
@@ -73,7 +80,7 @@ class WorkloadService:
         adopted = self.supervisor.adopt()
         self._accounts_orphaned_remove()
         self.pool.start()
-        watch_start(client, self.desired, self.supervisor.desired_set, stop, on_fatal,
+        watch_start(client, self.desired, self.desired_set, stop, on_fatal,
                     wait_s=self.options.poll_wait_s)
         log.info("notebooks: workload root %s, %s, warm pool %d, %d re-adopted",
                  self.options.workload_root,
@@ -91,11 +98,18 @@ class WorkloadService:
                 log.warning("removing account %s left by an earlier agent run", account.name)
                 account_remove(account)
 
-    def desired_from_heartbeat(self, workloads: list, version: int | None) -> None:
-        changed = self.desired.from_heartbeat(workloads, version)
-        if changed is not None and self.supervisor is not None:
-            log.info("desired workloads (heartbeat): %d", len(changed))
-            self.supervisor.desired_set(changed)
+    def runners(self) -> dict:
+        return {KIND_NOTEBOOK: self.supervisor} if self.supervisor is not None else {}
+
+    def desired_set(self, workloads: list) -> None:
+        """A new full desired state: each runner gets its kind's part (an empty list stops all
+        of its workloads); a kind no runner takes is logged by the spec parser and ignored."""
+        runners = self.runners()
+        for item in workloads:
+            if not (isinstance(item, dict) and item.get("kind") in runners):
+                spec_parse(item)  # logs why nothing will run it
+        for kind, runner in runners.items():
+            runner.desired_set([w for w in workloads if isinstance(w, dict) and w.get("kind") == kind])
 
     def shutdown(self, *, stop_servers: bool = False) -> None:
         """Pool servers are stopped; instance servers keep running for the next agent run."""

@@ -1,75 +1,40 @@
-"""The desired state of this node's workloads: the wire format, and which snapshot is current.
+"""The desired state of this node's workloads as the agent takes it in.
 
-Desired state arrives two ways, each a full snapshot of the node's workloads: the heartbeat
-reply's `desired_workloads`, and the long-poll (`watch.py`), which carries a `version`. A
-heartbeat reply can be older than the long-poll answer that overtook it, so acting on whichever
-came last could stop a notebook that was just started. The rule:
-
-- a long-poll answer always wins (the portal answered it at once because its version differed);
-- a heartbeat snapshot that carries `workloads_version` wins when that version is not older
-  than the last one seen;
-- a heartbeat snapshot without a version is used only while the long-poll is not healthy (no
-  answer for a while, or the portal does not have the endpoint): it is the fallback channel.
+It arrives on one channel only: the long-poll (`watch.py`), whose answers carry a `version` that
+the portal changes exactly when the list changes. So the newest answer is always the current
+state, and nothing needs ordering against another channel. The wire format and its checks are
+the shared protocol's (`provisioning/protocol.py`); this module adds the agent's own check of
+the id (it names a folder on this host) and logs what it cannot act on.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
-import time
 from dataclasses import dataclass, field
+
+from provisioning.protocol import SpecRefused, WorkloadSpec, spec_from_wire
 
 from .slot import name_is_safe
 
 log = logging.getLogger("neocloud.agent")
 
-KIND_NOTEBOOK = "notebook"
-RUNNING, STOPPED, DELETED = "running", "stopped", "deleted"
-_STATES = (RUNNING, STOPPED, DELETED)
-# GPU-<uuid>, MIG-<uuid> or the older MIG-GPU-<uuid>/<gi>/<ci>: nothing that could split a list.
-_DEVICE = re.compile(r"^(GPU|MIG)-[A-Za-z0-9._/-]+$")
-
-
-@dataclass(frozen=True)
-class WorkloadSpec:
-    id: str
-    kind: str
-    state: str
-    gpus: tuple[str, ...] = ()
-    jupyter_args: tuple[str, ...] = ()
-
-    @property
-    def wants_running(self) -> bool:
-        return self.state == RUNNING
-
 
 def spec_parse(item: object) -> WorkloadSpec | None:
     """One workload of a desired-state list, or None (logged) when we cannot act on it."""
-    if not isinstance(item, dict):
-        log.warning("desired workload ignored: not an object: %r", item)
+    try:
+        spec = spec_from_wire(item)
+    except SpecRefused as refused:
+        workload_id = item.get("id") if isinstance(item, dict) else None
+        if "is not one this agent runs" in str(refused):
+            log.info("desired workload %s ignored: %s", workload_id, refused)
+        else:
+            log.warning("desired workload %s ignored: %s", workload_id, refused)
         return None
-    workload_id, kind, state = item.get("id"), item.get("kind"), item.get("state")
-    if not isinstance(workload_id, str) or not name_is_safe(workload_id):
-        log.warning("desired workload ignored: bad id %r", workload_id)
+    if not name_is_safe(spec.id):
+        log.warning("desired workload ignored: bad id %r", spec.id)
         return None
-    if kind != KIND_NOTEBOOK:
-        log.info("desired workload %s ignored: kind %r is not one this agent runs",
-                 workload_id, kind)
-        return None
-    if state not in _STATES:
-        log.warning("desired workload %s ignored: unknown state %r", workload_id, state)
-        return None
-    gpus, args = item.get("gpus") or [], item.get("jupyter_args") or []
-    if not (isinstance(gpus, list) and all(isinstance(g, str) and _DEVICE.match(g)
-                                           for g in gpus)):
-        log.warning("desired workload %s ignored: bad gpus %r", workload_id, gpus)
-        return None
-    if not (isinstance(args, list) and all(isinstance(a, str) for a in args)):
-        log.warning("desired workload %s ignored: bad jupyter_args %r", workload_id, args)
-        return None
-    return WorkloadSpec(id=workload_id, kind=kind, state=state, gpus=tuple(gpus),
-                        jupyter_args=tuple(args))
+    return spec
 
 
 def specs_parse(items: list) -> dict[str, WorkloadSpec]:
@@ -83,37 +48,18 @@ def specs_parse(items: list) -> dict[str, WorkloadSpec]:
 
 @dataclass
 class DesiredState:
-    """Picks the current snapshot from the two channels (see the module docstring)."""
+    """The last long-poll answer: its version (sent with the next poll) and its list."""
 
-    poll_healthy_s: float = 45.0  # a long-poll answer this recent makes heartbeats a fallback
-    version: int = 0  # the last version seen; the long-poll sends it
+    version: int = 0
     current: list | None = None
-    _poll_answered_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def from_poll(self, version: int, workloads: list) -> list | None:
-        """Record a long-poll answer; returns the snapshot when it changed what we want."""
+        """Record a long-poll answer; returns the list when it differs from the last one (a
+        portal restored from a backup may repeat a list under another version)."""
         with self._lock:
-            self._poll_answered_at = time.monotonic()
             self.version = version
-            return self._take(workloads)
-
-    def from_heartbeat(self, workloads: list, version: int | None) -> list | None:
-        with self._lock:
-            if version is not None:
-                if version < self.version:
-                    return None
-                self.version = version
-            elif self.poll_healthy():
+            if workloads == self.current:
                 return None
-            return self._take(workloads)
-
-    def poll_healthy(self) -> bool:
-        answered = self._poll_answered_at
-        return answered is not None and time.monotonic() - answered < self.poll_healthy_s
-
-    def _take(self, workloads: list) -> list | None:
-        if workloads == self.current:
-            return None
-        self.current = workloads
-        return workloads
+            self.current = workloads
+            return workloads

@@ -26,6 +26,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from provisioning.protocol import (
+    DESIRED_DELETED,
+    DESIRED_STOPPED,
+    FAILED,
+    KIND_NOTEBOOK,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    NotebookSpec,
+    WorkloadSpec,
+    report_body,
+    report_transition_allowed,
+)
+
 from ..client import (
     STATUS_UNKNOWN,
     AgentStopping,
@@ -35,7 +49,6 @@ from ..client import (
 )
 from . import slot
 from .notebook import (
-    REASON_LIMIT,
     NotebookConfig,
     NotebookServer,
     StartCancelled,
@@ -51,11 +64,10 @@ from .notebook import (
     server_stop,
 )
 from .pool import WarmPool
-from .spec import DELETED, KIND_NOTEBOOK, STOPPED, WorkloadSpec, specs_parse
+from .spec import specs_parse
 
 log = logging.getLogger("neocloud.agent")
 
-STARTING, RUNNING, FAILED = "starting", "running", "failed"
 _LIVENESS_S = 2.0  # how often a running server's process is checked (cheap: a waitpid)
 
 # (instance id, report body without seq) -> client.STATUS_*; may raise like PortalClient does.
@@ -127,10 +139,12 @@ class Supervisor:
             for workload_id, workload in list(self._workloads.items()):
                 if workload_id in specs:
                     continue
-                if workload.desired is None or workload.desired.state not in (STOPPED, DELETED):
+                if workload.desired is None or workload.desired.state not in (DESIRED_STOPPED,
+                                                                              DESIRED_DELETED):
                     workload.desired = dataclasses.replace(
-                        workload.desired or WorkloadSpec(workload_id, KIND_NOTEBOOK, STOPPED),
-                        state=STOPPED)
+                        workload.desired or NotebookSpec(workload_id, KIND_NOTEBOOK,
+                                                         DESIRED_STOPPED),
+                        state=DESIRED_STOPPED)
                     self._kick(workload)
                 elif workload.thread is None and workload.server is None:
                     del self._workloads[workload_id]  # done with, and no longer listed
@@ -211,7 +225,7 @@ class Supervisor:
             self._report(workload, STOPPED)
         elif workload.reported not in (STOPPED, FAILED):
             self._report(workload, STOPPED)  # idempotent: unknown or already stopped
-        if spec.state == DELETED:
+        if spec.state == DESIRED_DELETED:
             slot.work_dir_remove(self.config.workload_root, workload.id)
 
     def _start(self, workload: Workload, spec: WorkloadSpec) -> None:
@@ -302,16 +316,19 @@ class Supervisor:
     def _report(self, workload: Workload, state: str, *, reason: str | None = None,
                 activity: dict | None = None) -> None:
         server = workload.server if state == RUNNING else None
-        body = {
-            "state": state,
-            "reason": reason[:REASON_LIMIT] if reason else None,
-            "route_slot": server.route_slot if server else
-            (workload.id if state == STARTING else None),
-            "socket": server.socket if server else None,
-            "pooled": bool(server and server.pooled),
-            "started_at": server.started_at if server else None,
-            "activity": activity,
-        }
+        body = report_body(
+            state,
+            reason=reason,
+            route_slot=server.route_slot if server else (workload.id if state == STARTING else None),
+            socket=server.socket if server else None,
+            pooled=bool(server and server.pooled),
+            started_at=server.started_at if server else None,
+            activity=activity,
+        )
+        if not report_transition_allowed(workload.reported, state):
+            # Our own bug, not the portal's: say so; the portal still gets the truth.
+            log.error("notebook %s: reporting %s after %s, which the protocol does not expect",
+                      workload.id, state, workload.reported)
         workload.reported = state
         self._send(workload, body)
 

@@ -1,7 +1,7 @@
 """The long-poll thread: keeps `GET /api/v1/agent/workloads` open so changes arrive at once.
 
-This is what makes click-to-ready fast: the portal answers the moment the node's desired state
-changes, instead of the agent learning it from the next heartbeat.
+It is the only channel the desired state comes on, and what makes click-to-ready fast: the
+portal answers the moment the node's desired state changes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .spec import DesiredState
 log = logging.getLogger("neocloud.agent")
 
 DEFAULT_WAIT_S = 25.0
-_NO_ENDPOINT_PAUSE_S = 300.0  # a portal without the long-poll: heartbeats carry the state
+_NO_ENDPOINT_PAUSE_S = 60.0  # a portal without the long-poll (an older one, mid-upgrade)
 _BACKOFF = RetryPolicy(base_s=1.0, cap_s=30.0)
 
 
@@ -39,8 +39,8 @@ def watch_run(client: PortalClient, desired: DesiredState, apply: Callable[[list
             return
         except PortalRejected as exc:
             if exc.status == 404:
-                log.warning("the portal has no workloads long-poll (HTTP 404); desired workloads "
-                            "come with heartbeats only")
+                log.warning("the portal has no workloads long-poll (HTTP 404); no desired "
+                            "workloads until it has one")
                 stop.wait(_NO_ENDPOINT_PAUSE_S)
                 continue
             failures += 1

@@ -1,0 +1,168 @@
+"""The workload protocol between the portal and its node agents, in one place for both sides.
+
+Plain Python, no Django: the agent (provisioning/agent) imports it as it is, and so do the
+portal's agent API (apps/instances/api/agent.py), the reports it applies
+(apps/instances/services/reports.py) and the drivers (provisioning/drivers). A word of the wire
+format spelled anywhere else is a copy that can drift.
+
+Two messages (provisioning/agent/client.py documents the HTTP around them):
+
+- Desired state, portal -> agent, ONE channel: `GET /api/v1/agent/workloads?version=<v>` answers
+  `{"version": <int>, "workloads": [<spec>, ...]}`, the full list for the node. The version
+  changes exactly when that list changes (it is a counter the portal bumps in the transaction that
+  changes it), so an answer with a new version always carries something to do.
+- Workload status, agent -> portal: `POST /api/v1/agent/workloads/<id>/status` with a report body
+  (`REPORT_FIELDS`), on every change of the workload's process and periodically while it runs.
+
+Adding a workload kind adds a `KIND_*`, its spec class in `SPEC_TYPES`, a driver that builds it
+(provisioning/drivers) and an agent runner that runs it (provisioning/agent/workloads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+# --- kinds ---------------------------------------------------------------------------------------
+
+KIND_NOTEBOOK = "notebook"
+
+# --- desired states (what the portal wants of a workload) ---------------------------------------
+
+DESIRED_RUNNING, DESIRED_STOPPED, DESIRED_DELETED = "running", "stopped", "deleted"
+DESIRED_STATES: tuple[str, ...] = (DESIRED_RUNNING, DESIRED_STOPPED, DESIRED_DELETED)
+
+# --- reported states (what the agent saw its workload do) ---------------------------------------
+
+STARTING, RUNNING, STOPPED, FAILED = "starting", "running", "stopped", "failed"
+REPORTED_STATES: tuple[str, ...] = (STARTING, RUNNING, STOPPED, FAILED)
+
+# Which report may follow which, for one workload within one agent run (None: nothing reported
+# yet). RUNNING -> RUNNING is the periodic activity report; a repeat of any state is a report
+# that did not get through being sent again. A workload that failed or stopped may start again
+# when the user starts the instance again. The supervisor checks its own reports against this.
+REPORT_TRANSITIONS: dict[str | None, frozenset[str]] = {
+    None: frozenset({STARTING, RUNNING, STOPPED, FAILED}),  # RUNNING: pooled or re-adopted
+    STARTING: frozenset({STARTING, RUNNING, STOPPED, FAILED}),
+    RUNNING: frozenset({RUNNING, STOPPED, FAILED}),
+    STOPPED: frozenset({STOPPED, STARTING, RUNNING}),
+    FAILED: frozenset({FAILED, STARTING, RUNNING, STOPPED}),
+}
+
+
+def report_transition_allowed(previous: str | None, state: str) -> bool:
+    return state in REPORT_TRANSITIONS.get(previous, frozenset())
+
+
+# --- the report body -----------------------------------------------------------------------------
+
+F_SEQ, F_STATE, F_REASON = "seq", "state", "reason"
+F_ROUTE_SLOT, F_SOCKET, F_POOLED, F_STARTED_AT, F_ACTIVITY = (
+    "route_slot", "socket", "pooled", "started_at", "activity")
+REPORT_FIELDS: tuple[str, ...] = (
+    F_SEQ, F_STATE, F_REASON, F_ROUTE_SLOT, F_SOCKET, F_POOLED, F_STARTED_AT, F_ACTIVITY)
+ACTIVITY_FIELDS: tuple[str, ...] = ("last_activity", "kernels", "busy_kernels", "connections")
+
+REASON_LIMIT = 1000  # characters of a failure reason (the end of the server's output)
+ROUTE_SLOT_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
+# An absolute path of plain characters ending in the server's socket name: the front proxy
+# connects to it, so a report must not be able to aim the proxy at another socket on its host.
+SOCKET_PATTERN = r"^(/[A-Za-z0-9_.-]+)+/jupyter\.sock$"
+SOCKET_MAX_LENGTH = 107  # sun_path
+
+
+def report_body(state: str, *, reason: str | None = None, route_slot: str | None = None,
+                socket: str | None = None, pooled: bool = False, started_at: str | None = None,
+                activity: dict | None = None) -> dict:
+    """A status report without its `seq` (taken when it is sent)."""
+    if state not in REPORTED_STATES:
+        raise ValueError(f"not a reported state: {state!r}")
+    return {
+        F_STATE: state,
+        F_REASON: reason[:REASON_LIMIT] if reason else None,
+        F_ROUTE_SLOT: route_slot,
+        F_SOCKET: socket,
+        F_POOLED: bool(pooled),
+        F_STARTED_AT: started_at,
+        F_ACTIVITY: activity,
+    }
+
+
+# --- specs (what the agent gets per workload) ---------------------------------------------------
+
+# GPU-<uuid>, MIG-<uuid> or the older MIG-GPU-<uuid>/<gi>/<ci>: nothing that could split a list.
+DEVICE_PATTERN = re.compile(r"^(GPU|MIG)-[A-Za-z0-9._/-]+$")
+
+
+class SpecRefused(ValueError):
+    """A desired workload the agent cannot act on safely; the message says why."""
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What every kind has: which workload, what is wanted of it, on which GPUs."""
+
+    id: str
+    kind: str
+    state: str
+    gpus: tuple[str, ...] = ()
+
+    kind_name: ClassVar[str] = ""
+
+    @property
+    def wants_running(self) -> bool:
+        return self.state == DESIRED_RUNNING
+
+    def to_wire(self) -> dict:
+        wire = dataclasses.asdict(self)
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in wire.items()}
+
+    @classmethod
+    def _extra_from_wire(cls, item: dict) -> dict:
+        """The kind's own fields, checked; SpecRefused when one is unusable."""
+        return {}
+
+
+def _strings(item: dict, key: str) -> tuple[str, ...]:
+    value = item.get(key) or []
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise SpecRefused(f"bad {key} {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class NotebookSpec(WorkloadSpec):
+    """A JupyterLab server: the image's extra options (the agent refuses any that would take
+    over what it sets itself: where it listens, its auth, its kernels)."""
+
+    jupyter_args: tuple[str, ...] = ()
+
+    kind_name: ClassVar[str] = KIND_NOTEBOOK
+
+    @classmethod
+    def _extra_from_wire(cls, item: dict) -> dict:
+        return {"jupyter_args": _strings(item, "jupyter_args")}
+
+
+SPEC_TYPES: dict[str, type[WorkloadSpec]] = {KIND_NOTEBOOK: NotebookSpec}
+WORKLOAD_KINDS: frozenset[str] = frozenset(SPEC_TYPES)
+
+
+def spec_from_wire(item: object) -> WorkloadSpec:
+    """One workload of a desired-state list; SpecRefused says why it cannot be acted on."""
+    if not isinstance(item, dict):
+        raise SpecRefused(f"not an object: {item!r}")
+    workload_id, kind, state = item.get("id"), item.get("kind"), item.get("state")
+    if not isinstance(workload_id, str) or not workload_id:
+        raise SpecRefused(f"bad id {workload_id!r}")
+    spec_type = SPEC_TYPES.get(kind)
+    if spec_type is None:
+        raise SpecRefused(f"kind {kind!r} is not one this agent runs")
+    if state not in DESIRED_STATES:
+        raise SpecRefused(f"unknown state {state!r}")
+    gpus = _strings(item, "gpus")
+    if not all(DEVICE_PATTERN.match(g) for g in gpus):
+        raise SpecRefused(f"bad gpus {list(gpus)!r}")
+    return spec_type(id=workload_id, kind=kind, state=state, gpus=gpus, **spec_type._extra_from_wire(item))
