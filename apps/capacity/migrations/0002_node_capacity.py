@@ -4,6 +4,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from apps.capacity.sql import sql_join, sql_read
+
 # NodeCapacity is kept by triggers, so that every write to a GPU row keeps it right in the same
 # transaction, whichever code (or person) makes it. Row-level, and only for the columns the summary
 # depends on: telemetry updates, the most frequent writes to capacity_gpu, never fire them.
@@ -29,104 +31,20 @@ from django.db import migrations, models
 #
 # capacity_gpu gets a fillfactor of 80: a claim or a release changes only allocated_milli, which no
 # index covers, so with room on the page it is a HOT update that writes no index entry.
-SUMMARY_SQL = """
-ALTER TABLE capacity_gpu SET (fillfactor = 80);
-
-CREATE FUNCTION capacity_nodecapacity_add(
-    p_node uuid, p_model bigint, p_free int, p_used int, p_partly int, p_create boolean
-) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE capacity_nodecapacity
-       SET free_whole_gpus = free_whole_gpus + p_free, gpus_in_use = gpus_in_use + p_used,
-           partly_held_gpus = partly_held_gpus + p_partly
-     WHERE node_id = p_node AND gpu_model_id = p_model;
-    IF NOT FOUND AND p_create THEN
-        INSERT INTO capacity_nodecapacity
-            (node_id, gpu_model_id, region_id, hostname, free_whole_gpus, gpus_in_use, partly_held_gpus)
-        SELECT n.id, p_model, n.region_id, n.hostname, p_free, p_used, p_partly
-        FROM capacity_node n WHERE n.id = p_node
-        ON CONFLICT (node_id, gpu_model_id) DO UPDATE
-           SET free_whole_gpus = capacity_nodecapacity.free_whole_gpus + p_free,
-               gpus_in_use = capacity_nodecapacity.gpus_in_use + p_used,
-               partly_held_gpus = capacity_nodecapacity.partly_held_gpus + p_partly;
-    END IF;
-END $$;
-
-CREATE FUNCTION capacity_gpu_nodecapacity_sync() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    old_free int := 0; old_used int := 0; old_partly int := 0;
-    new_free int := 0; new_used int := 0; new_partly int := 0;
-BEGIN
-    IF TG_OP <> 'INSERT' AND OLD.health = 'ok' THEN
-        old_free := (OLD.allocated_milli = 0 AND NOT OLD.mig_enabled)::int;
-        old_used := (OLD.allocated_milli > 0)::int;
-        old_partly := (OLD.allocated_milli > 0 AND OLD.allocated_milli < 1000 AND NOT OLD.mig_enabled)::int;
-    END IF;
-    IF TG_OP <> 'DELETE' AND NEW.health = 'ok' THEN
-        new_free := (NEW.allocated_milli = 0 AND NOT NEW.mig_enabled)::int;
-        new_used := (NEW.allocated_milli > 0)::int;
-        new_partly := (NEW.allocated_milli > 0 AND NEW.allocated_milli < 1000 AND NOT NEW.mig_enabled)::int;
-    END IF;
-    IF TG_OP <> 'INSERT' AND OLD.gpu_model_id IS NOT NULL AND (old_free + old_used + old_partly) > 0 THEN
-        PERFORM capacity_nodecapacity_add(OLD.node_id, OLD.gpu_model_id, -old_free, -old_used, -old_partly, false);
-    END IF;
-    IF TG_OP <> 'DELETE' AND NEW.gpu_model_id IS NOT NULL THEN
-        PERFORM capacity_nodecapacity_add(NEW.node_id, NEW.gpu_model_id, new_free, new_used, new_partly, true);
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION capacity_gpu_nodecapacity_count() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    d_free int := (NEW.health = 'ok' AND NEW.allocated_milli = 0 AND NOT NEW.mig_enabled)::int
-                - (OLD.health = 'ok' AND OLD.allocated_milli = 0 AND NOT OLD.mig_enabled)::int;
-    d_used int := (NEW.health = 'ok' AND NEW.allocated_milli > 0)::int
-                - (OLD.health = 'ok' AND OLD.allocated_milli > 0)::int;
-    d_partly int := (NEW.health = 'ok' AND NEW.allocated_milli > 0 AND NEW.allocated_milli < 1000
-                     AND NOT NEW.mig_enabled)::int
-                  - (OLD.health = 'ok' AND OLD.allocated_milli > 0 AND OLD.allocated_milli < 1000
-                     AND NOT OLD.mig_enabled)::int;
-BEGIN
-    UPDATE capacity_nodecapacity
-       SET free_whole_gpus = free_whole_gpus + d_free, gpus_in_use = gpus_in_use + d_used,
-           partly_held_gpus = partly_held_gpus + d_partly
-     WHERE node_id = NEW.node_id AND gpu_model_id = NEW.gpu_model_id;
-    IF NOT FOUND THEN  -- no row yet (a repair removed it, say)
-        PERFORM capacity_nodecapacity_add(NEW.node_id, NEW.gpu_model_id, d_free, d_used, d_partly, true);
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER capacity_gpu_nodecapacity_rows AFTER INSERT OR DELETE ON capacity_gpu
-FOR EACH ROW EXECUTE FUNCTION capacity_gpu_nodecapacity_sync();
-
-CREATE TRIGGER capacity_gpu_nodecapacity_moved
-AFTER UPDATE OF node_id, gpu_model_id ON capacity_gpu
-FOR EACH ROW WHEN (OLD.node_id IS DISTINCT FROM NEW.node_id OR OLD.gpu_model_id IS DISTINCT FROM NEW.gpu_model_id)
-EXECUTE FUNCTION capacity_gpu_nodecapacity_sync();
-
-CREATE TRIGGER capacity_gpu_nodecapacity_counts
-AFTER UPDATE OF health, mig_enabled, allocated_milli ON capacity_gpu
-FOR EACH ROW WHEN (
-    -- Every input of the three counts; not allocated_milli itself, whose changes between two
-    -- partly held values (a fraction added or given back) change no count.
-    OLD.node_id = NEW.node_id AND OLD.gpu_model_id = NEW.gpu_model_id
-    AND (OLD.health, OLD.mig_enabled, OLD.allocated_milli = 0, OLD.allocated_milli < 1000)
-        IS DISTINCT FROM (NEW.health, NEW.mig_enabled, NEW.allocated_milli = 0, NEW.allocated_milli < 1000)
-    AND current_setting('capacity.nodecapacity_in_statement', true) IS DISTINCT FROM 'on'
-) EXECUTE FUNCTION capacity_gpu_nodecapacity_count();
-
-CREATE FUNCTION capacity_node_nodecapacity_sync() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE capacity_nodecapacity SET region_id = NEW.region_id WHERE node_id = NEW.id;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER capacity_node_nodecapacity_region AFTER UPDATE OF region_id ON capacity_node
-FOR EACH ROW WHEN (OLD.region_id IS DISTINCT FROM NEW.region_id)
-EXECUTE FUNCTION capacity_node_nodecapacity_sync();
-
--- GPUs that exist already: the triggers above cover every change from here on (this migration's
+#
+# The functions and triggers are read from apps/capacity/sql/ (one file per object and version);
+# the storage parameter, the backfill and the DROPs are steps of this migration only, so stay here.
+SUMMARY_SQL = sql_join(
+    "ALTER TABLE capacity_gpu SET (fillfactor = 80);\n",
+    sql_read("capacity_nodecapacity_add", 1, create=True),
+    sql_read("capacity_gpu_nodecapacity_sync", 1, create=True),
+    sql_read("capacity_gpu_nodecapacity_count", 1, create=True),
+    sql_read("capacity_gpu_nodecapacity_rows", 1, create=True),
+    sql_read("capacity_gpu_nodecapacity_moved", 1, create=True),
+    sql_read("capacity_gpu_nodecapacity_counts", 1, create=True),
+    sql_read("capacity_node_nodecapacity_sync", 1, create=True),
+    sql_read("capacity_node_nodecapacity_region", 1, create=True),
+    """-- GPUs that exist already: the triggers above cover every change from here on (this migration's
 -- transaction holds the table locks CREATE TRIGGER took, so none is missed in between).
 INSERT INTO capacity_nodecapacity
     (node_id, gpu_model_id, region_id, hostname, free_whole_gpus, gpus_in_use, partly_held_gpus)
@@ -138,7 +56,8 @@ SELECT g.node_id, g.gpu_model_id, n.region_id, n.hostname,
 FROM capacity_gpu g JOIN capacity_node n ON n.id = g.node_id
 WHERE g.gpu_model_id IS NOT NULL
 GROUP BY g.node_id, g.gpu_model_id, n.region_id, n.hostname;
-"""
+""",
+)
 
 SUMMARY_REVERSE_SQL = """
 DROP TRIGGER capacity_node_nodecapacity_region ON capacity_node;

@@ -7,60 +7,9 @@
 # locks its GPUs first, in the allocator's order (node, index, id; see portal/db.py's lock order),
 # then gives back as before.
 
-from importlib import import_module
-
 from django.db import migrations
 
-GIVE_BACK_SQL = r"""
-CREATE OR REPLACE FUNCTION capacity_allocations_give_back(p_allocations bigint[])
-RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
--- p_allocations were just set RELEASED by the caller, in this transaction: lock their GPUs in the
--- allocator's order, then end their live slices, give their thousandths back to the GPUs and count
--- those that became free in the summary, in one statement. The statement keeps the summary
--- itself, one row per node and model (see migration 0002).
-BEGIN
-    PERFORM 1 FROM capacity_gpu g
-     WHERE g.id IN (SELECT s.gpu_id FROM capacity_allocationslice s
-                     WHERE s.allocation_id = ANY(p_allocations) AND s.live)
-     ORDER BY g.node_id, g.index, g.id
-       FOR NO KEY UPDATE OF g;
-    PERFORM set_config('capacity.nodecapacity_in_statement', 'on', true);
-    WITH freed AS (
-        UPDATE capacity_allocationslice s SET live = false
-        WHERE s.allocation_id = ANY(p_allocations) AND s.live
-        RETURNING s.gpu_id, s.milli
-    ), per_gpu AS (
-        SELECT gpu_id, sum(milli) AS milli FROM freed GROUP BY gpu_id
-    ), given_back AS (
-        UPDATE capacity_gpu g SET allocated_milli = g.allocated_milli - per_gpu.milli
-        FROM per_gpu WHERE g.id = per_gpu.gpu_id
-        RETURNING g.node_id, g.gpu_model_id, g.health = 'ok' AS healthy, g.mig_enabled,
-                  g.allocated_milli AS after, g.allocated_milli + per_gpu.milli AS before
-    )
-    UPDATE capacity_nodecapacity c
-       SET free_whole_gpus = c.free_whole_gpus + d.free, gpus_in_use = c.gpus_in_use - d.unheld,
-           partly_held_gpus = c.partly_held_gpus + d.partly
-      FROM (
-        -- Per node and model, from each GPU given back (held before, so in use before): newly
-        -- free whole, no longer held at all, and the change in partly held ones.
-        SELECT node_id, gpu_model_id,
-               count(*) FILTER (WHERE healthy AND after = 0 AND NOT mig_enabled) AS free,
-               count(*) FILTER (WHERE healthy AND after = 0) AS unheld,
-               count(*) FILTER (WHERE healthy AND NOT mig_enabled AND after > 0 AND after < 1000)
-                 - count(*) FILTER (WHERE healthy AND NOT mig_enabled AND before < 1000) AS partly
-        FROM given_back WHERE gpu_model_id IS NOT NULL GROUP BY node_id, gpu_model_id
-      ) d
-     WHERE c.node_id = d.node_id AND c.gpu_model_id = d.gpu_model_id AND (d.free, d.unheld, d.partly) <> (0, 0, 0);
-    PERFORM set_config('capacity.nodecapacity_in_statement', 'off', true);
-END $$;
-"""
-
-
-def _previous_sql() -> str:
-    """Migration 0004's functions, as CREATE OR REPLACE: read from that migration, so the reverse
-    restores exactly what it created."""
-    give_back = import_module("apps.capacity.migrations.0004_allocation_give_back")
-    return give_back.GIVE_BACK_SQL.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
+from apps.capacity.sql import sql_join, sql_read
 
 
 class Migration(migrations.Migration):
@@ -69,5 +18,14 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(GIVE_BACK_SQL, _previous_sql()),
+        # Reversed, it re-applies all of migration 0004's script (its give-back and, unchanged, its
+        # two release functions), as this migration always has.
+        migrations.RunSQL(
+            sql_join(sql_read("capacity_allocations_give_back", 2)),
+            sql_join(
+                sql_read("capacity_allocations_give_back", 1),
+                sql_read("capacity_allocation_release", 2),
+                sql_read("capacity_allocations_release_lost", 2),
+            ),
+        ),
     ]
