@@ -9,6 +9,9 @@ api_v1 = [
     path("", include("apps.accounts.api.urls")),
     path("catalog/", include("apps.catalog.api.urls")),
     path("agent/", include("apps.capacity.api.urls")),
+    # The agent sees one API under /api/v1/agent/; its workloads belong to apps.instances, which
+    # capacity (below instances) may not import.
+    path("agent/", include("apps.instances.api.agent")),
     path("organizations/<slug:org_slug>/", include("apps.instances.api.urls")),
     path("organizations/<slug:org_slug>/", include("apps.billing.api.urls")),
 ]

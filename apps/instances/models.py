@@ -108,3 +108,34 @@ class InstanceRuntime(models.Model):
 
     def __str__(self) -> str:
         return f"runtime of {self.instance_id}: {self.process_state}"
+
+
+class NodeWorkloads(models.Model):
+    """The version of one node's desired workloads, which its agent long-polls with.
+
+    It changes exactly when that list changes: `services.desired` records a change in the
+    transaction that changes an instance's desired state, and a deferred trigger (migration 0003)
+    adds one here when that transaction commits. Taking this row's lock at commit, after every
+    other lock of the transaction, keeps it last in portal/db.py's lock order: a budget pass that
+    stops several instances of one node cannot hold it while it waits for another instance."""
+
+    # No database foreign key: the row is written at commit by the trigger, and a key check would
+    # take KEY SHARE on the node row that heartbeats update.
+    node = models.OneToOneField(
+        "capacity.Node", primary_key=True, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"workloads of node {self.node_id}: version {self.version}"
+
+
+class NodeWorkloadsChange(models.Model):
+    """A change of a node's desired workloads not committed yet; the trigger turns it into a
+    version bump at commit and deletes it, so the table is empty outside open transactions."""
+
+    id = models.BigAutoField(primary_key=True)
+    node_id = models.UUIDField()
+
+    def __str__(self) -> str:
+        return f"change of node {self.node_id}'s workloads"

@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-from django.db.models import Max, Prefetch, Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
 from apps.accounts.roles import OrgAccess
 from apps.capacity.models import AllocationSlice
+from provisioning.drivers import WorkloadFacts
+from provisioning.drivers.registry import driver_for_kind
+from provisioning.protocol import DESIRED_RUNNING
 
-from .models import Instance, InstanceEvent, InstanceRuntime, InstanceState
+from .models import Instance, InstanceEvent, InstanceRuntime, InstanceState, NodeWorkloads
+from .services.desired import DESIRED_BY_STATE
 
 S = InstanceState
 # Ended instances stay in a node's desired list this long, so that an agent that was away
@@ -57,11 +61,14 @@ def instance_gpus(*, instance: Instance) -> list[AllocationSlice]:
 
 
 def node_desired_version(*, node_id: UUID) -> int:
-    """Changes whenever any instance on the node changes state: agents long-poll on it."""
-    return InstanceEvent.objects.filter(instance__node_id=node_id).aggregate(v=Max("id"))["v"] or 0
+    """The version of the node's desired workloads: changes exactly when the list below does
+    (services.desired); 0 for a node that never had any."""
+    return NodeWorkloads.objects.filter(node_id=node_id).values_list("version", flat=True).first() or 0
 
 
 def node_desired_workloads(*, node_id: UUID) -> list[dict]:
+    """The node's desired workloads, each the spec its kind's driver builds (the shared
+    protocol's wire format)."""
     recent = timezone.now() - ENDED_VISIBLE_TO_AGENTS
     live = Q(state__in=[S.SCHEDULED, S.PROVISIONING, S.RUNNING, S.STOPPING])
     ended_recently = Q(state__in=[S.STOPPED, S.FAILED, S.LOST, S.TERMINATED], state_changed_at__gte=recent)
@@ -74,24 +81,16 @@ def node_desired_workloads(*, node_id: UUID) -> list[dict]:
     )
     workloads = []
     for instance in instances:
-        if instance.state in (S.SCHEDULED, S.PROVISIONING, S.RUNNING):
-            desired = "running"
-        elif instance.state == S.TERMINATED:
-            desired = "deleted"
-        else:
-            desired = "stopped"
-        slices = instance.allocation.slices.all() if instance.allocation_id else []
-        workloads.append(
-            {
-                "id": str(instance.pk),
-                "kind": instance.offering.kind,
-                "state": desired,
-                "gpus": [s.mig_device.uuid if s.mig_device_id else s.gpu.uuid for s in slices if s.live]
-                if desired == "running"
-                else [],
-                "jupyter_args": list(instance.image.notebook_args or []),
-            }
+        desired = DESIRED_BY_STATE[instance.state]
+        slices = instance.allocation.slices.all() if instance.allocation_id and desired == DESIRED_RUNNING else []
+        facts = WorkloadFacts(
+            id=str(instance.pk),
+            kind=instance.offering.kind,
+            desired=desired,
+            gpus=tuple(s.mig_device.uuid if s.mig_device_id else s.gpu.uuid for s in slices if s.live),
+            image_args=tuple(instance.image.notebook_args or []),
         )
+        workloads.append(driver_for_kind(facts.kind).workload_spec(facts).to_wire())
     return workloads
 
 

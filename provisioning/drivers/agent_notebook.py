@@ -1,29 +1,34 @@
-"""Notebooks run by the node agent on its host: JupyterLab processes pinned to the allocated GPUs.
+"""Notebooks run by the node agent on its host: JupyterLab servers pinned to the allocated GPUs.
 
-The driver's part is the control plane's: hold the capacity and publish the desired state. The
-agent long-polls that state, starts or stops the server and reports back (apps.instances)."""
+The recipe of one kind: it needs GPUs on one node (`placement_needs`), its agent gets a
+`NotebookSpec` (`workload_spec`), the agent's notebook runner (provisioning/agent/workloads/
+supervisor.py) runs it, and apps/instances/templates shows it. The Celery task places it and
+the agent's reports move it along; this module only answers questions, with plain data."""
 
 from __future__ import annotations
 
-from .base import Driver
+from provisioning.protocol import DESIRED_RUNNING, KIND_NOTEBOOK, NotebookSpec
+
+from .base import Driver, PlacementNeeds, WorkloadFacts
 
 
 class AgentNotebookDriver(Driver):
     name = "agent-notebook"
-    offering_kinds = frozenset({"notebook"})
+    offering_kinds = frozenset({KIND_NOTEBOOK})
 
-    def start(self, instance_id) -> None:
-        from apps.instances.services.placement import instance_schedule
+    def placement_needs(self) -> PlacementNeeds:
+        return PlacementNeeds(gpus_on_one_node=True)
 
-        instance_schedule(instance_id=instance_id)
-
-    def stop(self, instance_id) -> None:
-        from apps.instances.models import Instance, InstanceState
-        from apps.instances.services.placement import instance_capacity_release
-
-        instance = Instance.objects.filter(pk=instance_id).first()
-        if instance is not None and instance.state in (InstanceState.TERMINATED, InstanceState.FAILED):
-            instance_capacity_release(instance=instance)
+    def workload_spec(self, facts: WorkloadFacts) -> NotebookSpec:
+        running = facts.desired == DESIRED_RUNNING
+        return NotebookSpec(
+            id=facts.id,
+            kind=KIND_NOTEBOOK,
+            state=facts.desired,
+            # GPUs only to a workload that should run: a stopped one holds none.
+            gpus=facts.gpus if running else (),
+            jupyter_args=facts.image_args,
+        )
 
 
 # One instance per process: the registry refuses a second, different object under the same name.

@@ -1,9 +1,19 @@
-"""The one small interface every driver implements."""
+"""The one small interface every driver implements: drivers are executors' recipes.
+
+A driver says, for the offering kinds it serves, what a workload needs placed
+(`placement_needs`) and what its node's agent is to run (`workload_spec`, a spec of the shared
+protocol). It gets plain data and returns plain data: the Celery task (provisioning/tasks.py)
+loads the instance once, asks the driver, and applies the transitions itself through the
+apps.instances services. So a driver never imports `apps.*` (a test checks), nor Django.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
+from dataclasses import dataclass
 from typing import ClassVar
+
+from provisioning.protocol import WorkloadSpec
 
 # The catalog's OfferingKind values. Repeated here because this package must not import Django;
 # tests/catalog keeps the two in lock-step, so a typo in a driver's kinds fails loudly.
@@ -12,23 +22,41 @@ KNOWN_OFFERING_KINDS: frozenset[str] = frozenset(
 )
 
 
-class Driver(ABC):
-    """Turns a launched instance into a running workload and back.
+@dataclass(frozen=True)
+class PlacementNeeds:
+    """What must be held before the workload can run. `gpus_on_one_node`: the flavor's GPUs
+    (whole, fractions or MIG devices) on one node of the instance's region, whose agent then
+    runs the workload; the only placement the allocator makes today, so the placement service
+    refuses a driver that asks for anything else rather than pretend."""
 
-    `start` and `stop` take the instance id, not an object: they run in Celery workers, which
-    re-read the instance, and must be idempotent because a task may be delivered twice.
-    """
+    gpus_on_one_node: bool = True
+
+
+@dataclass(frozen=True)
+class WorkloadFacts:
+    """What the portal knows of one instance's workload, as plain data for `workload_spec`."""
+
+    id: str
+    kind: str
+    desired: str  # provisioning.protocol.DESIRED_*
+    gpus: tuple[str, ...]  # NVML UUIDs of the held GPUs or MIG devices; empty unless running
+    image_args: tuple[str, ...]  # the image's extra options for the workload's program
+
+
+class Driver(ABC):
+    """Serves `offering_kinds`. Not abstract in its two questions so that a registry-only
+    driver (the catalog's tests register kinds that are never launched) needs neither."""
 
     name: ClassVar[str]
     offering_kinds: ClassVar[frozenset[str]]
 
-    @abstractmethod
-    def start(self, instance_id: int) -> None:
-        """Make the instance's workload run (or find it already running)."""
+    def placement_needs(self) -> PlacementNeeds:
+        """What an instance of this driver's kinds needs placed before it runs."""
+        raise NotImplementedError(f"driver {self.name!r} cannot place workloads")
 
-    @abstractmethod
-    def stop(self, instance_id: int) -> None:
-        """Make the instance's workload stop (or find it already stopped)."""
+    def workload_spec(self, facts: WorkloadFacts) -> WorkloadSpec:
+        """The spec the node's agent gets for this workload (provisioning.protocol)."""
+        raise NotImplementedError(f"driver {self.name!r} has no workload spec")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} kinds={sorted(self.offering_kinds)}>"

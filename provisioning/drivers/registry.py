@@ -56,3 +56,11 @@ def launchable_kinds() -> frozenset[str]:
 def drivers_registered() -> tuple[Driver, ...]:
     """Every registered driver, in registration order."""
     return tuple(_drivers.values())
+
+
+def driver_for_kind(kind: str) -> Driver:
+    """The driver that launches offerings of `kind` (the first registered); LookupError if none."""
+    drivers = drivers_for_kind(kind)
+    if not drivers:
+        raise LookupError(f"No driver serves {kind}")
+    return drivers[0]

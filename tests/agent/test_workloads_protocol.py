@@ -231,3 +231,27 @@ def test_tree_stop_reaches_children_in_sessions_of_their_own():
     tree_stop(leader.pid, leader, grace_s=0.5)
     assert not any(proc_alive(pid) for pid in tree)
     tree_stop(leader.pid, leader, grace_s=0.1)  # again: nothing to do, no error
+
+
+def test_drivers_and_the_protocol_import_no_app_and_no_django():
+    import ast
+    from pathlib import Path
+
+    import provisioning
+
+    # Statically: no import of apps.* or django anywhere in the drivers or the protocol
+    root = Path(provisioning.__file__).parent
+    files = [*sorted((root / "drivers").rglob("*.py")), root / "protocol.py"]
+    upward = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            upward += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("apps", "django")]
+    assert upward == []
+    # And at run time: importing them loads neither
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, provisioning.drivers, provisioning.drivers.agent_notebook, "
+         "provisioning.protocol; print(sorted({m.split('.')[0] for m in sys.modules} & {'apps', 'django'}))"],
+        capture_output=True, text=True, check=True, timeout=60)
+    assert loaded.stdout.strip() == "[]"

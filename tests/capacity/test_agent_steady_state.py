@@ -71,23 +71,22 @@ def row_versions(model) -> dict[str, str]:
 # --- steady state ---------------------------------------------------------------------------------
 
 
-def test_a_steady_state_heartbeat_is_the_credential_check_one_statement_and_the_desired_state(
+def test_a_steady_state_heartbeat_is_the_credential_check_and_one_statement(
     node_client, django_assert_max_num_queries
 ):
-    # Credential check, the seq compare-and-set (with its durability setting, one round trip), and
-    # the two reads of the desired workloads the reply carries.
-    with django_assert_max_num_queries(4):
+    # Credential check and the seq compare-and-set (with its durability setting, one round trip).
+    # The desired workloads are not read: they have one channel, the long-poll.
+    with django_assert_max_num_queries(2):
         response = heartbeat(node_client, 10)
 
     assert response.status_code == 200
-    assert response.json()["desired_workloads"] == [] and response.json()["heartbeat_interval_s"] == 10
+    assert response.json() == {"heartbeat_interval_s": 10}
     node = Node.objects.get(pk=node_client.node.pk)
     assert node.last_seq == 10 and node.last_heartbeat_at is not None
 
 
-def test_the_heartbeat_reads_the_workloads_version_before_the_list(node_client):
-    # A change between the two reads must pair an older version with a newer list (the agent's next
-    # long-poll then answers at once), never a newer version with an older list.
+def test_the_heartbeat_carries_no_desired_state(node_client):
+    # Given a node; when it heartbeats, the desired workloads are neither read nor sent
     calls = []
     with (
         mock.patch("apps.instances.selectors.node_desired_version", lambda **_: calls.append("version") or 7),
@@ -95,8 +94,8 @@ def test_the_heartbeat_reads_the_workloads_version_before_the_list(node_client):
     ):
         reply = heartbeat(node_client, 10)
 
-    assert calls == ["version", "list"]
-    assert reply.json()["workloads_version"] == 7
+    assert calls == []
+    assert "desired_workloads" not in reply.json() and "workloads_version" not in reply.json()
 
 
 def test_a_telemetry_report_is_the_credential_check_and_one_statement(node_client, django_assert_max_num_queries):

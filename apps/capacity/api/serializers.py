@@ -66,8 +66,6 @@ class HeartbeatSerializer(serializers.Serializer):
 
 class HeartbeatReplySerializer(serializers.Serializer):
     heartbeat_interval_s = serializers.IntegerField()
-    desired_workloads = serializers.ListField(child=serializers.DictField())
-    workloads_version = serializers.IntegerField()
 
 
 class GpuTelemetrySerializer(serializers.Serializer):

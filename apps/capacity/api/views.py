@@ -84,21 +84,8 @@ class HeartbeatView(AgentView):
             )
         except ReportRejected as error:
             return _rejected(error)
-        # The same desired state the workloads long-poll serves, for agents between polls.
-        from apps.instances.selectors import node_desired_version, node_desired_workloads
-
-        # Lets the agent order this list against a long-poll answer that overtook it. Read before
-        # the list, as the long-poll does: a change in between then pairs an older version with a
-        # newer list, which the agent's next long-poll corrects at once; the other way round the
-        # agent would hold an older list under the newer version and the long-poll would wait.
-        version = node_desired_version(node_id=node.pk)
-        return Response(
-            {
-                "heartbeat_interval_s": node.heartbeat_interval_s,
-                "desired_workloads": node_desired_workloads(node_id=node.pk),
-                "workloads_version": version,
-            }
-        )
+        # Liveness only: the desired workloads have one channel, the long-poll of apps.instances.
+        return Response({"heartbeat_interval_s": node.heartbeat_interval_s})
 
 
 class TelemetryView(AgentView):

@@ -1,5 +1,6 @@
-"""The node agents' side of workloads: a long-poll for the desired state and per-workload
-status reports. Authenticated with the node credential, like heartbeats."""
+"""The node agents' side of workloads: a long-poll for the desired state (the one channel it
+comes on) and per-workload status reports. Authenticated with the node credential, like
+heartbeats. The report's states and fields are the shared protocol's (provisioning/protocol.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import transaction
 from django.http import JsonResponse
+from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
@@ -20,16 +23,24 @@ from rest_framework.response import Response
 from apps.capacity.api.authentication import NodeAuthentication
 from apps.capacity.api.views import STALE, AgentView, _too_large
 from portal.api import error_response
+from provisioning import protocol as P
 
-from ..live import node_desired_group
 from ..selectors import node_desired_version, node_desired_workloads
+from ..services.desired import node_workloads_group
 from ..services.reports import StaleWorkloadReport, UnknownWorkload, workload_report_apply
 
 LONG_POLL_MAX_S = 30
 
 
 def desired_state(node_id) -> dict:
-    return {"version": node_desired_version(node_id=node_id), "workloads": node_desired_workloads(node_id=node_id)}
+    """The version and the list from one snapshot, so they always belong together (a change
+    commits both at once: the version row is bumped at that commit)."""
+    connection = transaction.get_connection()
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:  # inside a caller's transaction (tests) its snapshot rules apply
+            connection.cursor().execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return {"version": node_desired_version(node_id=node_id), "workloads": node_desired_workloads(node_id=node_id)}
 
 
 def _node_from(request):
@@ -42,7 +53,8 @@ def _node_from(request):
 @require_GET
 async def workloads_long_poll(request):
     """Answers at once when the node's desired state differs from `version`, else when it changes,
-    else after `wait` seconds. Async, so thousands of waiting agents cost no threads."""
+    else after `wait` seconds. Async, so thousands of waiting agents cost no threads. It is woken
+    only by a change of the node's version (services.desired), never by the agent's own reports."""
     try:
         node = await sync_to_async(_node_from)(request)
     except AuthenticationFailed as failed:
@@ -56,7 +68,7 @@ async def workloads_long_poll(request):
         return JsonResponse({"detail": "version must be an integer and wait a number of seconds."}, status=400)
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    group = node_desired_group(node.pk)
+    group = node_workloads_group(node.pk)
     await layer.group_add(group, channel)
     try:
         deadline = time.monotonic() + wait
@@ -76,6 +88,7 @@ async def workloads_long_poll(request):
         await layer.group_discard(group, channel)
 
 
+# The protocol's report fields, one serializer field each (a test keeps the two in step).
 class ActivitySerializer(serializers.Serializer):
     last_activity = serializers.DateTimeField(allow_null=True, required=False)
     kernels = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
@@ -85,13 +98,12 @@ class ActivitySerializer(serializers.Serializer):
 
 class WorkloadStatusSerializer(serializers.Serializer):
     seq = serializers.IntegerField(min_value=1)
-    state = serializers.ChoiceField(choices=["starting", "running", "stopped", "failed"])
-    reason = serializers.CharField(max_length=1000, allow_null=True, allow_blank=True, required=False)
-    route_slot = serializers.RegexField(r"^[A-Za-z0-9-]{1,64}$", allow_null=True, required=False)
-    # An absolute path of plain characters ending in the server's socket name: the front proxy
-    # connects to it, so a report must not be able to aim the proxy at another socket on its host.
+    state = serializers.ChoiceField(choices=list(P.REPORTED_STATES))
+    reason = serializers.CharField(max_length=P.REASON_LIMIT, allow_null=True, allow_blank=True, required=False)
+    route_slot = serializers.RegexField(P.ROUTE_SLOT_PATTERN, allow_null=True, required=False)
+    # The front proxy connects to it: see the protocol's SOCKET_PATTERN for why it is this strict.
     socket = serializers.RegexField(
-        r"^(/[A-Za-z0-9_.-]+)+/jupyter\.sock$", max_length=107, allow_null=True, required=False
+        P.SOCKET_PATTERN, max_length=P.SOCKET_MAX_LENGTH, allow_null=True, required=False
     )
     pooled = serializers.BooleanField(required=False, default=False)
     started_at = serializers.DateTimeField(allow_null=True, required=False)
@@ -103,7 +115,7 @@ class WorkloadStatusSerializer(serializers.Serializer):
         return value
 
     def validate(self, data):
-        if data["state"] == "running" and not (data.get("route_slot") and data.get("socket")):
+        if data["state"] == P.RUNNING and not (data.get(P.F_ROUTE_SLOT) and data.get(P.F_SOCKET)):
             raise serializers.ValidationError("A running notebook report needs route_slot and socket.")
         return data
 
@@ -129,3 +141,10 @@ class WorkloadStatusView(AgentView):
         except StaleWorkloadReport as stale:
             return Response({"detail": str(stale)}, status=status.HTTP_409_CONFLICT)
         return Response({"instance_state": instance.state}, status=status.HTTP_202_ACCEPTED)
+
+
+# Mounted under /api/v1/agent/ by portal/urls.py, next to capacity's register/heartbeat/telemetry.
+urlpatterns = [
+    path("workloads", workloads_long_poll, name="agent-workloads"),
+    path("workloads/<uuid:instance_id>/status", WorkloadStatusView.as_view(), name="agent-workload-status"),
+]

@@ -1,4 +1,7 @@
-"""Placing a requested instance: hold capacity for it and hand its node the desired state."""
+"""Placing a requested instance: hold capacity for it and hand its node the desired state.
+
+Called by the provision task (provisioning/tasks.py) with the instance it loaded and what its
+driver says the workload needs; it never calls a driver back."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from django.db import transaction
 from apps.capacity.errors import AllocationRefused
 from apps.capacity.models import Allocation
 from apps.capacity.services.allocations import allocation_create, allocation_release
+from provisioning.drivers import PlacementNeeds
+from provisioning.drivers.registry import driver_for_kind
 
 from ..models import Instance, InstanceState
 from .lifecycle import instance_transition
@@ -32,14 +37,29 @@ def _placement_label(allocation: Allocation) -> str:
     return ", ".join(parts)
 
 
-def instance_schedule(*, instance_id: UUID) -> Instance | None:
+def instance_schedule(
+    *, instance: Instance | None = None, instance_id: UUID | None = None, needs: PlacementNeeds | None = None
+) -> Instance | None:
     """Allocate capacity for a requested instance and mark it scheduled, or failed with the
-    allocator's reason. Idempotent: an instance no longer requested is left as it is."""
-    instance = (
-        Instance.objects.select_related("flavor", "region", "organization", "project").filter(pk=instance_id).first()
-    )
+    allocator's reason. Idempotent: an instance no longer requested is left as it is. Give the
+    `instance` already loaded (with flavor, region, organization and project) to spare a read;
+    `needs` defaults to what the driver of its kind says."""
+    if instance is None:
+        instance = (
+            Instance.objects.select_related("offering", "flavor", "region", "organization", "project")
+            .filter(pk=instance_id)
+            .first()
+        )
     if instance is None or instance.state != S.REQUESTED:
         return instance
+    needs = needs or driver_for_kind(instance.offering.kind).placement_needs()
+    if not needs.gpus_on_one_node:
+        return instance_transition(
+            instance_id=instance.pk,
+            to_state=S.FAILED,
+            expected_from=[S.REQUESTED],
+            message=f"{instance.offering.kind} workloads cannot be placed here yet; nothing was started.",
+        )
     try:
         with transaction.atomic():
             allocation = allocation_create(
@@ -63,7 +83,7 @@ def instance_schedule(*, instance_id: UUID) -> Instance | None:
                 raise _Superseded
             return moved
     except _Superseded:
-        return Instance.objects.get(pk=instance_id)
+        return Instance.objects.get(pk=instance.pk)
     except AllocationRefused as refused:
         return instance_transition(
             instance_id=instance.pk,

@@ -1,10 +1,15 @@
 """The reconciler: a periodic pass that finishes or fails anything left half-way within bounded
 time (a worker killed mid-task, an agent that never answers, a notebook that never becomes
-ready, a node that went down), and stops idle notebooks after warning their owners."""
+ready, a node that went down), and stops idle notebooks after warning their owners.
+
+It imports nothing of provisioning: `instances_requeue_due` returns the instances whose
+placement must be enqueued again, and the periodic task (provisioning/tasks.py) enqueues them.
+Events and the idle flag are written only through the lifecycle and services.idle."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from uuid import UUID
 
 from django.conf import settings
 from django.db.models import Q
@@ -13,33 +18,43 @@ from django.utils import timezone
 from apps.capacity.models import Gpu, NodeState
 
 from ..models import Instance, InstanceState
+from .idle import instance_idle_clear, instance_idle_warn
 from .lifecycle import instance_note, instance_transition
 from .placement import instance_capacity_release
 
 S = InstanceState
 
 
-def instances_reconcile() -> dict[str, int]:
-    now = timezone.now()
-    done = {"requeued": 0, "failed": 0, "lost": 0, "stopped": 0, "warned": 0, "culled": 0}
+def instances_requeue_due(*, now: datetime | None = None) -> list[UUID]:
+    """Requested instances no worker placed (killed before or during the task), at most once per
+    REQUEUE_AFTER_S each: notes the attempt in their log and returns their ids to enqueue."""
+    now = now or timezone.now()
     cfg = settings.INSTANCES
-
-    # A provision task that never ran (worker killed before or during it): enqueue it again.
-    from provisioning.tasks import instance_provision
-
-    stuck_requested = Instance.objects.filter(
-        state=S.REQUESTED, state_changed_at__lt=now - timedelta(seconds=cfg["REQUEUE_AFTER_S"])
-    )
     requeue_after = timedelta(seconds=cfg["REQUEUE_AFTER_S"])
-    for instance in stuck_requested.filter(state_changed_at__gte=now - timedelta(seconds=cfg["PLACE_TIMEOUT_S"])):
-        # At most once per REQUEUE_AFTER_S: the note below is the marker of the last attempt.
+    due = []
+    for instance in Instance.objects.filter(
+        state=S.REQUESTED,
+        state_changed_at__lt=now - requeue_after,
+        state_changed_at__gte=now - timedelta(seconds=cfg["PLACE_TIMEOUT_S"]),
+    ):
+        # The note below is the marker of the last attempt.
         if instance.events.filter(created_at__gte=now - requeue_after).exists():
             continue
         instance_note(
             instance=instance, source="reconciler", message="No worker had placed it yet; placement queued again"
         )
-        instance_provision.delay(str(instance.pk))
-        done["requeued"] += 1
+        due.append(instance.pk)
+    return due
+
+
+def instances_reconcile() -> dict[str, int]:
+    now = timezone.now()
+    done = {"failed": 0, "lost": 0, "stopped": 0, "warned": 0, "culled": 0}
+    cfg = settings.INSTANCES
+
+    stuck_requested = Instance.objects.filter(
+        state=S.REQUESTED, state_changed_at__lt=now - timedelta(seconds=cfg["REQUEUE_AFTER_S"])
+    )
     for instance in stuck_requested.filter(state_changed_at__lt=now - timedelta(seconds=cfg["PLACE_TIMEOUT_S"])):
         if instance_transition(
             instance_id=instance.pk,
@@ -80,28 +95,24 @@ def instances_reconcile() -> dict[str, int]:
             instance_capacity_release(instance=moved)
             done["failed"] += 1
 
-    # A stop nobody confirmed: if the node is gone, the stop is done; otherwise remind the node.
+    # A stop nobody confirmed: if the node is gone, the stop is done. A node that is up has the
+    # stop in its list already (its version changed with it), and its agent repeats a report that
+    # did not get through; nothing to remind it of.
     unconfirmed = Instance.objects.filter(
         state=S.STOPPING, state_changed_at__lt=now - timedelta(seconds=cfg["STOP_TIMEOUT_S"])
     )
-    for instance in unconfirmed.select_related("node"):
-        if instance.node is None or instance.node.state == NodeState.DOWN:
-            moved = instance_transition(
-                instance_id=instance.pk,
-                to_state=S.STOPPED,
-                expected_from=[S.STOPPING],
-                source="reconciler",
-                message="Stopped (its node is unreachable); capacity released",
-            )
-            if moved:
-                instance_capacity_release(instance=moved)
-                done["stopped"] += 1
-        else:
-            from portal.live import live_notify
-
-            from ..live import node_desired_group
-
-            live_notify(group=node_desired_group(instance.node_id))
+    gone = unconfirmed.filter(Q(node__isnull=True) | Q(node__state=NodeState.DOWN))
+    for instance in gone:
+        moved = instance_transition(
+            instance_id=instance.pk,
+            to_state=S.STOPPED,
+            expected_from=[S.STOPPING],
+            source="reconciler",
+            message="Stopped (its node is unreachable); capacity released",
+        )
+        if moved:
+            instance_capacity_release(instance=moved)
+            done["stopped"] += 1
 
     done.update(_idle_cull(now=now, cfg=cfg))
     return done
@@ -132,19 +143,20 @@ def _idle_cull(*, now, cfg) -> dict[str, int]:
     )
     idle = [i for i in candidates.select_related("runtime") if not _gpus_busy(i, cfg["IDLE_GPU_UTIL_PCT"])]
     # Whoever was warned but got busy again starts a fresh idle period.
-    Instance.objects.filter(state=S.RUNNING, idle_warned_at__isnull=False).exclude(pk__in=[i.pk for i in idle]).update(
-        idle_warned_at=None
+    busy_again = Instance.objects.filter(state=S.RUNNING, idle_warned_at__isnull=False).exclude(
+        pk__in=[i.pk for i in idle]
     )
+    for instance_id in busy_again.values_list("pk", flat=True):
+        instance_idle_clear(instance_id=instance_id)
     for instance in idle:
         if instance.idle_warned_at is None:
-            Instance.objects.filter(pk=instance.pk).update(idle_warned_at=now)
-            instance_note(
-                instance=instance,
-                source="reconciler",
+            if instance_idle_warn(
+                instance_id=instance.pk,
+                at=now,
                 message=f"Idle for {cfg['IDLE_AFTER_S'] // 60} min: it will be stopped in "
                 f"{cfg['IDLE_GRACE_S'] // 60} min unless a kernel or the GPU gets busy",
-            )
-            done["warned"] += 1
+            ):
+                done["warned"] += 1
         elif instance.idle_warned_at < now - timedelta(seconds=cfg["IDLE_GRACE_S"]):
             if instance_transition(
                 instance_id=instance.pk,

@@ -1,4 +1,9 @@
-"""What node agents report about the workloads they run, applied to the instance lifecycle."""
+"""What node agents report about the workloads they run, applied to the instance lifecycle.
+
+The reported states are the shared protocol's (provisioning/protocol.py). A report changes the
+lifecycle only through `instance_transition`, and the idle flag only through services.idle; a
+report that leaves the node's desired state as it was (provisioning -> running) changes no
+desired-state version, so it does not wake the reporting agent's own long-poll."""
 
 from __future__ import annotations
 
@@ -9,13 +14,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.capacity.models import Node
+from provisioning.protocol import FAILED, RUNNING, STARTING, STOPPED
 
-from ..models import Instance, InstanceEvent, InstanceRuntime, InstanceState
+from ..models import Instance, InstanceRuntime, InstanceState
+from .idle import instance_idle_clear
 from .lifecycle import instance_transition
 from .placement import instance_capacity_release
 
 S = InstanceState
-STARTING, RUNNING, STOPPED, FAILED = "starting", "running", "stopped", "failed"
 
 
 class UnknownWorkload(Exception):
@@ -45,7 +51,8 @@ def workload_report_apply(
     started_at: datetime | None = None,
     activity: dict | None = None,
 ) -> Instance:
-    instance = Instance.objects.select_for_update().filter(pk=instance_id, node=node).first()
+    # NO KEY UPDATE, as instance_transition locks it: see the lock order in portal/db.py.
+    instance = Instance.objects.select_for_update(no_key=True).filter(pk=instance_id, node=node).first()
     if instance is None:
         raise UnknownWorkload(f"Node {node.hostname} holds no instance {instance_id}.")
     runtime, _ = InstanceRuntime.objects.get_or_create(instance=instance)
@@ -121,5 +128,4 @@ def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: st
         )
         instance_capacity_release(instance=instance)
     elif state == RUNNING and instance.idle_warned_at and runtime.busy_kernels:
-        Instance.objects.filter(pk=instance.pk).update(idle_warned_at=None)
-        InstanceEvent.objects.create(instance=instance, message="Busy again: idle stop cancelled", source="agent")
+        instance_idle_clear(instance_id=instance.pk, message="Busy again: idle stop cancelled", source="agent")
