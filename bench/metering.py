@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _setup() -> list:
     os.environ.setdefault("PORTAL_DATA_DIR", str(REPO / ".data" / "bench"))
-    from portal.runtime.embedded import data_dir, postgres_url, redis_start
-    from portal.runtime.stripe_local import localstripe_start
+    from devtools.embedded import data_dir, postgres_url, redis_start
+    from devtools.stripe_local import localstripe_start
 
     root = data_dir()
     os.environ["DATABASE_URL"] = postgres_url(root, database="bench_metering")

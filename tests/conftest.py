@@ -1,4 +1,4 @@
-"""Fixtures shared by every test. Real PostgreSQL and Redis come from portal.runtime.pytest_plugin."""
+"""Fixtures shared by every test. Real PostgreSQL and Redis come from devtools.pytest_plugin."""
 
 from __future__ import annotations
 
@@ -73,12 +73,12 @@ def celery_beat(celery_worker, process_logs):
 @pytest.fixture(scope="session")
 def stripe_webhooks_live(live_portal):
     """The run's localstripe delivers every event it sends to the live portal's webhook endpoint
-    (portal/runtime/stripe_local.WEBHOOK_PATH), signed with the secret the portal verifies with.
+    (devtools/stripe_local.WEBHOOK_PATH), signed with the secret the portal verifies with.
     Registered once per run; the live portal then sees events of every test, and ignores those of
     customers its (committed) database does not know."""
     from django.conf import settings
 
-    from portal.runtime.stripe_local import localstripe_webhook_register
+    from devtools.stripe_local import localstripe_webhook_register
 
     localstripe_webhook_register(
         api_base=os.environ["STRIPE_API_BASE"], portal_url=live_portal.url, secret=settings.STRIPE_WEBHOOK_SECRET

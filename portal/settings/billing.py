@@ -1,5 +1,5 @@
 """Stripe and the billing rules. Production sets real Stripe keys; development and tests point
-the real `stripe` library at localstripe (portal/runtime/localstripe_plus.py) via STRIPE_API_BASE."""
+the real `stripe` library at localstripe (devtools/localstripe_plus.py) via STRIPE_API_BASE."""
 
 from decimal import Decimal
 

@@ -13,7 +13,7 @@ SECRET_KEY = env_str("PORTAL_SECRET_KEY", "dev-only-insecure-key-change-me-in-pr
 ALLOWED_HOSTS = env_list("PORTAL_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("PORTAL_CSRF_TRUSTED_ORIGINS", [])
 PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
-# Shared by the portal and its front proxy (portal/runtime/proxy.py), which sends it on every
+# Shared by the portal and its front proxy (devtools/proxy.py), which sends it on every
 # notebook authorisation request; derived from the secret key unless set.
 PROXY_SHARED_SECRET = env_str("PORTAL_PROXY_SECRET") or hashlib.sha256(f"proxy:{SECRET_KEY}".encode()).hexdigest()
 

@@ -1,18 +1,29 @@
 """PostgreSQL, Redis, the Channels layer and Celery.
 
-DATABASE_URL and REDIS_URL select real servers. When they are unset the embedded servers from
-pip wheels are started under the data folder (.data/ by default): see portal.runtime.embedded.
+DATABASE_URL and REDIS_URL name the servers; this module only reads them and starts nothing, so
+importing the settings (a web process, a worker, `manage.py check`) never spawns a server. For
+development and tests, `make run` (devtools/launcher.py) and `make test` (devtools/pytest_plugin.py)
+start embedded ones and set both variables for every process they start.
 """
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_int, env_str
 
-_database_url = env_str("DATABASE_URL")
-if not _database_url:
-    from portal.runtime.embedded import postgres_url
 
-    _database_url = postgres_url()
+def _required_url(name: str, what: str) -> str:
+    value = env_str(name)
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set: the settings only read where {what} runs. For development use "
+            f"`make run` (or `make test`), which starts embedded PostgreSQL and Redis and sets it; "
+            f"otherwise set {name} to your server."
+        )
+    return value
+
+
+_database_url = _required_url("DATABASE_URL", "PostgreSQL")
 
 # A connection pool per process (psycopg_pool, through Django). Without one every request opened a
 # new connection and PostgreSQL forked a backend for it, which cost more CPU than the request's own
@@ -33,12 +44,7 @@ if _pool_max_size:
         "timeout": 10,
     }
 
-_redis_url = env_str("REDIS_URL")
-if not _redis_url:
-    from portal.runtime.embedded import redis_start
-
-    _redis_url = redis_start().url
-REDIS_URL = _redis_url.rstrip("/")
+REDIS_URL = _required_url("REDIS_URL", "Redis").rstrip("/")
 
 # Separate logical databases keep the broker's queues apart from the channel layer's groups.
 CHANNEL_LAYERS = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from portal.runtime.proxy import PROXY_ACCOUNT, front_proxy_start
+from devtools.proxy import PROXY_ACCOUNT, front_proxy_start
 from tests.support.processes import free_port
 
 SECRET = "proxy-secret-for-this-test"

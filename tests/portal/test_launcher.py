@@ -1,4 +1,4 @@
-"""The run command (`make run` → portal.runtime.launcher) brings the whole portal up on a fresh
+"""The run command (`make run` → devtools.launcher) brings the whole portal up on a fresh
 data folder, serves the storefront and the demo login, and Ctrl-C stops every process."""
 
 import os
@@ -14,16 +14,11 @@ import httpx
 import psutil
 import pytest
 
-from portal.runtime.launcher import DEMO_LOGIN, main
+from devtools.launcher import DEMO_LOGIN, main
+from devtools.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_busy_port_gets_one_line_and_starts_nothing(capsys, tmp_path, monkeypatch):
@@ -87,7 +82,7 @@ def _local_node(data_dir: Path, timeout: float = 30):
     """The node the launcher's local agent registered (simulated: CI machines have no GPU)."""
     import psycopg
 
-    from portal.runtime.embedded import postgres_url
+    from devtools.embedded import postgres_url
 
     deadline = time.monotonic() + timeout
     with psycopg.connect(postgres_url(data_dir)) as conn:
@@ -108,7 +103,7 @@ def test_run_command_serves_the_portal_and_ctrl_c_stops_everything(tmp_path):
     env.pop("PORTAL_DB_POOL_MAX_SIZE", None)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "portal.runtime.launcher", "--port", str(port)],
+        [sys.executable, "-m", "devtools.launcher", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -120,6 +115,19 @@ def test_run_command_serves_the_portal_and_ctrl_c_stops_everything(tmp_path):
         url = _wait_for_line(process, r"portal is up: (http://\S+)/", 180, seen).group(1)
         _wait_for_line(process, re.escape(DEMO_LOGIN[0]), 5, seen)
         children = psutil.Process(process.pid).children(recursive=True)
+        # The settings start nothing, so every portal process must be handed the servers.
+        portal_processes = {
+            name: child
+            for child in psutil.Process(process.pid).children()
+            for name in ("uvicorn", "worker", "beat", "provisioning.agent.main")
+            if name in " ".join(child.cmdline())
+        }
+        assert set(portal_processes) == {"uvicorn", "worker", "beat", "provisioning.agent.main"}
+        for name, child in portal_processes.items():
+            environ = child.environ()
+            assert environ.get("DATABASE_URL", "").startswith("postgresql://"), name
+            assert environ.get("REDIS_URL", "").startswith("redis://127.0.0.1:"), name
+            assert environ.get("STRIPE_API_BASE", "").startswith("http://127.0.0.1:"), name
 
         storefront = httpx.get(f"{url}/")
         assert storefront.status_code == 200 and "H100" in storefront.text

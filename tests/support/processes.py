@@ -4,35 +4,26 @@ started as subprocesses on the pytest-django test database."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from django.conf import settings
 
-from portal.runtime.commands import agent_command, beat_command, web_command, worker_command
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from devtools.commands import agent_command, beat_command, web_command, worker_command
+from devtools.processes import (  # noqa: F401  (re-exported: tests import them from here)
+    REPO,
+    ManagedProcess,
+    database_url,
+    free_port,
+    spawn,
+    wait_http_ok,
+    wait_log,
+)
 
 
 def test_database_url() -> str:
     """DATABASE_URL of the test database pytest-django created (settings now name it)."""
-    db = settings.DATABASES["default"]
-    host = quote(db["HOST"], safe="") if db["HOST"].startswith("/") else db["HOST"]
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    return f"postgresql://{db['USER']}{password}@{host}{port}/{db['NAME']}"
+    return database_url(settings.DATABASES["default"])
 
 
 PROXY_SECRET = "test-front-proxy-secret"
@@ -64,69 +55,6 @@ def process_env(**extra: str) -> dict[str, str]:
 
 
 @dataclass
-class ManagedProcess:
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-    # Processes it may leave behind by design (an agent's notebook servers outlive the agent),
-    # found by this path in their command line and ended with it.
-    leaves_behind: str | None = None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        if self.leaves_behind:
-            import psutil
-
-            for leftover in psutil.process_iter(["cmdline"]):
-                if self.leaves_behind in " ".join(leftover.info["cmdline"] or []):
-                    leftover.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def assert_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.log()[-3000:]}")
-
-
-def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> ManagedProcess:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    handle = log_path.open("w")
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    return ManagedProcess(name=name, process=process, log_path=log_path)
-
-
-def wait_http_ok(url: str, managed: ManagedProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        managed.assert_alive()
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout} s:\n{managed.log()[-3000:]}")
-
-
-def wait_log(managed: ManagedProcess, needle: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        managed.assert_alive()
-        if needle in managed.log():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{managed.name} did not log {needle!r} within {timeout} s:\n{managed.log()[-3000:]}")
-
-
-@dataclass
 class LivePortal:
     """The portal as a browser sees it: nginx (the front proxy) in front of the ASGI server."""
 
@@ -144,7 +72,7 @@ class LivePortal:
 
 
 def live_portal_start(log_dir: Path) -> LivePortal:
-    from portal.runtime.proxy import front_proxy_start
+    from devtools.proxy import front_proxy_start
 
     port, proxy_port = free_port(), free_port()
     url = f"http://127.0.0.1:{proxy_port}"

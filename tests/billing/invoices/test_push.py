@@ -23,7 +23,7 @@ from apps.billing.services.invoicing import (
 )
 from apps.billing.stripe_api import stripe_client
 from apps.billing.tasks.invoicing import invoice_push
-from portal.runtime.stripe_local import localstripe_outage
+from devtools.stripe_local import localstripe_outage
 from tests.factories.billing import CARD_CHARGE_FAILS, CARD_OK
 
 from .conftest import stripe_state

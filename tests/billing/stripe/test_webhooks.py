@@ -16,7 +16,7 @@ from apps.billing.models import BillingAccount, BillingEvent, PaymentMethod, Web
 from apps.billing.services.accounts import billing_account_get_or_create
 from apps.billing.services.cards import card_setup_intent_create
 from apps.billing.services.webhooks import webhook_events_retry
-from portal.runtime.stripe_local import localstripe_outage
+from devtools.stripe_local import localstripe_outage
 from tests.factories.accounts import OrganizationFactory, UserFactory
 
 from .conftest import (

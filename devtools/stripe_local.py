@@ -1,4 +1,4 @@
-"""Starts localstripe (with portal/runtime/localstripe_plus.py's additions) for development and
+"""Starts localstripe (with devtools/localstripe_plus.py's additions) for development and
 tests, when no STRIPE_API_BASE is configured. Production sets real Stripe keys and never calls this."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .embedded import EmbeddedServiceError, _free_port
+from .embedded import EmbeddedServiceError
+from .processes import REPO, free_port
 
 WEBHOOK_PATH = "/billing/stripe/webhook/"
 
@@ -43,12 +44,13 @@ def localstripe_start(root: Path, *, keep_store: bool) -> LocalStripe:
     invoices survive a restart of the portal (the run command); tests start empty."""
     folder = root / "localstripe"
     folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    argv = [sys.executable, "-m", "portal.runtime.localstripe_plus", "--port", str(port)]
+    port = free_port()
+    argv = [sys.executable, "-m", "devtools.localstripe_plus", "--port", str(port)]
     if keep_store:
         argv += ["--store", str(folder / "store.pickle")]
     log = open(folder / "localstripe.log", "ab")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # From the repository: devtools is not installed, so `-m devtools…` needs it on the path.
+    process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     api_base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ imported unchanged and extended from outside:
 - the store lives in the file given with --store (upstream writes /tmp/localstripe.pickle after
   every object, which two runs on one machine would share, and which costs O(objects) per write).
 
-Run: python -m portal.runtime.localstripe_plus --port 8420 [--store FILE]
+Run: python -m devtools.localstripe_plus --port 8420 [--store FILE]
 """
 
 from __future__ import annotations

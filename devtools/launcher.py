@@ -1,10 +1,12 @@
 """The run command: one process that starts the portal's processes and stops them on Ctrl-C.
 
-    python -m portal.runtime.launcher [--host 127.0.0.1] [--port 8000]
+    python -m devtools.launcher [--host 127.0.0.1] [--port 8000]
 
-It starts embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set), migrates,
-loads the demo data, then runs the ASGI web server, a Celery worker, Celery beat and the local
-node agent as separate processes, exactly as they would run on separate machines.
+It starts embedded PostgreSQL, Redis and localstripe (unless DATABASE_URL / REDIS_URL /
+STRIPE_API_BASE or STRIPE_SECRET_KEY are set), migrates, loads the demo data, then runs the ASGI
+web server, a Celery worker, Celery beat and the local node agent as separate processes, exactly
+as they would run on separate machines. The portal's settings start nothing themselves: every
+process started here, manage.py included, gets the servers' URLs in its environment.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 from .commands import agent_command, beat_command, web_command, worker_command
 from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_url, redis_start
+from .processes import REPO, free_port
 from .proxy import ProxyError, front_proxy_start
 from .stripe_local import localstripe_start, localstripe_webhook_register
 
@@ -40,7 +43,7 @@ class Supervisor:
 
     def spawn(self, name: str, argv: list[str]) -> None:
         # Each child gets its own process group so that Ctrl-C is handled here, in order.
-        self.children[name] = subprocess.Popen(argv, env=self.env, start_new_session=True)
+        self.children[name] = subprocess.Popen(argv, cwd=REPO, env=self.env, start_new_session=True)
 
     def first_exited(self) -> tuple[str, int] | None:
         for name, child in self.children.items():
@@ -62,12 +65,6 @@ class Supervisor:
                 os.killpg(child.pid, signal.SIGKILL)
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -79,7 +76,7 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
-    result = subprocess.run([sys.executable, "manage.py", *args], env=env)
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env)
     if result.returncode != 0:
         raise LaunchError(f"'manage.py {' '.join(args)}' failed (exit {result.returncode}); see above")
 
@@ -121,6 +118,7 @@ def _agent_argv(env: dict[str, str], url: str, root) -> list[str]:
                 "--note",
                 "local agent of make run",
             ],
+            cwd=REPO,
             env=env,
             capture_output=True,
             text=True,
@@ -198,7 +196,7 @@ def run(host: str, port: int) -> int:
         _manage(env, "migrate", "--noinput", "-v", "0")
         _manage(env, "demo_load")
         # The browser talks to the front proxy on `port`; the ASGI server listens on loopback only.
-        web_port = _free_loopback_port()
+        web_port = free_port()
         supervisor.spawn("web", web_command(port=web_port))
         supervisor.spawn("worker", worker_command(concurrency=2))
         supervisor.spawn("beat", beat_command(schedule=root / "celerybeat-schedule"))

