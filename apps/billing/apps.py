@@ -5,3 +5,16 @@ class BillingConfig(AppConfig):
     name = "apps.billing"
     label = "billing"
     verbose_name = "Billing: cards, usage, invoices, credits, budgets"
+
+    def ready(self) -> None:
+        # Billing is above instances: it follows launches and transitions through the instances
+        # app's hooks instead of being imported by it (tests/portal/test_import_layers.py).
+        # Imported here, not at the top: models may not be imported before the registry is ready.
+        from apps.instances.hooks import in_transaction_subscribe, launch_check_subscribe
+
+        from .services.eligibility import billing_launch_eligibility_check
+        from .services.metering import usage_follow_transition
+
+        launch_check_subscribe(billing_launch_eligibility_check)
+        # In the transition's transaction: a run must open and close with the state change.
+        in_transaction_subscribe(usage_follow_transition)

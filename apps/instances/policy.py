@@ -6,13 +6,13 @@ from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Organization, Project
 
+from .hooks import launch_checks_run
+
 
 def launch_eligibility_check(*, organization: Organization, project: Project | None = None) -> None:
     """Raise ValidationError with the reason if `organization` (and `project`) may not start new
-    capacity: billing decides (a usable card, credits or invoice terms; payment standing; hard caps)."""
+    capacity. Billing decides (a usable card, credits or invoice terms; payment standing; hard
+    caps) through the launch check it registers (apps.instances.hooks): billing is above this app."""
     if organization is None:
         raise ValidationError("Choose an organization to launch in.")
-    # Imported here: billing's rules stop instances through this app's services, which import this module.
-    from apps.billing.services.eligibility import billing_launch_eligibility_check
-
-    billing_launch_eligibility_check(organization=organization, project=project)
+    launch_checks_run(organization=organization, project=project)

@@ -21,6 +21,8 @@ from django.utils import timezone
 from apps.accounts.models import OrganizationKind, Project
 from apps.accounts.roles import OrgAccess
 from apps.instances.models import Instance, InstanceState
+from apps.instances.services.actions import instance_stop_request
+from apps.instances.services.lifecycle import instance_note
 from portal.db import atomic_retry
 
 from ..live import billing_changed_on_commit
@@ -209,9 +211,6 @@ def _instances_in_scope(budget: Budget):
 @atomic_retry
 def budget_enforce(*, budget_id: int, now: datetime | None = None) -> Counter:
     """Send the alerts this month's spend has reached, and apply a reached hard cap. Idempotent."""
-    from apps.instances.services.actions import instance_stop_for_billing
-    from apps.instances.services.lifecycle import instance_note
-
     now = now or timezone.now()
     done: Counter = Counter()
     # skip_locked: a budget being changed right now is enforced on the next pass, with its new amount.
@@ -244,7 +243,7 @@ def budget_enforce(*, budget_id: int, now: datetime | None = None) -> Counter:
             now=now,
             done=done,
             note=instance_note,
-            stop=instance_stop_for_billing,
+            stop=instance_stop_request,
         )
     if done:
         billing_changed_on_commit(organization_id=budget.organization_id)
@@ -277,7 +276,7 @@ def _cap_apply(*, budget: Budget, month: date, spend: Decimal, now: datetime, do
     # Every pass after the grace stops what is still running in scope: something that was already
     # on its way when the cap was reached is stopped too, without a new warning.
     reason = f"Stopping: the monthly spending cap of {cap} for {what} is reached"
-    stopped = [i for i in instances if stop(instance=i, reason=reason) is not None]
+    stopped = [i for i in instances if stop(instance=i, message=reason, source="billing") is not None]
     done["cap_stopped"] += len(stopped)
     if created:
         _mail_on_commit(stop_alert, {i.owner_id for i in stopped})

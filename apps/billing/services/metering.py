@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from apps.catalog.models import PriceUnit
 from apps.catalog.selectors import price_current
+from apps.instances.hooks import InstanceTransition
 from apps.instances.models import Instance, InstanceState
 from portal.db import atomic_retry
 
@@ -51,12 +52,18 @@ def instance_price_snapshot(*, instance: Instance) -> InstancePrice:
     return snapshot
 
 
-def usage_follow_transition(*, instance: Instance, from_state: str, to_state: str, at: datetime) -> None:
-    """Open a run when the agent confirms the instance runs; close it when it stops running.
-    Called by the instance lifecycle inside the transition's transaction."""
-    if to_state == S.RUNNING:
+def usage_follow_transition(*, instance: Instance, transition: InstanceTransition) -> None:
+    """Capture the price when the instance is asked for (a launch, a start); open a run when the
+    agent confirms it runs; close it when it stops running. Subscribed in the instance
+    lifecycle's transaction (apps.billing.apps), so the run opens and closes with the state
+    change, under the instance's row lock (the run comes after it in portal/db.py's order)."""
+    to_state, at = transition.to_state, transition.at
+    if to_state == S.REQUESTED:
+        # Refuses an unpriced flavor by raising, which rolls the launch or start back.
+        instance_price_snapshot(instance=instance)
+    elif to_state == S.RUNNING:
         usage_run_open(instance=instance, at=at)
-    elif from_state == S.RUNNING and to_state in _END_REASONS:
+    elif transition.from_state == S.RUNNING and to_state in _END_REASONS:
         ended_at = at
         if to_state == S.LOST and instance.node_id and instance.node.last_heartbeat_at:
             # The node went silent at its last heartbeat; the time until it was declared down is ours.

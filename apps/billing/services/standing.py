@@ -21,6 +21,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Membership, Role
+from apps.instances.models import Instance, InstanceState
+from apps.instances.services.actions import instance_stop_request
 from portal.db import atomic_retry
 
 from ..live import billing_changed_on_commit
@@ -31,7 +33,12 @@ P = PaymentStanding
 # Invoices whose payment failed and is not yet made good.
 OVERDUE_STATUSES = (InvoiceStatus.PAYMENT_FAILED,)
 # Instance states in which something runs, or is about to, on a node the customer pays for.
-_STOPPABLE_STATES = ("requested", "scheduled", "provisioning", "running")
+_STOPPABLE_STATES = (
+    InstanceState.REQUESTED,
+    InstanceState.SCHEDULED,
+    InstanceState.PROVISIONING,
+    InstanceState.RUNNING,
+)
 NOTICE_ROLES = (Role.OWNER, Role.BILLING)
 
 
@@ -173,17 +180,16 @@ def _account_suspend(*, account_id: int, now: datetime) -> bool:
 def suspended_instances_stop() -> int:
     """Stop whatever still runs (or is about to) in suspended accounts, through the instances
     lifecycle. Repeated on every pass, so an instance that slipped through a race is caught."""
-    from apps.instances.models import Instance
-    from apps.instances.services.actions import instance_stop_for_billing
-
     stopped = 0
     instances = Instance.objects.filter(
         organization__billing_account__standing=P.SUSPENDED, state__in=_STOPPABLE_STATES
     ).order_by("created_at", "pk")
     for instance in instances:
         try:
-            moved = instance_stop_for_billing(
-                instance=instance, reason="Stopped by billing: payment is overdue and the account is suspended."
+            moved = instance_stop_request(
+                instance=instance,
+                message="Stopped by billing: payment is overdue and the account is suspended.",
+                source="billing",
             )
             stopped += moved is not None
         except Exception:  # noqa: BLE001 - one instance must not keep the others running

@@ -1,15 +1,20 @@
-"""What users do with instances: launch, stop, start again, delete."""
+"""What users do with instances: launch, stop, start again, delete; and the one stop every
+caller's stop comes down to (a person's, billing's).
+
+Nothing here imports the apps above this one: billing's launch check, price capture and metering
+follow through apps.instances.hooks, and provisioning's tasks are enqueued by name."""
 
 from __future__ import annotations
 
 import re
 
+from celery import signature
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from apps.accounts.models import Project
 from apps.accounts.roles import OrgAccess
-from apps.billing.services.metering import instance_price_snapshot
 from apps.capacity.errors import AllocationRefused
 from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
@@ -17,6 +22,7 @@ from apps.catalog.models import Flavor, Image, Region
 from apps.catalog.selectors import offering_is_launchable
 from portal.db import atomic_retry
 
+from ..hooks import transition_announce
 from ..models import ACTIVE_STATES, Instance, InstanceEvent, InstanceState
 from ..policy import launch_eligibility_check
 from .lifecycle import instance_transition
@@ -25,16 +31,24 @@ NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 S = InstanceState
 
 
-def _provision_on_commit(instance_id) -> None:
-    from provisioning.tasks import instance_provision
+# By the name Celery registered them under, not by import: those tasks load instances and run
+# this app's services, so importing them here would close a circle (instances ⇄ provisioning).
+# The name is the contract between the web process and the worker anyway; a signature by name
+# still runs the registered task object where one is (eager mode included).
+PROVISION_TASK = "provisioning.tasks.instance_provision"
+RELEASE_TASK = "provisioning.tasks.instance_release"
 
-    transaction.on_commit(lambda: instance_provision.delay(str(instance_id)))
+
+def _task_on_commit(task_name: str, instance_id) -> None:
+    transaction.on_commit(lambda: signature(task_name, args=(str(instance_id),)).delay())
+
+
+def _provision_on_commit(instance_id) -> None:
+    _task_on_commit(PROVISION_TASK, instance_id)
 
 
 def _release_on_commit(instance_id) -> None:
-    from provisioning.tasks import instance_release
-
-    transaction.on_commit(lambda: instance_release.delay(str(instance_id)))
+    _task_on_commit(RELEASE_TASK, instance_id)
 
 
 def _gpu_milli(flavor: Flavor) -> int:
@@ -84,10 +98,12 @@ def instance_launch(
         state=S.REQUESTED,
         state_reason="Launch requested",
     )
-    instance_price_snapshot(instance=instance)
     InstanceEvent.objects.create(
         instance=instance, to_state=S.REQUESTED, message="Launch requested", actor_id=access.user_id, source="user"
     )
+    # A launch is the transition from nothing to REQUESTED: billing captures the price here (and
+    # refuses an unpriced flavor, which rolls the launch back), as it does at every start.
+    transition_announce(instance=instance, from_state=None, at=instance.state_changed_at or timezone.now())
     _provision_on_commit(instance.pk)
     return instance
 
@@ -99,26 +115,12 @@ def _check_can_operate(access: OrgAccess, instance: Instance) -> None:
 
 @atomic_retry
 def instance_stop(*, access: OrgAccess, instance: Instance) -> Instance:
-    """Ask for a stop. Idempotent: stopping an instance that is stopping or ended changes nothing."""
+    """A person asks for a stop: the role check, then the one stop (`instance_stop_request`).
+    Idempotent: stopping an instance that is stopping or ended changes nothing."""
     _check_can_operate(access, instance)
-    if instance.state == S.REQUESTED:
-        # Not placed yet: nothing runs, so it is stopped at once (the provision task then skips it).
-        moved = instance_transition(
-            instance_id=instance.pk,
-            to_state=S.STOPPED,
-            message="Stopped before it was placed",
-            expected_from=[S.REQUESTED],
-            actor=None,
-            source="user",
-        )
-    else:
-        moved = instance_transition(
-            instance_id=instance.pk,
-            to_state=S.STOPPING,
-            message="Stop requested",
-            expected_from=[S.SCHEDULED, S.PROVISIONING, S.RUNNING],
-            source="user",
-        )
+    moved = instance_stop_request(
+        instance=instance, message="Stop requested", unplaced_message="Stopped before it was placed", source="user"
+    )
     instance.refresh_from_db()
     return moved or instance
 
@@ -135,7 +137,7 @@ def instance_start(*, access: OrgAccess, instance: Instance) -> Instance:
             f"Only a stopped instance can be started; this one is {instance.get_state_display().lower()}."
         )
     launch_eligibility_check(organization=instance.organization, project=instance.project)
-    instance_price_snapshot(instance=instance)
+    # The price is captured again by billing's subscriber to this transition (apps.instances.hooks).
     moved = instance_transition(
         instance_id=instance.pk,
         to_state=S.REQUESTED,
@@ -171,20 +173,28 @@ def instance_delete(*, access: OrgAccess, instance: Instance) -> Instance:
 
 
 @atomic_retry
-def instance_stop_for_billing(*, instance: Instance, reason: str) -> Instance | None:
-    """Stop an instance because billing says so (a reached hard cap, a suspended account), through
-    the same transitions as a user's stop, with `reason` as what the instance's log says.
-    Idempotent: returns None when it was already stopping or ended."""
+def instance_stop_request(
+    *, instance: Instance, message: str, source: str, unplaced_message: str | None = None
+) -> Instance | None:
+    """The one stop every caller's comes down to: a person's (after `instance_stop`'s role check)
+    and billing's (a reached hard cap, a suspended account), through the same transitions.
+    `message` is what the instance's log says; `unplaced_message` what it says when the instance
+    was not placed yet (default: `message`). Idempotent: returns None when it was already
+    stopping or ended."""
     moved = instance_transition(
         instance_id=instance.pk,
         to_state=S.STOPPING,
-        message=reason,
+        message=message,
         expected_from=[S.SCHEDULED, S.PROVISIONING, S.RUNNING],
-        source="billing",
+        source=source,
     )
     if moved is None:
         # Not placed yet: nothing runs, so it is stopped at once (the provision task then skips it).
         moved = instance_transition(
-            instance_id=instance.pk, to_state=S.STOPPED, message=reason, expected_from=[S.REQUESTED], source="billing"
+            instance_id=instance.pk,
+            to_state=S.STOPPED,
+            message=unplaced_message or message,
+            expected_from=[S.REQUESTED],
+            source=source,
         )
     return moved

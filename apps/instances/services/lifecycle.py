@@ -1,6 +1,8 @@
 """The instance lifecycle. Every state change goes through `instance_transition`: a
 compare-and-set on the current state plus an event row, announced after commit. It locks the
-instance row, then (through metering) its open run: see the lock order in portal/db.py."""
+instance row, then its in-transaction subscribers (metering: the open run) lock what comes after
+it: see the lock order in portal/db.py. Apps above this one follow transitions through
+`apps.instances.hooks`, never by being imported here."""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from uuid import UUID
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from apps.billing.services.metering import usage_follow_transition
 from portal.db import atomic_retry
 
+from ..hooks import transition_announce
 from ..live import instance_changed_on_commit
 from ..models import Instance, InstanceEvent, InstanceState
 
@@ -66,7 +68,7 @@ def instance_transition(
         created_at=now,
     )
     instance.refresh_from_db()
-    usage_follow_transition(instance=instance, from_state=from_state, to_state=to_state, at=now)
+    transition_announce(instance=instance, from_state=from_state, at=now)
     instance_changed_on_commit(
         instance_id=instance.pk,
         organization_id=instance.organization_id,

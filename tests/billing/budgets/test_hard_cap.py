@@ -14,7 +14,7 @@ from apps.accounts.selectors import organization_access_get
 from apps.billing.models import Budget, BudgetAlert
 from apps.billing.services.budgets import budget_enforce, budget_set
 from apps.instances.models import InstanceEvent, InstanceState
-from apps.instances.services.actions import instance_stop_for_billing
+from apps.instances.services.actions import instance_stop_request
 from tests.billing.budgets.spend import instance_running
 from tests.factories.accounts import MembershipFactory
 from tests.factories.billing import InstanceFactory
@@ -117,8 +117,10 @@ def test_a_project_cap_stops_that_projects_instances_only(org, settings):
 
 def test_stopping_for_billing_is_idempotent_and_leaves_ended_instances_alone(org):
     running = instance_running(organization=org, hourly="1", since_s=10)
-    assert instance_stop_for_billing(instance=running, reason="Stopping: billing test").state == S.STOPPING
-    assert instance_stop_for_billing(instance=running, reason="Stopping: billing test") is None
+    assert (
+        instance_stop_request(instance=running, message="Stopping: billing test", source="billing").state == S.STOPPING
+    )
+    assert instance_stop_request(instance=running, message="Stopping: billing test", source="billing") is None
     stopped = InstanceFactory(organization=org, state=S.STOPPED)
-    assert instance_stop_for_billing(instance=stopped, reason="Stopping: billing test") is None
+    assert instance_stop_request(instance=stopped, message="Stopping: billing test", source="billing") is None
     assert [e.message for e in billing_events(running)] == ["Stopping: billing test"]

@@ -10,7 +10,7 @@ from websockets.exceptions import InvalidStatus
 from apps.accounts.selectors import organization_access_get
 from apps.billing.services.budgets import budget_set
 from apps.instances.models import InstanceState
-from apps.instances.services.actions import instance_stop_for_billing
+from apps.instances.services.actions import instance_stop_request
 from tests.billing.budgets.spend import instance_running
 from tests.capacity.test_operator_live import open_socket, receive_until, session_cookie
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory
@@ -29,7 +29,7 @@ def test_budget_and_instance_changes_are_pushed(live_portal, transactional_db):
         assert html.lstrip().startswith('<section id="billing-overview"') and instance.name in html
 
         # when the instance stops, it leaves the running list
-        instance_stop_for_billing(instance=instance, reason="Stopping: test")
+        instance_stop_request(instance=instance, message="Stopping: test", source="billing")
         html = receive_until(ws, 'data-testid="running-rate">$0.00/h')
     assert instance.name not in html.split("<h2>Running instances</h2>")[1].split("<h2>")[0]
     instance.refresh_from_db()
