@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 from django.core.exceptions import ValidationError
 from django.db.models import F, Prefetch, Q, QuerySet
@@ -211,6 +212,25 @@ class Storefront:
     groups: list[KindGroup] = field(default_factory=list)
 
 
+class AvailabilityProvider(Protocol):
+    """How many more of each flavor could be placed in `region` right now: {flavor id: count}."""
+
+    def __call__(self, *, flavors: Sequence[Flavor], region: Region) -> dict[int, int]: ...
+
+
+# Availability is capacity's knowledge, and capacity is built on the catalog (its nodes and GPUs
+# point at catalog regions and GPU models), so the catalog cannot import it. Rather than move the
+# storefront (the catalog's own page, API and templates) up into capacity, capacity hands its
+# count to the catalog at start-up (apps.capacity.apps): one function, one signature. Without it
+# (capacity not installed) the storefront shows prices and no counts.
+_availability_provider: AvailabilityProvider | None = None
+
+
+def availability_provider_set(provider: AvailabilityProvider | None) -> None:
+    global _availability_provider
+    _availability_provider = provider
+
+
 def flavors_availability_get(
     *, flavors: Iterable[Flavor], regions: Iterable[Region]
 ) -> dict[int, int]:
@@ -218,15 +238,15 @@ def flavors_availability_get(
 
     Capacity's count per region (a fixed few queries each); flavors without a GPU are left out.
     """
-    # Imported here: capacity is built on the catalog, so the catalog never imports it at load.
-    from apps.capacity.selectors.availability import flavor_availability
-
     gpu_flavors = [f for f in flavors if f.slice_kind != SliceKind.NONE]
+    provider = _availability_provider
+    if provider is None:
+        return {}
     totals: dict[int, int] = {f.pk: 0 for f in gpu_flavors}
     if not gpu_flavors:
         return totals
     for region in regions:
-        for flavor_id, count in flavor_availability(flavors=gpu_flavors, region=region).items():
+        for flavor_id, count in provider(flavors=gpu_flavors, region=region).items():
             totals[flavor_id] = totals.get(flavor_id, 0) + count
     return totals
 
