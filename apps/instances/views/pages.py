@@ -12,7 +12,6 @@ from django.views.decorators.http import require_POST
 from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import organization_access_get
 from apps.accounts.views.common import add_service_errors
-from apps.billing.selectors.usage import instance_running_cost_get, instance_usage_total_get
 from apps.catalog.models import Flavor, Image
 from provisioning.drivers.registry import launchable_kinds
 
@@ -32,20 +31,9 @@ def list_context(access: OrgAccess) -> dict:
 
 
 def running_cost_context(access: OrgAccess, instance) -> dict:
-    """What the instance's current run has cost so far (ticking on the page); when it is not running,
-    the metered usage of all its runs, as its invoice lines will count it."""
-    cost, seconds, run = instance_running_cost_get(instance_id=instance.pk)
-    used_seconds, used_cost = (0, 0) if run else instance_usage_total_get(instance_id=instance.pk)
-    return {
-        "organization": access.organization,
-        "instance": instance,
-        "run": run,
-        "run_cost": cost,
-        "run_seconds": seconds,
-        "used_seconds": used_seconds,
-        "used_cost": used_cost,
-        "currency": instance.billing_price.currency if used_seconds else "",
-    }
+    """What the running-cost partial needs; the cost itself comes from billing's template library
+    (billing_instances), because billing is above this app and may not be imported here."""
+    return {"organization": access.organization, "instance": instance}
 
 
 def detail_context(access: OrgAccess, instance_id) -> dict:

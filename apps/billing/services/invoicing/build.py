@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from apps.accounts.models import Organization
 from apps.instances.models import Instance
 
 from ...models import (
@@ -251,7 +252,5 @@ def invoices_due_create(*, now: datetime | None = None) -> list[Invoice]:
     return made
 
 
-def _organization(organization_id: int):
-    from apps.accounts.models import Organization
-
+def _organization(organization_id: int) -> Organization:
     return Organization.objects.get(pk=organization_id)
