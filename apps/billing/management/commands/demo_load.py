@@ -1,8 +1,15 @@
+"""The whole demo: catalog, users and organizations, then their billing.
+
+It lives in billing, the highest app today, because it composes the demos of the apps below it;
+in accounts it made accounts import billing (a circle). When an app above billing (courses,
+chargeback) brings a demo of its own, this command moves up to it."""
+
 from django.core.management.base import BaseCommand
 
 from apps.accounts.demo import accounts_demo_load
-from apps.billing.demo import billing_demo_load
 from apps.catalog.demo import catalog_demo_load
+
+from ...demo import billing_demo_load
 
 
 class Command(BaseCommand):
