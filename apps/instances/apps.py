@@ -11,4 +11,9 @@ class InstancesConfig(AppConfig):
         from provisioning.drivers.agent_notebook import AGENT_NOTEBOOK_DRIVER
         from provisioning.drivers.registry import driver_register
 
+        from .hooks import in_transaction_subscribe
+        from .services.desired import desired_follow_transition
+
         driver_register(AGENT_NOTEBOOK_DRIVER)
+        # A node's desired-state version goes up in the transaction that changes its list.
+        in_transaction_subscribe(desired_follow_transition)
