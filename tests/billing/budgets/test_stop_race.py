@@ -82,9 +82,9 @@ def test_a_stop_racing_the_budget_pass_never_deadlocks_and_closes_each_run_once(
         # with notebooks that have run for ten minutes and have not been metered yet
         organization = OrganizationFactory(owner=owner)
         budget = Budget.objects.create(organization=organization, monthly_amount=Decimal("1.00"), hard_cap=True)
-        instances = [
-            instance_running(organization=organization, hourly="36", since_s=600, owner=owner) for _ in range(INSTANCES)
-        ]
+        # The warning first, before anything runs: the session's Celery beat (started by the
+        # integration tests) runs its own budget pass every second, and one that saw the spend
+        # before this row existed would write the warning itself.
         BudgetAlert.objects.create(
             budget=budget,
             month=month_bounds(timezone.now())[0].date(),
@@ -92,6 +92,9 @@ def test_a_stop_racing_the_budget_pass_never_deadlocks_and_closes_each_run_once(
             spend=Decimal("6.00"),
             created_at=timezone.now() - timedelta(minutes=5),
         )
+        instances = [
+            instance_running(organization=organization, hourly="36", since_s=600, owner=owner) for _ in range(INSTANCES)
+        ]
 
         # when the owner stops each of them while the budget pass meters and enforces
         escaped = _race(owner=owner, organization=organization, instances=instances)
