@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..client import PortalClient
 from provisioning.protocol import KIND_NOTEBOOK
 
+from ..client import PortalClient
 from .identity import (
     DEFAULT_PROXY_GROUP,
     account_remove,
