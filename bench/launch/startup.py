@@ -166,7 +166,7 @@ def agent_pool_ready(agent: Child) -> int:
     """Warm-pool servers ready to hand out, counted from the agent's log."""
     text = agent.text()
     return (
-        text.count("warm-pool server ready on port")
+        text.count("warm-pool server ready as ")  # the agent logs its account, see pool.py
         - text.count("handed out warm-pool server")
         - text.count("died while waiting")
     )
