@@ -1,4 +1,4 @@
-"""The Celery application. Workers and beat are separate processes (see portal.runtime.launcher)."""
+"""The Celery application. Workers and beat are separate processes (see devtools/launcher.py for development)."""
 
 import os
 

@@ -5,7 +5,7 @@ from django.urls import path
 from .views import cards, topups, webhooks
 
 urlpatterns = [
-    # Fixed path: Stripe's dashboard (and localstripe, portal/runtime/stripe_local.WEBHOOK_PATH) point here.
+    # Fixed path: Stripe's dashboard (and localstripe, devtools/stripe_local.WEBHOOK_PATH) point here.
     path("billing/stripe/webhook/", webhooks.stripe_webhook, name="stripe-webhook"),
     path("orgs/<slug:slug>/billing/cards/", cards.cards_page, name="billing-cards"),
     path("orgs/<slug:slug>/billing/cards/add/", cards.card_add_page, name="billing-card-add"),

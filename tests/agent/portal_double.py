@@ -38,7 +38,7 @@ def portal_double_default_script() -> dict[str, list[tuple[int, dict]]]:
             (201, {"node_id": "6f1c2b1e-0000-4000-8000-000000000001", "credential": "s3cret",
                    "heartbeat_interval_s": 10})
         ],
-        "/api/v1/agent/heartbeat": [(200, {"heartbeat_interval_s": 10, "desired_workloads": []})],
+        "/api/v1/agent/heartbeat": [(200, {"heartbeat_interval_s": 10})],
         "/api/v1/agent/telemetry": [(202, {})],
     }
 

@@ -8,9 +8,7 @@ Jupyter side is never doubled: the tests run real JupyterLab servers and kernels
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 import threading
 import time
 import urllib.parse
@@ -20,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from websockets.sync.client import unix_connect
 
+from provisioning.agent.workloads.notebook import UnixHTTPConnection
 from tests.agent.portal_double import portal_double_default_script
 
 STATUS_PATH = "/api/v1/agent/workloads/"
@@ -155,21 +154,13 @@ def notebook_spec(instance_id: str, state: str = "running", gpus=(), args=()) ->
 # --- talking to a real Jupyter server the way the front proxy does ----------------------------
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 def _xsrf(running: dict) -> str:
     """Jupyter's XSRF cookie, as a browser gets it from the first page: the server has no token,
-    so a request that changes something must carry it (cookie and header), as JupyterLab does."""
-    connection = _UnixHTTPConnection(running["socket"], timeout=20)
+    so a request that changes something must carry it (cookie and header), as JupyterLab does.
+    Where the page cannot be served (a host whose JupyterLab has no built assets, like the GPU
+    image the device checks run on), a token of our own: the check is a double submit, cookie
+    equal to header, which is what a browser's request proves and a cross-site one cannot."""
+    connection = UnixHTTPConnection(running["socket"], timeout=20)
     try:
         connection.request("GET", f"/nb/{running['route_slot']}/lab", headers={"Host": "localhost"})
         response = connection.getresponse()
@@ -179,7 +170,9 @@ def _xsrf(running: dict) -> str:
                 return value.split(";", 1)[0].removeprefix("_xsrf=")
     finally:
         connection.close()
-    raise AssertionError("the notebook server set no _xsrf cookie")
+    if response.status == 200:
+        raise AssertionError("the JupyterLab page set no _xsrf cookie")
+    return uuid.uuid4().hex
 
 
 def jupyter_request(running: dict, path: str, *, method: str = "GET",
@@ -197,7 +190,7 @@ def jupyter_request_bare(running: dict, path: str, *, method: str = "GET", body:
                          headers: dict | None = None) -> tuple[int, dict | list | None]:
     """The same, with only the headers given."""
     headers = {"Host": "localhost", "Content-Type": "application/json", **(headers or {})}
-    connection = _UnixHTTPConnection(running["socket"], timeout=20)
+    connection = UnixHTTPConnection(running["socket"], timeout=20)
     try:
         connection.request(method, f"/nb/{running['route_slot']}/{path}",
                            body=json.dumps(body).encode() if body is not None else None,
@@ -223,6 +216,13 @@ def kernel_execute(running: dict, kernel_id: str, code: str, timeout: float = 60
     """Run `code` in the kernel over its websocket (messaging protocol 5.3); returns stdout."""
     token = _xsrf(running)
     uri = f"ws://localhost/nb/{running['route_slot']}/api/kernels/{kernel_id}/channels"
+    with unix_connect(running["socket"], uri, open_timeout=timeout, max_size=None,
+                      additional_headers={"Cookie": f"_xsrf={token}"}) as websocket:
+        return kernel_execute_on(websocket, code, timeout)
+
+
+def kernel_execute_on(websocket, code: str, timeout: float = 60) -> str:
+    """Run `code` on a kernel's open channels websocket (messaging protocol 5.3); its stdout."""
     msg_id = uuid.uuid4().hex
     request = {
         "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
@@ -233,18 +233,16 @@ def kernel_execute(running: dict, kernel_id: str, code: str, timeout: float = 60
                     "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
     }
     output, deadline = [], time.monotonic() + timeout
-    with unix_connect(running["socket"], uri, open_timeout=timeout, max_size=None,
-                      additional_headers={"Cookie": f"_xsrf={token}"}) as websocket:
-        websocket.send(json.dumps(request))
-        while time.monotonic() < deadline:
-            message = json.loads(websocket.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if message.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = message["header"]["msg_type"]
-            if kind == "stream":
-                output.append(message["content"]["text"])
-            elif kind == "error":
-                raise AssertionError("kernel error: " + "\n".join(message["content"]["traceback"]))
-            elif kind == "status" and message["content"]["execution_state"] == "idle":
-                return "".join(output)
-    raise AssertionError(f"no answer from kernel {kernel_id} within {timeout}s")
+    websocket.send(json.dumps(request))
+    while time.monotonic() < deadline:
+        message = json.loads(websocket.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if message.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind = message["header"]["msg_type"]
+        if kind == "stream":
+            output.append(message["content"]["text"])
+        elif kind == "error":
+            raise AssertionError("kernel error: " + "\n".join(message["content"]["traceback"]))
+        elif kind == "status" and message["content"]["execution_state"] == "idle":
+            return "".join(output)
+    raise AssertionError(f"no answer from the kernel within {timeout}s")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -24,6 +23,7 @@ from websockets.sync.client import connect
 from apps.catalog.models import Image
 from apps.instances.models import Instance
 from provisioning.agent.workloads.process import proc_with_arg
+from tests.agent.test_workloads_support import kernel_execute_on
 from tests.factories.accounts import OrganizationFactory, UserFactory
 from tests.instances.test_notebook_integration import logged_in_client, notebook_node  # noqa: F401
 from tests.support.isolation import PROBE_NAMES, probes_code
@@ -71,29 +71,9 @@ def run_in_kernel(live_portal, client, instance: Instance, code: str) -> str:
     kernel = client.post(f"{base}api/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf})
     assert kernel.status_code == 201, kernel.text
     cookies = "; ".join(f"{cookie.name}={cookie.value}" for cookie in client.cookies.jar)
-    msg_id = uuid.uuid4().hex
-    request = {
-        "header": {"msg_id": msg_id, "username": "a", "session": uuid.uuid4().hex, "date": "2026-01-01T00:00:00Z",
-                   "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
-    }
     url = live_portal.ws_url(f"{base}api/kernels/{kernel.json()['id']}/channels")
-    output = []
-    with connect(url, additional_headers={"Cookie": cookies}, open_timeout=60, max_size=None) as socket:
-        socket.send(json.dumps(request))
-        while True:
-            message = json.loads(socket.recv(timeout=60))
-            if message.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = message["header"]["msg_type"]
-            if kind == "stream":
-                output.append(message["content"]["text"])
-            elif kind == "error":
-                raise AssertionError("\n".join(message["content"]["traceback"]))
-            elif kind == "status" and message["content"]["execution_state"] == "idle":
-                return "".join(output)
+    with connect(url, additional_headers={"Cookie": cookies}, open_timeout=60, max_size=None) as websocket:
+        return kernel_execute_on(websocket, code)
 
 
 def test_a_tenants_kernel_cannot_reach_another_tenants_notebook_on_the_same_node(live_portal, notebook_node):  # noqa: F811

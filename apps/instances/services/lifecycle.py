@@ -69,11 +69,7 @@ def instance_transition(
     )
     instance.refresh_from_db()
     transition_announce(instance=instance, from_state=from_state, at=now)
-    instance_changed_on_commit(
-        instance_id=instance.pk,
-        organization_id=instance.organization_id,
-        node_id=instance.node_id or fields.get("node_id"),
-    )
+    instance_changed_on_commit(instance_id=instance.pk, organization_id=instance.organization_id)
     return instance
 
 

@@ -1,5 +1,5 @@
 """The front proxy's question for every notebook request: may this browser reach /nb/<slot>/,
-and on which Unix socket does it run? See portal/runtime/proxy.py."""
+and on which Unix socket does it run? See devtools/proxy.py."""
 
 from __future__ import annotations
 

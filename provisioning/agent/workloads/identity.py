@@ -182,9 +182,11 @@ def tree_reclaim(path: Path) -> None:
 
 def _tree_chown(path: Path, uid: int, gid: int) -> None:
     for root, dirs, files in os.walk(path):
-        os.chown(root, uid, gid, follow_symlinks=False)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+        for entry in [root, *(os.path.join(root, name) for name in dirs + files)]:
+            try:
+                os.chown(entry, uid, gid, follow_symlinks=False)
+            except FileNotFoundError:  # removed while we walked: nothing left to hand over
+                pass
 
 
 def ancestors_traversable(path: Path) -> list[Path]:

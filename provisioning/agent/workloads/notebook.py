@@ -30,7 +30,7 @@ from pathlib import Path
 from provisioning.protocol import REASON_LIMIT
 
 from . import slot
-from .identity import RunAs, account_create, account_remove
+from .identity import RunAs, account_create, account_remove, processes_kill
 from .process import proc_alive, proc_start_time, proc_with_arg, tree_stop
 
 log = logging.getLogger("neocloud.agent")
@@ -222,6 +222,11 @@ def server_stop(server: NotebookServer) -> None:
     directory back, remove its slot and its account (with anything still running as it)."""
     if server.pid:
         tree_stop(server.pid, server.process)
+    # What left the tree (a daemon of the user's) dies before the working directory is taken
+    # back, so nothing writes into it while it is handed over, and the account goes last, so its
+    # uid is not free for a new account while the old files still carry it.
+    if server.run_as.switch:
+        processes_kill(server.run_as.uid)
     if server.instance_id and server.paths is not None:
         slot.work_dir_release(server.paths.workload_root, server.instance_id)
     account_remove(server.run_as)
@@ -288,7 +293,7 @@ def _answers(server: NotebookServer, patience_s: float = 15.0) -> bool:
 
 def _get(server: NotebookServer, path: str, timeout_s: float = 5) -> dict | list | None:
     """GET a Jupyter API path over the server's Unix socket (the agent is root or its account)."""
-    connection = _UnixHTTPConnection(server.socket, timeout=timeout_s)
+    connection = UnixHTTPConnection(server.socket, timeout=timeout_s)
     try:
         connection.request("GET", f"/nb/{server.route_slot}/{path}", headers={"Host": "localhost"})
         response = connection.getresponse()
@@ -300,7 +305,9 @@ def _get(server: NotebookServer, path: str, timeout_s: float = 5) -> dict | list
         connection.close()
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: how the agent (and the tests, as the proxy would) reach a server."""
+
     def __init__(self, path: str, timeout: float):
         super().__init__("localhost", timeout=timeout)
         self._path = path
