@@ -46,9 +46,10 @@ def test_every_attack_of_one_tenant_on_the_other_was_refused_and_the_control_was
 
 
 def test_the_servers_ran_as_two_accounts_of_their_own_which_went_with_them(capture):
-    uids = {capture["a_server"]["uid"], capture["b_server"]["uid"], capture["a_kernel"]["uid"], capture["b_kernel"]["uid"]}
+    uids = {capture[part]["uid"] for part in ("a_server", "b_server", "a_kernel", "b_kernel")}
     assert len(uids) == 2 and 0 not in uids
-    this_run = set(re.findall(r"cold start ready in [0-9.]+ s as (nc-[0-9a-f]{12})", "\n".join(capture["agent_log_tail"])))
+    log = "\n".join(capture["agent_log_tail"])
+    this_run = set(re.findall(r"cold start ready in [0-9.]+ s as (nc-[0-9a-f]{12})", log))
     assert len(this_run) == 2
     # Accounts still there after the stop are earlier, aborted runs' on that machine, not these.
     assert not this_run & set(capture["accounts_left_after_stop"])
