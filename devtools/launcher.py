@@ -22,6 +22,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from provisioning.agent.workloads.notebook import workload_root_clear
+
 from .commands import agent_command, beat_command, web_command, worker_command
 from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_url, redis_start
 from .processes import REPO, free_port
@@ -142,15 +144,10 @@ def _agent_argv(env: dict[str, str], url: str, root) -> list[str]:
 
 
 def _local_notebooks_stop(root) -> None:
-    """Ctrl-C ends the local notebooks too. (A real agent leaves them running across its own
-    restarts and re-adopts them; on a laptop, stopping the portal should stop everything.) The
-    next start brings back, cold, whatever the portal still wants running."""
-    import psutil
-
-    workloads = str(root / "agent" / "workloads")
-    for process in psutil.process_iter(["cmdline"]):
-        if workloads in " ".join(process.info["cmdline"] or []):
-            process.terminate()
+    """Ctrl-C ends the local notebooks too, and removes their accounts. (A real agent leaves them
+    running across its own restarts and re-adopts them; on a laptop, stopping the portal should
+    stop everything.) The next start brings back, cold, whatever the portal still wants running."""
+    workload_root_clear(root / "agent" / "workloads")
 
 
 def run(host: str, port: int) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from provisioning.agent.workloads.notebook import workload_root_clear
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -50,11 +52,9 @@ class ManagedProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
         if self.leaves_behind:
-            import psutil
-
-            for leftover in psutil.process_iter(["cmdline"]):
-                if self.leaves_behind in " ".join(leftover.info["cmdline"] or []):
-                    leftover.kill()
+            # An agent leaves its notebook servers running (it re-adopts them); these tests and
+            # tools do not come back for them: stop them and remove their accounts.
+            workload_root_clear(Path(self.leaves_behind))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

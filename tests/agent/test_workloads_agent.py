@@ -14,7 +14,9 @@ import pytest
 
 from provisioning.agent.loop import EXIT_REJECTED
 from provisioning.agent.main import main
-from provisioning.agent.workloads.process import proc_alive, tree_stop
+from provisioning.agent.workloads.identity import accounts_of_root
+from provisioning.agent.workloads.notebook import workload_root_clear
+from provisioning.agent.workloads.process import proc_alive
 from tests.agent.test_workloads_support import WorkloadPortalServer, notebook_spec
 
 pytestmark = pytest.mark.integration
@@ -78,8 +80,27 @@ def test_agent_runs_a_notebook_and_re_adopts_it_after_a_restart(tmp_path):
                 if agent.poll() is None:
                     agent.kill()
                     agent.communicate()
-            if record.exists():
-                tree_stop(json.loads(record.read_text())["pid"])
+            workload_root_clear(tmp_path / "workloads")
+
+
+def test_clearing_a_workload_root_stops_what_an_agent_left_and_removes_its_accounts(tmp_path):
+    root = tmp_path / "workloads"
+    record = root / "slots" / INSTANCE / "slot.json"
+    with WorkloadPortalServer() as portal:
+        # Given an agent that ran a notebook and stopped cleanly, leaving the server running
+        portal.desire(notebook_spec(INSTANCE, gpus=[GPU]))
+        agent = agent_start(portal, tmp_path)
+        try:
+            portal.wait_report(INSTANCE, "running", timeout=90)
+        finally:
+            agent_stop(agent)
+        pid = json.loads(record.read_text())["pid"]
+        assert proc_alive(pid)
+        # When its workload root is cleared (a test's or the run command's teardown)
+        stopped = workload_root_clear(root)
+    # Then the server is gone, with its slot and (as root) its account
+    assert stopped == 1 and not proc_alive(pid) and not record.parent.exists()
+    assert accounts_of_root(root) == []
 
 
 def test_long_poll_401_ends_the_agent_like_a_heartbeat_401(tmp_path, caplog):

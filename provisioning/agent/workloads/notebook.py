@@ -30,7 +30,7 @@ from pathlib import Path
 from provisioning.protocol import REASON_LIMIT
 
 from . import slot
-from .identity import RunAs, account_create, account_remove, processes_kill
+from .identity import RunAs, account_create, account_remove, accounts_of_root, processes_kill
 from .process import proc_alive, proc_start_time, proc_with_arg, tree_stop
 
 log = logging.getLogger("neocloud.agent")
@@ -277,6 +277,31 @@ def server_adopt(paths: slot.SlotPaths) -> NotebookServer | None:
         server.pid = 0  # gone, or the pid now belongs to another process: signal nothing
     server_stop(server)
     return None
+
+
+def workload_root_clear(root: Path) -> int:
+    """Stop every server under `root` and remove every account made for it; returns how many
+    servers were stopped. For tools and tests, and a node taken out of service: a running agent
+    never calls it (its servers outlive its restarts, see supervisor.adopt)."""
+    stopped = 0
+    for paths in slot.slots_list(root):
+        try:
+            server = NotebookServer(**(slot.record_read(paths) or {}))
+        except TypeError:
+            server = None
+        if server is None:
+            for pid in proc_with_arg(f"--ServerApp.root_dir={paths.work}"):
+                tree_stop(pid)
+            slot.slot_dirs_remove(paths)
+            continue
+        server.paths = paths
+        if not (server.pid and proc_alive(server.pid, server.pid_start)):
+            server.pid = 0  # gone, or the pid is another process's now: signal nothing
+        server_stop(server)
+        stopped += 1
+    for account in accounts_of_root(root):
+        account_remove(account)
+    return stopped
 
 
 def _answers(server: NotebookServer, patience_s: float = 15.0) -> bool:
