@@ -32,3 +32,13 @@ def billing_account_get_or_create(*, organization: Organization) -> BillingAccou
 
             budget_default_create(account=account)
     return account
+
+
+def billing_account_lock(*, account: BillingAccount) -> BillingAccount:
+    """The account's row, locked for this transaction (portal/db.py's first lock), fresh.
+
+    FOR NO KEY UPDATE, as the lock order says for rows others point at: it still serialises
+    every writer of the account (card changes, invoice builds, standing moves), but does not
+    block the foreign-key checks of rows being inserted that reference it."""
+    return BillingAccount.objects.select_for_update(no_key=True).get(pk=account.pk)
+

@@ -20,6 +20,7 @@ from ..live import billing_changed_on_commit
 from ..models import BillingAccount, Invoice, InvoiceStatus, PaymentMethod
 from ..selectors.cards import cards_list
 from ..stripe_api import stripe_client
+from .accounts import billing_account_lock
 from .customers import stripe_customer_ensure, stripe_fresh_key, stripe_idempotency_key
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,6 @@ logger = logging.getLogger(__name__)
 
 def stripe_answer_message(error: stripe.StripeError) -> str:
     return getattr(error, "user_message", None) or str(error) or "Stripe refused the request."
-
-
-def _account_lock(account: BillingAccount) -> BillingAccount:
-    return BillingAccount.objects.select_for_update().get(pk=account.pk)
 
 
 def card_setup_intent_create(*, account: BillingAccount) -> stripe.SetupIntent:
@@ -80,7 +77,7 @@ def _default_make(*, account: BillingAccount, card: PaymentMethod | None) -> Non
 def card_record(*, account: BillingAccount, payment_method: stripe.PaymentMethod) -> PaymentMethod:
     """Store (or bring back) a card already attached to the account's customer at Stripe; the
     account's first usable card becomes its default."""
-    account = _account_lock(account)
+    account = billing_account_lock(account=account)
     details = payment_method["card"]
     fields = {
         "brand": details["brand"] or "card",
@@ -145,7 +142,7 @@ def card_setup_confirm(*, account: BillingAccount, setup_intent_id: str) -> Paym
 
 @transaction.atomic
 def card_default_set(*, account: BillingAccount, card: PaymentMethod) -> PaymentMethod:
-    account = _account_lock(account)
+    account = billing_account_lock(account=account)
     card = PaymentMethod.objects.get(pk=card.pk, account=account)
     if card.detached_at is not None:
         raise ValidationError("This card was removed.")
@@ -168,7 +165,7 @@ def _card_forget(*, account: BillingAccount, card: PaymentMethod) -> None:
 
 @transaction.atomic
 def card_remove(*, account: BillingAccount, card: PaymentMethod) -> None:
-    account = _account_lock(account)
+    account = billing_account_lock(account=account)
     card = PaymentMethod.objects.get(pk=card.pk, account=account)
     if card.detached_at is not None:
         return
@@ -190,7 +187,7 @@ def card_detached_sync(*, stripe_payment_method_id: str) -> PaymentMethod | None
     card = PaymentMethod.objects.filter(stripe_payment_method_id=stripe_payment_method_id).first()
     if card is None or card.detached_at is not None:
         return card
-    account = _account_lock(card.account)
+    account = billing_account_lock(account=card.account)
     card.refresh_from_db()
     if card.detached_at is not None:
         return card

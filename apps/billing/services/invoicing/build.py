@@ -31,7 +31,7 @@ from ...models import (
 )
 from ...money import money_format, usage_cost, usage_cost_exact
 from ...selectors.usage import month_bounds
-from ..accounts import billing_account_get_or_create
+from ..accounts import billing_account_get_or_create, billing_account_lock
 from ..credits import credits_apply
 from .status import invoice_transition
 
@@ -60,11 +60,6 @@ class _Group:
     seconds: int = 0
     record_ids: list[int] = field(default_factory=list)
     first_start: datetime | None = None
-
-
-def _lock_account(account: BillingAccount) -> BillingAccount:
-    # Invoices of one account are built one at a time: credits are spent once, numbers stay ordered.
-    return BillingAccount.objects.select_for_update().get(pk=account.pk)
 
 
 def _invoice_build(
@@ -163,7 +158,8 @@ def invoice_monthly_create(
     before the month ends. Idempotent: the month's invoice is made once (and a unique constraint
     says so to a concurrent run). None when there is nothing to bill."""
     now = now or timezone.now()
-    account = _lock_account(account)
+    # Invoices of one account are built one at a time: credits are spent once, numbers stay ordered.
+    account = billing_account_lock(account=account)
     month_start, month_end = month_bounds(month_start)
     existing = Invoice.objects.filter(account=account, kind=InvoiceKind.MONTHLY, period_start=month_start).first()
     if existing is not None:
@@ -185,7 +181,8 @@ def invoice_threshold_create(*, account: BillingAccount, now: datetime | None = 
     """A young account pays as it goes: once its unbilled usage reaches BILLING["THRESHOLD_AMOUNT"]
     it is invoiced at once, so a new card's first month cannot run up an unbounded bill."""
     now = now or timezone.now()
-    account = _lock_account(account)
+    # Invoices of one account are built one at a time: credits are spent once, numbers stay ordered.
+    account = billing_account_lock(account=account)
     if not account_is_young(account=account, now=now):
         return None
     rows = _rows(records_uninvoiced(organization_id=account.pk, before=now))
