@@ -60,3 +60,40 @@ def pytest_unconfigure(config) -> None:
         _started.pop("redis").stop()
     if "postgres" in _started:
         postgres_stop(_started.pop("postgres"))
+
+
+def pytest_configure(config) -> None:
+    _flush_retries_lost_deadlocks()
+
+
+def _flush_retries_lost_deadlocks() -> None:
+    """A transactional test ends with Django's flush: one TRUNCATE of every table. The live
+    portal processes the integration tests start (web, worker, beat running the budget and
+    metering passes every second, agents) keep reading those tables, and TRUNCATE takes its locks
+    table by table, so PostgreSQL sometimes ends a lock cycle by cancelling the flush (seen: one
+    run in five). The flush is one atomic statement, so running it again is safe."""
+    from django.core.management.commands import flush
+
+    if not getattr(flush.Command.handle, "retries_lost_deadlocks", False):
+        flush.Command.handle = retrying_lost_deadlocks(flush.Command.handle)
+
+
+def retrying_lost_deadlocks(handle, attempts: int = 5, pause_s: float = 0.1):
+    """`handle` (a management command's), run again when it failed by losing a deadlock."""
+    import time
+
+    from django.core.management.base import CommandError
+
+    from portal.db import db_error_retryable
+
+    def handle_retrying(self, **options):
+        for attempt in range(1, attempts + 1):
+            try:
+                return handle(self, **options)
+            except CommandError as exc:
+                if attempt == attempts or not db_error_retryable(exc):
+                    raise
+                time.sleep(pause_s * attempt)
+
+    handle_retrying.retries_lost_deadlocks = True
+    return handle_retrying
