@@ -1,6 +1,5 @@
 """Live pages: a saved change is announced to a Channels group; each subscribed socket re-renders
-the same partial template its page rendered on load, for its own user, and pushes it, once on
-connect (so nothing between the page's render and the subscription is lost) and on every change.
+the same partial template its page rendered on load, for its own user, and pushes it.
 
 Rendering per socket (not once per group) keeps role-dependent parts of a partial, such as an
 admin's buttons, correct for every viewer, and guarantees a reload and a push never disagree.
@@ -70,10 +69,6 @@ class LivePartialConsumer(AsyncWebsocketConsumer):
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        # The current partial at once, rendered after joining the groups: a change saved between
-        # the page's render and this subscription (or during a reconnect after a network blip)
-        # would otherwise never reach the page, which would show an older state than the truth.
-        await self.partial_refresh({"type": REFRESH_EVENT})
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "live_groups", []):

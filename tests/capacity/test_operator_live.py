@@ -64,19 +64,6 @@ def test_a_node_page_is_pushed_its_new_state(live_portal, transactional_db):
     assert 'data-action="uncordon"' in html
 
 
-def test_a_change_before_the_socket_opens_is_pushed_on_connect(live_portal, transactional_db):
-    # given an operator's node page rendered while the node was ready
-    staff = UserFactory(is_staff=True)
-    node = make_node(hostname="sim-live-0", simulated=True)
-    # when the node is cordoned before the page's socket has subscribed (no change after it)
-    node_cordon(node=node, actor=staff, reason="between render and subscribe")
-    with open_socket(live_portal, f"/ws/ops/nodes/{node.pk}/", session_cookie(staff)) as ws:
-        # then the first thing the socket sends is the partial in its current state
-        html = ws.recv(timeout=PUSH_WITHIN_S)
-    assert html.lstrip().startswith('<section id="ops-node"')
-    assert 'data-testid="node-state">cordoned<' in html
-
-
 def test_the_overview_is_pushed_with_its_own_filters(live_portal, transactional_db):
     # given an overview filtered to nodes in maintenance, and a ready node
     staff = UserFactory(is_staff=True)
