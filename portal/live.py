@@ -1,5 +1,7 @@
 """Live pages: a saved change is announced to a Channels group; each subscribed socket re-renders
-the same partial template its page rendered on load, for its own user, and pushes it.
+the same partial template its page rendered on load, for its own user, and pushes it. A page that
+says which version of the partial it shows gets the partial on connect too when that is no longer
+the current one (`LivePartialConsumer.version`).
 
 Rendering per socket (not once per group) keeps role-dependent parts of a partial, such as an
 admin's buttons, correct for every viewer, and guarantees a reload and a push never disagree.
@@ -8,6 +10,7 @@ admin's buttons, correct for every viewer, and guarantees a reload and a push ne
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -47,6 +50,15 @@ class LivePartialConsumer(AsyncWebsocketConsumer):
         """Render the partial for this socket's user. Runs in a thread (ORM allowed)."""
         raise NotImplementedError
 
+    def version(self) -> str | None:
+        """What the partial shows now, as a short string the page also put in its socket's URL
+        (`?v=`), or None. A page with a version is sent the partial on connect when the two
+        differ: a change saved between the page's render and its subscription (or during a
+        reconnect) would otherwise never reach it. Without one nothing is pushed on connect, so
+        a form the user is filling in inside a partial is never replaced by an identical one.
+        Runs in a thread (ORM allowed)."""
+        return None
+
     def render_partial(self, template: str, context: dict) -> str:
         """Render `template` as the page did, with a CSRF token for this browser so that forms
         inside a pushed partial still post (a push has no request to take one from)."""
@@ -69,6 +81,12 @@ class LivePartialConsumer(AsyncWebsocketConsumer):
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        # Compared after joining the groups, so no change falls between the check and the push.
+        shown = parse_qs(self.scope.get("query_string", b"").decode()).get("v", [None])[0]
+        if shown is not None:
+            current = await database_sync_to_async(self.version)()
+            if current is not None and current != shown:
+                await self.partial_refresh({"type": REFRESH_EVENT})
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "live_groups", []):

@@ -1,0 +1,60 @@
+"""The instance pages' sockets through the real ASGI server, Redis channel layer and websockets:
+a change saved between a page's render and its socket's subscription still reaches the page,
+because the page says which version it shows and the socket sends the partial on connect when
+that is no longer the current one; a page that is current gets nothing until the next change."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+from apps.instances.services.actions import instance_stop_request
+from tests.billing.budgets.spend import instance_running
+from tests.capacity.test_operator_live import open_socket, session_cookie
+from tests.factories.accounts import OrganizationFactory, UserFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def rendered_socket_path(owner, page: str) -> str:
+    """The socket address the page itself asks for, version included, as the browser reads it."""
+    client = Client()
+    client.force_login(owner)
+    html = client.get(page).content.decode()
+    return re.search(r'ws-connect="([^"]+)"', html).group(1).replace("&amp;", "&")
+
+
+@pytest.mark.parametrize("which", ["detail", "list"])
+def test_a_change_between_render_and_subscribe_is_sent_on_connect(live_portal, transactional_db, which):
+    # Given an owner's instance page, rendered while the instance was running
+    owner = UserFactory()
+    org = OrganizationFactory(owner=owner)
+    instance = instance_running(organization=org, hourly="2.00", since_s=30)
+    page = f"/orgs/{org.slug}/instances/" + (f"{instance.pk}/" if which == "detail" else "")
+    path = rendered_socket_path(owner, page)
+    assert "?v=" in path
+
+    # When the instance stops before the page's socket has subscribed
+    instance_stop_request(instance=instance, message="Stopping: test", source="portal")
+
+    # Then the first thing the socket sends is the partial in the instance's current state
+    with open_socket(live_portal, path, session_cookie(owner)) as ws:
+        html = ws.recv(timeout=10)
+    assert 'data-state="stopping"' in html or ">Stopping<" in html
+
+
+def test_a_current_page_gets_only_the_next_change(live_portal, transactional_db):
+    # Given an owner's instance page whose socket subscribes with the version it shows
+    owner = UserFactory()
+    org = OrganizationFactory(owner=owner)
+    instance = instance_running(organization=org, hourly="2.00", since_s=30)
+    path = rendered_socket_path(owner, f"/orgs/{org.slug}/instances/{instance.pk}/")
+    with open_socket(live_portal, path, session_cookie(owner)) as ws:
+        # When the instance then stops
+        instance_stop_request(instance=instance, message="Stopping: test", source="portal")
+        # Then the first message is that change: nothing (such as a form-wiping copy of the
+        # page's own partial) was pushed on connect
+        html = ws.recv(timeout=10)
+    assert 'data-state="stopping"' in html
