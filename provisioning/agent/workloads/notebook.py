@@ -252,29 +252,16 @@ def server_activity(server: NotebookServer) -> dict | None:
 
 
 def server_adopt(paths: slot.SlotPaths) -> NotebookServer | None:
-    """The server an earlier agent run left in `paths`, if it runs and answers with its token.
+    """The server an earlier agent run left in `paths`, if it runs and answers on its socket.
 
     Anything else found there (a dead server, one that does not answer, a torn record) is
     stopped and its slot removed, so that no process is left that this run cannot track.
     """
-    record = slot.record_read(paths) or {}
-    try:
-        server = NotebookServer(**record)
-    except TypeError:
-        server = None
+    server = _slot_server_read(paths)
     if server is None:
-        # The agent died between starting Jupyter and writing its record: find it by its slot.
-        for pid in proc_with_arg(f"--ServerApp.root_dir={paths.work}"):
-            tree_stop(pid)
-        slot.slot_dirs_remove(paths)  # its account, if any, is found by accounts_of_root
         return None
-    server.paths = paths
-    ours = (bool(server.pid) and proc_alive(server.pid, server.pid_start)
-            and server.pid in proc_with_arg(f"--ServerApp.root_dir={paths.work}"))
-    if ours and _answers(server):
+    if server.pid and _answers(server):
         return server
-    if not ours:
-        server.pid = 0  # gone, or the pid now belongs to another process: signal nothing
     server_stop(server)
     return None
 
@@ -285,23 +272,32 @@ def workload_root_clear(root: Path) -> int:
     never calls it (its servers outlive its restarts, see supervisor.adopt)."""
     stopped = 0
     for paths in slot.slots_list(root):
-        try:
-            server = NotebookServer(**(slot.record_read(paths) or {}))
-        except TypeError:
-            server = None
-        if server is None:
-            for pid in proc_with_arg(f"--ServerApp.root_dir={paths.work}"):
-                tree_stop(pid)
-            slot.slot_dirs_remove(paths)
-            continue
-        server.paths = paths
-        if not (server.pid and proc_alive(server.pid, server.pid_start)):
-            server.pid = 0  # gone, or the pid is another process's now: signal nothing
-        server_stop(server)
-        stopped += 1
+        server = _slot_server_read(paths)
+        if server is not None:
+            server_stop(server)
+            stopped += 1
     for account in accounts_of_root(root):
         account_remove(account)
     return stopped
+
+
+def _slot_server_read(paths: slot.SlotPaths) -> NotebookServer | None:
+    """The server recorded in `paths`, its pid cleared unless that process is still the server;
+    None for a torn record, whose process (found by its slot) is stopped and slot removed."""
+    try:
+        server = NotebookServer(**(slot.record_read(paths) or {}))
+    except TypeError:
+        # The agent died between starting Jupyter and writing its record: find it by its slot.
+        for pid in proc_with_arg(f"--ServerApp.root_dir={paths.work}"):
+            tree_stop(pid)
+        slot.slot_dirs_remove(paths)  # its account, if any, is found by accounts_of_root
+        return None
+    server.paths = paths
+    ours = (bool(server.pid) and proc_alive(server.pid, server.pid_start)
+            and server.pid in proc_with_arg(f"--ServerApp.root_dir={paths.work}"))
+    if not ours:
+        server.pid = 0  # gone, or the pid now belongs to another process: signal nothing
+    return server
 
 
 def _answers(server: NotebookServer, patience_s: float = 15.0) -> bool:
