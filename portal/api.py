@@ -1,8 +1,8 @@
 """API-wide conventions: bad input is a 4xx JSON answer with a `detail` reason, never a 500.
 
 Every DRF view of the portal mixes in `PortalApiMixin` (through `OrganizationScopedMixin`, the
-catalog's and the agents' base views), which brings the three request-wide guards and the schema
-class that documents their answers:
+catalog's and the agents' base views), which brings the request-wide guards; the schema class
+that documents their answers and the paginator are REST_FRAMEWORK's defaults:
 
 - a body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused with 413 before it is read (DRF
   parses JSON straight from the stream, so Django's own limit never applies to it);
@@ -73,6 +73,7 @@ _ERROR_RESPONSES = {
     "403": OpenApiResponse(ErrorSerializer, description="Your role (or an API key) may not do this."),
     "404": OpenApiResponse(ErrorSerializer, description="No such object in your organization."),
     "413": OpenApiResponse(ErrorSerializer, description="The request body is too large."),
+    "415": OpenApiResponse(ErrorSerializer, description="The body's Content-Type is not one this endpoint parses."),
     "429": OpenApiResponse(ErrorSerializer, description="Too many requests (or failed API keys); retry later."),
 }
 
@@ -95,7 +96,7 @@ class PortalAutoSchema(AutoSchema):
         if "{" in self.path:
             codes.append("404")
         if self.method in ("POST", "PUT", "PATCH"):
-            codes.append("413")
+            codes += ["413", "415"]  # DRF answers a body it has no parser for with 415
         if self.view.get_throttles() or self.view.get_authenticators():  # API key failures are bounded too
             codes.append("429")
         return codes
@@ -118,10 +119,9 @@ class PortalAutoSchema(AutoSchema):
 class PortalApiMixin:
     """Mixed into every API view (see the module docstring). A view whose body is machine text
     relayed from elsewhere (an agent's report of a process's output) sets `body_text_checked`
-    to False; DRF's CharField still refuses NUL there."""
+    to False; DRF's CharField still refuses NUL there. Its schema class and paginator are the
+    REST_FRAMEWORK defaults (portal/settings/api.py), so every view has them, mixin or not."""
 
-    schema = PortalAutoSchema()
-    pagination_class = PortalPagination
     body_text_checked = True
 
     def initial(self, request, *args, **kwargs):
