@@ -5,6 +5,11 @@ from .env import env_int, env_str
 
 AUTH_USER_MODEL = "accounts.User"
 
+# The product's name wherever the portal names itself to a person: allauth's mail (its
+# `current_site`, set by apps.accounts.adapters.AccountAdapter, since without
+# django.contrib.sites allauth would use the request's host), the subject prefix and the sender.
+SITE_NAME = env_str("PORTAL_SITE_NAME", "Neocloud")
+
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
@@ -34,7 +39,7 @@ ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_PREVENT_ENUMERATION = False
 ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_ADAPTER = "apps.accounts.adapters.AccountAdapter"
-ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Neocloud] "
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{SITE_NAME}] "
 # Counted in the cache (Redis), so every web process shares them. "ip" is the client address
 # (see security.py), "key" the email address tried. A rate over its limit answers 429
 # (templates/429.html); too many failed logins for one address answer a form error instead.
@@ -57,7 +62,7 @@ API_KEY_FAILURE_WINDOW_S = env_int("PORTAL_API_KEY_FAILURE_WINDOW_S", 60)
 # tests) read the verification and invitation links. Production sets an SMTP backend.
 EMAIL_BACKEND = env_str("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = env_str("PORTAL_EMAIL_DIR", str(BASE_DIR / ".data" / "mail"))
-DEFAULT_FROM_EMAIL = env_str("PORTAL_FROM_EMAIL", "Neocloud <no-reply@neocloud.localhost>")
+DEFAULT_FROM_EMAIL = env_str("PORTAL_FROM_EMAIL", f"{SITE_NAME} <no-reply@neocloud.localhost>")
 
 INVITATION_TTL_HOURS = env_int("PORTAL_INVITATION_TTL_HOURS", 72)
 API_KEY_MAX_TTL_DAYS = env_int("PORTAL_API_KEY_MAX_TTL_DAYS", 365)

@@ -11,8 +11,8 @@ def sign_up_and_verify(page, base_url: str, email: str, password: str) -> None:
     page.fill("main input[name=email]", email)
     page.fill("main input[name=password1]", password)
     page.fill("main input[name=password2]", password)
-    page.locator("main").get_by_role("button", name="Sign Up").click()
-    page.get_by_text("Verify Your Email Address").first.wait_for()
+    page.locator("main").get_by_role("button", name="Sign up").click()
+    page.get_by_text("Verify your email address").first.wait_for()
     link = wait_for_link(to=email, pattern=r"https?://\S+/accounts/confirm-email/[^\s/]+/")
     page.goto(link)
     page.locator("main").get_by_role("button", name="Confirm").click()
@@ -22,7 +22,7 @@ def log_in(page, base_url: str, email: str, password: str) -> None:
     page.goto(f"{base_url}/accounts/login/")
     page.fill("main input[name=login]", email)
     page.fill("main input[name=password]", password)
-    page.locator("main").get_by_role("button", name="Sign In").click()
+    page.locator("main").get_by_role("button", name="Log in").click()
     page.get_by_test_id("signed-in-as").wait_for()
 
 
