@@ -156,7 +156,11 @@ def run(host: str, port: int) -> int:
     root = data_dir()
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    env.setdefault("PORTAL_DEBUG", "1")
+    # DEBUG stays off (PORTAL_DEBUG=1 turns it on): a person trying the portal gets its own 404
+    # and 500 pages, not Django's technical ones with the URL list, and no process keeps every
+    # SQL query in memory. Mail still goes to files and WhiteNoise still serves static/ (looking
+    # files up on each request, so an edited stylesheet shows on reload).
+    env.setdefault("PORTAL_STATIC_AUTOREFRESH", "1")
     url = f"http://{host}:{port}"
     env.setdefault("PORTAL_BASE_URL", url)
     env.setdefault("PORTAL_EMAIL_DIR", str(root / "mail"))

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from apps.instances.views.proxy_auth import notebook_auth
 from portal.health import healthz
+from portal.views import favicon
 
 api_v1 = [
     path("", include("apps.accounts.api.urls")),
@@ -28,6 +29,7 @@ urlpatterns = [
     path("ops/", include("apps.capacity.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("favicon.ico", favicon, name="favicon"),
     path("internal/notebook-auth", notebook_auth, name="notebook-auth"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -82,6 +82,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Only deployments collect static files; locally WhiteNoise serves them from static/ directly.
 STATIC_ROOT = env_str("PORTAL_STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstatic in dev/tests
+# Look files up on each request, so an edited stylesheet shows on reload; `make run` turns it on
+# (it runs with DEBUG off), production leaves it off.
+WHITENOISE_AUTOREFRESH = env_bool("PORTAL_STATIC_AUTOREFRESH", DEBUG)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
