@@ -14,6 +14,7 @@ from django.db import InterfaceError, OperationalError
 
 from apps.instances.models import Instance, InstanceState
 from apps.instances.services.placement import instance_capacity_release, instance_schedule
+from apps.instances.services.queue import instances_queue_place as queue_place
 from apps.instances.services.reconcile import instances_reconcile as reconcile
 from apps.instances.services.reconcile import instances_requeue_due
 from provisioning.drivers.registry import driver_for_kind
@@ -51,10 +52,19 @@ def instance_release(instance_id: str) -> str:
     return "done"
 
 
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5, acks_late=True)
+def instances_queue_place() -> int:
+    """Place queued launches that now fit (enqueued when an allocation is released). Idempotent:
+    a pass with nothing queued, or nothing free, changes nothing."""
+    return len(queue_place())
+
+
 @shared_task(ignore_result=True)
 def instances_reconcile() -> dict:
     # A provision task that never ran (worker killed before or during it): enqueue it again.
     requeue = instances_requeue_due()
     for instance_id in requeue:
         instance_provision.delay(str(instance_id))
-    return {"requeued": len(requeue), **reconcile()}
+    done = reconcile()
+    # The queue's backstop: capacity that came back without a release (a node up again, a new one).
+    return {"requeued": len(requeue), **done, "dequeued": len(queue_place())}

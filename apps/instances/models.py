@@ -11,6 +11,9 @@ from django.utils import timezone
 
 
 class InstanceState(models.TextChoices):
+    # Waiting for capacity the caller chose to wait for: it holds nothing (no allocation, no
+    # node, no metered run) and is placed in FIFO order per region and flavor as capacity frees.
+    QUEUED = "queued", "Queued"
     REQUESTED = "requested", "Requested"
     SCHEDULED = "scheduled", "Scheduled"
     PROVISIONING = "provisioning", "Starting"
@@ -22,8 +25,11 @@ class InstanceState(models.TextChoices):
     TERMINATED = "terminated", "Deleted"
 
 
-# States in which the instance holds (or is about to hold) capacity on a node.
+# States of an instance that is not over, so its name is taken in its organization. All but
+# QUEUED hold (or are about to hold) capacity: a requested instance holds its allocation from the
+# launch's own transaction; a queued one holds nothing, is on no node's list and is never metered.
 ACTIVE_STATES = (
+    InstanceState.QUEUED,
     InstanceState.REQUESTED,
     InstanceState.SCHEDULED,
     InstanceState.PROVISIONING,

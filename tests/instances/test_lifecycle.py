@@ -4,9 +4,9 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from apps.capacity.models import AllocationState
-from apps.instances.models import InstanceEvent, InstanceState
+from apps.instances.models import Instance, InstanceEvent, InstanceState
 from apps.instances.services.lifecycle import instance_transition
-from apps.instances.services.placement import instance_schedule
+from apps.instances.services.placement import LaunchUnplaceable, instance_schedule
 
 pytestmark = pytest.mark.django_db
 S = InstanceState
@@ -47,8 +47,12 @@ def test_scheduling_twice_is_harmless(launch):
     assert instance.organization.allocations.count() == 1
 
 
-def test_no_capacity_fails_the_launch_with_the_reason(launch, notebook_setup):
+def test_no_capacity_refuses_the_launch_at_request_time_and_saves_nothing(launch, notebook_setup):
+    # Given no healthy GPU in the region
     notebook_setup["node"].gpus.update(health="failed")
-    instance = launch()
-    assert instance.state == S.FAILED
-    assert "No free" in instance.state_reason and instance.allocation_id is None
+    # When launching, then it is refused now (never accepted and failed later), with the availability
+    with pytest.raises(LaunchUnplaceable) as refused:
+        launch()
+    assert "No free" in refused.value.message
+    assert {"region": "us-east-1", "name": notebook_setup["region"].name, "available": 0} in refused.value.availability
+    assert not Instance.objects.exists()

@@ -254,3 +254,48 @@ def region_capacity_summary(*, region: Region) -> dict[str, int]:
         "free_whole_gpus": int(free),
         "free_8_gpu_nodes": free_8,
     }
+
+
+# --- the launch form, a refused launch and a queued one ----------------------------------------
+
+
+def flavors_availability_by_region(
+    *, flavors: Iterable[Flavor], regions: Iterable[Region]
+) -> dict[int, dict[int, int]]:
+    """{region id: {flavor id: how many more could be placed there now}} for GPU flavors: the
+    launch form's per-region counts and a refused launch's answer. A fixed few queries per region."""
+    flavors = list(flavors)
+    return {region.pk: flavor_availability(flavors=flavors, region=region) for region in regions}
+
+
+def flavor_capacity_total(*, flavor: Flavor, region: Region) -> int:
+    """How many of `flavor` the region's READY nodes could hold if nothing were held: the "of 8"
+    in "0 of 8 free". Healthy GPUs of the flavor's model only; MIG: present devices of its profile."""
+    milli = flavor_slice_milli(flavor)
+    if milli is None:
+        return 0
+    if flavor.slice_kind == SliceKind.MIG:
+        return MigDevice.objects.filter(
+            gpu__node__region=region,
+            gpu__node__state=NodeState.READY,
+            gpu__health="ok",
+            gpu__gpu_model_id=flavor.gpu_model_id,
+            gpu__mig_enabled=True,
+            present=True,
+            profile=flavor.mig_profile,
+        ).count()
+    per_node = (
+        Gpu.objects.filter(
+            node__region=region,
+            node__state=NodeState.READY,
+            health="ok",
+            mig_enabled=False,
+            gpu_model_id=flavor.gpu_model_id,
+        )
+        .values("node_id")
+        .annotate(gpus=models.Count("id"))
+        .values_list("gpus", flat=True)
+    )
+    if flavor.slice_kind == SliceKind.WHOLE:
+        return sum(gpus // flavor.gpu_count for gpus in per_node)
+    return sum(gpus * (WHOLE_GPU_MILLI // milli) for gpus in per_node)

@@ -62,6 +62,10 @@ class LaunchSerializer(serializers.Serializer):
     image = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.all())
     region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.filter(is_active=True))
     name = serializers.CharField(max_length=63)
+    queue = serializers.BooleanField(
+        default=False,
+        help_text="Wait for capacity if none is free: answered 202 with the instance queued, instead of 409.",
+    )
 
     def validate_flavor(self, value: str) -> Flavor:
         offering_slug, _, flavor_slug = value.partition("/")
@@ -71,3 +75,17 @@ class LaunchSerializer(serializers.Serializer):
         if flavor is None:
             raise serializers.ValidationError(f"No flavor {value!r}; see /api/v1/catalog/flavors/.")
         return flavor
+
+
+class RegionAvailabilitySerializer(serializers.Serializer):
+    region = serializers.CharField(help_text="region code")
+    name = serializers.CharField()
+    available = serializers.IntegerField(help_text="how many of the flavor could be placed there now")
+
+
+class NoCapacitySerializer(serializers.Serializer):
+    """409: nothing of the flavor is free in the region; nothing was created."""
+
+    reason = serializers.CharField(help_text="no_capacity")
+    detail = serializers.CharField()
+    availability = RegionAvailabilitySerializer(many=True, help_text="the flavor's availability in every region")

@@ -1,6 +1,6 @@
 """REST API v1 for instances. Thin: services do the work, selectors scope the reads."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -8,9 +8,10 @@ from rest_framework.response import Response
 from apps.accounts.api.access import OrganizationScopedMixin
 
 from .. import selectors
-from ..models import Instance
+from ..models import Instance, InstanceState
 from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
-from .serializers import InstanceDetailSerializer, InstanceSerializer, LaunchSerializer
+from ..services.placement import LaunchUnplaceable
+from .serializers import InstanceDetailSerializer, InstanceSerializer, LaunchSerializer, NoCapacitySerializer
 
 
 class InstanceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -28,12 +29,25 @@ class InstanceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.G
     def retrieve(self, request, org_slug, pk):
         return Response(InstanceDetailSerializer(self._instance(pk)).data)
 
-    @extend_schema(request=LaunchSerializer, responses={201: InstanceSerializer})
+    @extend_schema(
+        request=LaunchSerializer,
+        responses={
+            201: OpenApiResponse(InstanceSerializer, description="Launched: its capacity is held."),
+            202: OpenApiResponse(InstanceSerializer, description="Queued (asked with queue=true): no capacity yet."),
+            409: OpenApiResponse(NoCapacitySerializer, description="No capacity; availability by region."),
+        },
+    )
     def create(self, request, org_slug):
         payload = LaunchSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        instance = instance_launch(access=self.access, **payload.validated_data)
-        return Response(InstanceSerializer(instance).data, status=status.HTTP_201_CREATED)
+        try:
+            instance = instance_launch(access=self.access, **payload.validated_data)
+        except LaunchUnplaceable as refused:
+            return Response(refused.as_dict(), status=status.HTTP_409_CONFLICT)
+        queued = instance.state == InstanceState.QUEUED
+        return Response(
+            InstanceSerializer(instance).data, status=status.HTTP_202_ACCEPTED if queued else status.HTTP_201_CREATED
+        )
 
     @extend_schema(request=None, responses=InstanceSerializer)
     @action(detail=True, methods=["post"])

@@ -7,6 +7,7 @@ follow through apps.instances.hooks, and provisioning's tasks are enqueued by na
 from __future__ import annotations
 
 import re
+import uuid
 
 from celery import signature
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -15,17 +16,19 @@ from django.utils import timezone
 
 from apps.accounts.models import Project
 from apps.accounts.roles import OrgAccess
-from apps.capacity.errors import AllocationRefused
+from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
 from apps.catalog.models import Flavor, Image, Region
 from apps.catalog.selectors import offering_is_launchable
 from portal.db import atomic_retry
+from provisioning.drivers.registry import driver_for_kind
 
 from ..hooks import transition_announce
 from ..models import ACTIVE_STATES, Instance, InstanceEvent, InstanceState
 from ..policy import launch_eligibility_check
 from .lifecycle import instance_transition
+from .placement import LaunchUnplaceable, availability_by_region, instance_capacity_release, launch_capacity_hold
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 S = InstanceState
@@ -55,15 +58,32 @@ def _gpu_milli(flavor: Flavor) -> int:
     return (flavor_slice_milli(flavor) or 0) * max(flavor.gpu_count, 1)
 
 
-@transaction.atomic
+def _queued_message(flavor: Flavor, region: Region) -> str:
+    return f"Queued: waiting for {flavor.accelerator_label} in {region.code}"
+
+
+@atomic_retry
 def instance_launch(
-    *, access: OrgAccess, flavor: Flavor, image: Image, region: Region, name: str, project: Project | None = None
+    *,
+    access: OrgAccess,
+    flavor: Flavor,
+    image: Image,
+    region: Region,
+    name: str,
+    project: Project | None = None,
+    queue: bool = False,
 ) -> Instance:
+    """Launch: capacity is held in this transaction, so the instance comes back REQUESTED with its
+    GPUs (the provision task hands them to the node). Without capacity it raises
+    LaunchUnplaceable, with the availability per region, unless `queue`: then it comes back
+    QUEUED, holding nothing, and services.queue places it when capacity frees."""
     if not access.can_launch:
         raise PermissionDenied("Your role cannot launch instances; ask an owner or admin.")
     offering = flavor.offering
     if not offering_is_launchable(offering=offering):
         raise ValidationError({"flavor": f"{offering.name} is not yet available to launch."})
+    if not driver_for_kind(offering.kind).placement_needs().gpus_on_one_node:
+        raise ValidationError({"flavor": f"{offering.name} workloads cannot be placed here yet."})
     if not image.applies_to(offering.kind):
         raise ValidationError({"image": f"{image.name} cannot run on {offering.name}."})
     name = (name or "").strip().lower()
@@ -86,7 +106,23 @@ def instance_launch(
         quota_check(organization=organization, project=project, gpu_milli=_gpu_milli(flavor))
     except AllocationRefused as refused:
         raise ValidationError({"flavor": refused.message}) from refused
+    instance_id = uuid.uuid4()
+    allocation = None
+    try:
+        allocation = launch_capacity_hold(
+            holder_id=instance_id, organization=organization, project=project, flavor=flavor, region=region
+        )
+    except AllocationRefused as refused:
+        if refused.reason != RefusalReason.NO_CAPACITY:
+            raise ValidationError({"flavor": refused.message}) from refused
+        if not queue:
+            raise LaunchUnplaceable(
+                message=f"No free {flavor.accelerator_label} in {region.code} right now. Choose a region with "
+                "free capacity, or ask to wait in the queue.",
+                availability=availability_by_region(flavor=flavor),
+            ) from refused
     instance = Instance.objects.create(
+        id=instance_id,
         organization=organization,
         project=project,
         owner_id=access.user_id,
@@ -97,6 +133,7 @@ def instance_launch(
         region=region,
         state=S.REQUESTED,
         state_reason="Launch requested",
+        allocation=allocation,
     )
     InstanceEvent.objects.create(
         instance=instance, to_state=S.REQUESTED, message="Launch requested", actor_id=access.user_id, source="user"
@@ -104,6 +141,14 @@ def instance_launch(
     # A launch is the transition from nothing to REQUESTED: billing captures the price here (and
     # refuses an unpriced flavor, which rolls the launch back), as it does at every start.
     transition_announce(instance=instance, from_state=None, at=instance.state_changed_at or timezone.now())
+    if allocation is None:
+        return instance_transition(
+            instance_id=instance.pk,
+            to_state=S.QUEUED,
+            expected_from=[S.REQUESTED],
+            message=_queued_message(flavor, region),
+            source="user",
+        )
     _provision_on_commit(instance.pk)
     return instance
 
@@ -164,7 +209,7 @@ def instance_delete(*, access: OrgAccess, instance: Instance) -> Instance:
         instance_id=instance.pk,
         to_state=S.TERMINATED,
         message="Deleted",
-        expected_from=[S.REQUESTED, S.STOPPED, S.FAILED, S.LOST],
+        expected_from=[S.QUEUED, S.REQUESTED, S.STOPPED, S.FAILED, S.LOST],
         source="user",
     )
     if moved:
@@ -189,12 +234,15 @@ def instance_stop_request(
         source=source,
     )
     if moved is None:
-        # Not placed yet: nothing runs, so it is stopped at once (the provision task then skips it).
+        # Not on a node yet (queued, or requested with its capacity held): nothing runs, so it is
+        # stopped at once and what it holds goes back (the provision task then skips it).
         moved = instance_transition(
             instance_id=instance.pk,
             to_state=S.STOPPED,
             message=unplaced_message or message,
-            expected_from=[S.REQUESTED],
+            expected_from=[S.QUEUED, S.REQUESTED],
             source=source,
         )
+        if moved is not None:
+            instance_capacity_release(instance=moved)
     return moved

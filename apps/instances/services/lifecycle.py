@@ -20,7 +20,9 @@ from ..models import Instance, InstanceEvent, InstanceState
 
 S = InstanceState
 ALLOWED_TRANSITIONS: dict[str, set[str]] = {
-    S.REQUESTED: {S.SCHEDULED, S.FAILED, S.STOPPED, S.TERMINATED},
+    # QUEUED -> REQUESTED: capacity freed and the queue placed it (services.queue).
+    S.QUEUED: {S.REQUESTED, S.FAILED, S.STOPPED, S.TERMINATED},
+    S.REQUESTED: {S.QUEUED, S.SCHEDULED, S.FAILED, S.STOPPED, S.TERMINATED},
     S.SCHEDULED: {S.PROVISIONING, S.RUNNING, S.STOPPING, S.FAILED, S.LOST},
     S.PROVISIONING: {S.RUNNING, S.STOPPING, S.FAILED, S.LOST},
     S.RUNNING: {S.STOPPING, S.FAILED, S.LOST},
@@ -70,7 +72,18 @@ def instance_transition(
     instance.refresh_from_db()
     transition_announce(instance=instance, from_state=from_state, at=now)
     instance_changed_on_commit(instance_id=instance.pk, organization_id=instance.organization_id)
+    if from_state == S.QUEUED:
+        _queue_line_changed(instance)
     return instance
+
+
+def _queue_line_changed(instance: Instance) -> None:
+    """Someone left a queue: the position shown on the pages of those behind it changed."""
+    behind = Instance.objects.filter(
+        state=S.QUEUED, region_id=instance.region_id, flavor_id=instance.flavor_id
+    ).values_list("pk", "organization_id")
+    for instance_id, organization_id in behind:
+        instance_changed_on_commit(instance_id=instance_id, organization_id=organization_id)
 
 
 def instance_note(*, instance: Instance, message: str, source: str = "portal", actor=None) -> None:

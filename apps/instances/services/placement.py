@@ -1,17 +1,33 @@
-"""Placing a requested instance: hold capacity for it and hand its node the desired state.
+"""Placing an instance: hold capacity for it and hand its node the desired state.
 
-Called by the provision task (provisioning/tasks.py) with the instance it loaded and what its
-driver says the workload needs; it never calls a driver back."""
+A launch holds its capacity in the request's own transaction (`launch_capacity_hold`, called by
+services.actions before the instance row exists), so a launch that is answered 201 has its GPUs
+and one that cannot get them is refused (409) or queued then, never accepted and failed later.
+The provision task (provisioning/tasks.py) then moves the requested instance to SCHEDULED on the
+node of the allocation it already holds (`instance_schedule`); an instance started again has no
+allocation yet and is allocated there, as before.
+
+Lock order (portal/db.py): a launch takes quota and capacity (2, 5-8) before it inserts its
+instance (3); the instance is new, so no other transaction can wait on it. `instance_schedule`
+and the queue (services.queue) take capacity before the instance too; that is safe because no
+transaction that holds a requested or queued instance's row takes capacity locks, except a stop,
+which releases the allocation of its own instance, whose GPUs nobody locks while holding that
+instance (the placement that held them has committed).
+"""
 
 from __future__ import annotations
 
 from uuid import UUID
 
+from celery import signature
 from django.db import transaction
 
-from apps.capacity.errors import AllocationRefused
-from apps.capacity.models import Allocation
+from apps.accounts.models import Organization, Project
+from apps.capacity.errors import AllocationRefused, RefusalReason
+from apps.capacity.models import Allocation, AllocationState
+from apps.capacity.selectors.availability import flavors_availability_by_region
 from apps.capacity.services.allocations import allocation_create, allocation_release
+from apps.catalog.models import Flavor, Region
 from provisioning.drivers import PlacementNeeds
 from provisioning.drivers.registry import driver_for_kind
 
@@ -19,6 +35,49 @@ from ..models import Instance, InstanceState
 from .lifecycle import instance_transition
 
 S = InstanceState
+
+
+# By name, as services.actions enqueues its tasks: provisioning's tasks import this module.
+QUEUE_PLACE_TASK = "provisioning.tasks.instances_queue_place"
+
+
+class LaunchUnplaceable(Exception):
+    """No capacity for the launch anywhere the caller asked, and it did not ask to wait: the API
+    answers 409 with `as_dict()`, the form shows `message` under the region. Nothing was saved."""
+
+    def __init__(self, *, message: str, availability: list[dict]):
+        super().__init__(message)
+        self.message = message
+        self.availability = availability
+
+    def as_dict(self) -> dict:
+        return {"reason": RefusalReason.NO_CAPACITY.value, "detail": self.message, "availability": self.availability}
+
+
+def availability_by_region(*, flavor: Flavor) -> list[dict]:
+    """How many of `flavor` could be placed now in each active region: a snapshot for people
+    choosing where else to launch (a refused launch's answer)."""
+    regions = list(Region.objects.filter(is_active=True))
+    counts = flavors_availability_by_region(flavors=[flavor], regions=regions)
+    return [
+        {"region": region.code, "name": region.name, "available": counts[region.pk].get(flavor.pk, 0)}
+        for region in regions
+    ]
+
+
+def launch_capacity_hold(
+    *, holder_id: UUID, organization: Organization, project: Project, flavor: Flavor, region: Region
+) -> Allocation:
+    """Hold `flavor` in `region` for the instance about to be created as `holder_id`, inside the
+    caller's transaction (a savepoint, so a refusal leaves it usable). Raises AllocationRefused."""
+    with transaction.atomic():
+        return allocation_create(
+            organization=organization, flavor=flavor, region=region, project=project, holder=f"instance:{holder_id}"
+        )
+
+
+def _queue_place_on_commit() -> None:
+    transaction.on_commit(lambda: signature(QUEUE_PLACE_TASK).delay())
 
 
 class _Superseded(Exception):
@@ -52,6 +111,17 @@ def instance_schedule(
         )
     if instance is None or instance.state != S.REQUESTED:
         return instance
+    held = _allocation_held(instance)
+    if held is not None:
+        # The launch (or the queue) holds it already: only the node's desired state is left.
+        return instance_transition(
+            instance_id=instance.pk,
+            to_state=S.SCHEDULED,
+            expected_from=[S.REQUESTED],
+            message=f"Scheduled on node {held.node.hostname}{' (simulated)' if held.node.simulated else ''}, "
+            f"{_placement_label(held)}",
+            node_id=held.node_id,
+        ) or Instance.objects.get(pk=instance.pk)
     needs = needs or driver_for_kind(instance.offering.kind).placement_needs()
     if not needs.gpus_on_one_node:
         return instance_transition(
@@ -93,7 +163,18 @@ def instance_schedule(
         )
 
 
+def _allocation_held(instance: Instance) -> Allocation | None:
+    if not instance.allocation_id:
+        return None
+    allocation = Allocation.objects.select_related("node").filter(pk=instance.allocation_id).first()
+    if allocation is None or allocation.state == AllocationState.RELEASED:
+        return None
+    return allocation
+
+
 def instance_capacity_release(*, instance: Instance) -> None:
-    """Give the instance's capacity back (idempotent)."""
+    """Give the instance's capacity back (idempotent), and once that commits let the queue
+    (services.queue) place whoever waits for it."""
     if instance.allocation_id:
         allocation_release(allocation_id=instance.allocation_id)
+        _queue_place_on_commit()

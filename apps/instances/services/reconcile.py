@@ -56,13 +56,16 @@ def instances_reconcile() -> dict[str, int]:
         state=S.REQUESTED, state_changed_at__lt=now - timedelta(seconds=cfg["REQUEUE_AFTER_S"])
     )
     for instance in stuck_requested.filter(state_changed_at__lt=now - timedelta(seconds=cfg["PLACE_TIMEOUT_S"])):
-        if instance_transition(
+        moved = instance_transition(
             instance_id=instance.pk,
             to_state=S.FAILED,
             expected_from=[S.REQUESTED],
             source="reconciler",
             message=f"Could not be placed within {cfg['PLACE_TIMEOUT_S']} s; nothing was started.",
-        ):
+        )
+        if moved:
+            # A launch holds its capacity from the request on: give it back.
+            instance_capacity_release(instance=moved)
             done["failed"] += 1
 
     # Whatever ran on a node that went down is lost; its capacity stays held until the node is back.
