@@ -22,7 +22,11 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Neocloud portal API",
-    "DESCRIPTION": "Self-service GPU cloud: organizations, catalog, capacity, instances, billing.",
+    "DESCRIPTION": (
+        "Self-service GPU cloud: catalog, instances, organizations, API keys, billing. Authenticate with "
+        "`Authorization: Bearer <api key>`. The last group, Agent, is the node agents' own API (node token), "
+        "not for customers."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -30,6 +34,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # The customer API first, grouped by task; the node agents' API last, under its own tag.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "portal.schema.tags_customer_first"],
     # One schema name per choice set: fields named alike ("kind", "role", "state") with different
     # choices would otherwise get hashed names (Kind5fbEnum), and a set used under two field
     # names two names; both are warnings of `check --deploy`.
