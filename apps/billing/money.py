@@ -1,5 +1,7 @@
 """Money arithmetic. Amounts are Decimal in the currency's major unit; nothing here uses floats.
 
+How amounts are written for people is portal.ui.money's one formatter.
+
 Rounding happens once, where an amount becomes something a customer pays (an invoice line), with
 ROUND_HALF_UP to the currency's minor unit. Sums are taken of rounded lines, so an invoice's
 total always equals the sum of its lines to the cent.
@@ -9,13 +11,9 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-# ISO 4217 minor units for the currencies we sell in; zero-decimal currencies have 0.
-_MINOR_DIGITS = {"USD": 2, "EUR": 2, "GBP": 2, "JPY": 0}
+from portal.ui.money import money_minor_digits
+
 SECONDS_PER_HOUR = Decimal(3600)
-
-
-def money_minor_digits(currency: str) -> int:
-    return _MINOR_DIGITS.get(currency.upper(), 2)
 
 
 def money_quantum(currency: str) -> Decimal:
@@ -44,9 +42,3 @@ def usage_cost_exact(*, seconds: int, hourly_amount: Decimal) -> Decimal:
 def usage_cost(*, seconds: int, hourly_amount: Decimal, currency: str) -> Decimal:
     """What `seconds` at `hourly_amount` per hour costs, rounded to the minor unit."""
     return money_round(usage_cost_exact(seconds=seconds, hourly_amount=hourly_amount), currency)
-
-
-def money_format(amount: Decimal, currency: str) -> str:
-    symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency.upper())
-    text = f"{money_round(amount, currency):,}"
-    return f"{symbol}{text}" if symbol else f"{text} {currency.upper()}"

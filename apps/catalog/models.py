@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .formatting import money_format
+from portal.ui.money import money_format
 
 MIG_PROFILE_REGEX = r"^[1-7]g\.[0-9]+gb(\+me)?$"
 
@@ -270,7 +270,7 @@ class Price(models.Model):
     @property
     def display(self) -> str:
         """e.g. `$2.49 / hour, billed per second` or `$0.18 / 1M input tokens`."""
-        money = money_format(amount=self.amount, currency=self.currency)
+        money = money_format(self.amount, self.currency, exact=True)
         return f"{money} {PRICE_UNIT_SUFFIX[self.unit]}"
 
     def clean(self) -> None:

@@ -7,7 +7,6 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.catalog.formatting import money_format
 from apps.catalog.models import Flavor, PriceUnit
 from apps.catalog.selectors import CURRENT_PRICES_ATTR, price_current, prices_current_prefetch
 from tests.factories.catalog import FlavorFactory, PriceFactory, RegionFactory
@@ -127,18 +126,6 @@ def test_malformed_prices_are_refused(field, value):
     with pytest.raises(IntegrityError), transaction.atomic():
         PriceFactory(**{field: value})
 
-
-@pytest.mark.parametrize("amount,currency,expected", [
-    (Decimal("2.490000"), "USD", "$2.49"),
-    (Decimal("19.92"), "USD", "$19.92"),
-    (Decimal("20"), "USD", "$20.00"),
-    (Decimal("0.000150"), "USD", "$0.00015"),
-    (Decimal("1234.5"), "EUR", "€1,234.50"),
-    (Decimal("3.1"), "CHF", "3.10 CHF"),
-    (Decimal("-1.5"), "USD", "-$1.50"),
-])
-def test_money_is_written_exactly(amount, currency, expected):
-    assert money_format(amount=amount, currency=currency) == expected
 
 
 @pytest.mark.parametrize("unit,expected", [

@@ -24,10 +24,11 @@ from apps.instances.models import Instance, InstanceState
 from apps.instances.services.actions import instance_stop_request
 from apps.instances.services.lifecycle import instance_note
 from portal.db import atomic_retry
+from portal.ui.money import money_format
 
 from ..live import billing_changed_on_commit
 from ..models import BillingAccount, BillingEvent, Budget, BudgetAlert
-from ..money import money_format, money_minor_digits, money_round
+from ..money import money_minor_digits, money_round
 from ..selectors.usage import month_bounds, usage_spend_get
 from .metering import usage_open_runs_meter
 

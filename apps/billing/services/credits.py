@@ -10,9 +10,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from portal.ui.money import money_format
+
 from ..live import billing_changed_on_commit
 from ..models import BillingAccount, BillingEvent, CreditApplication, CreditGrant, CreditKind, Invoice
-from ..money import money_format, money_quantum
+from ..money import money_quantum
 from ..selectors.credits import credit_grants_usable
 
 

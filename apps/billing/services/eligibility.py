@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
+from portal.ui.money import money_format
 
 from ..models import BillingAccount, Budget, PaymentMethod, PaymentStanding, PaymentTerms
-from ..money import money_format
 from ..selectors.budgets import credits_available_get
 from ..selectors.cards import payment_method_usable_get
 from ..selectors.usage import month_bounds, usage_spend_get

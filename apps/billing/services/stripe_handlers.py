@@ -24,6 +24,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from portal.ui.money import money_format
+
 from ..models import (
     BillingAccount,
     BillingEvent,
@@ -35,7 +37,7 @@ from ..models import (
     WebhookEvent,
     WebhookEventStatus,
 )
-from ..money import money_format, money_from_minor
+from ..money import money_from_minor
 from ..stripe_api import stripe_client
 from .cards import account_for_customer, card_attach, card_detached_sync, card_record
 from .standing import account_standing_payment_failed, account_standing_restore

@@ -15,8 +15,10 @@ import stripe
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from portal.ui.money import money_format
+
 from ..models import BillingAccount, CreditGrant, CreditKind
-from ..money import money_format, money_minor_digits, money_quantum, money_to_minor
+from ..money import money_minor_digits, money_quantum, money_to_minor
 from ..selectors.cards import payment_method_usable_get
 from ..stripe_api import stripe_client
 from .cards import stripe_answer_message

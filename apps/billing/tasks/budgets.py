@@ -10,9 +10,9 @@ from django.urls import reverse
 
 from apps.accounts.models import Membership
 from apps.accounts.roles import CAN_VIEW_BILLING
+from portal.ui.money import money_format
 
 from ..models import BudgetAlert
-from ..money import money_format
 from ..services.budgets import CAP_STOP, CAP_WARNING
 from ..services.budgets import budgets_enforce as budgets_enforce_service
 

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django import template
 from django.urls import NoReverseMatch, reverse
 
 from apps.accounts.roles import CAN_VIEW_BILLING
 
-from ..money import money_format
-
 register = template.Library()
-
-
-@register.filter
-def money(amount, currency: str = "USD") -> str:
-    """`{{ amount|money:currency }}`: rounded to the currency's minor unit, with its symbol."""
-    if amount is None or amount == "":
-        return ""
-    return money_format(Decimal(amount), currency)
-
-
-@register.filter
-def duration_short(seconds) -> str:
-    """3725 → "1h 2m 5s"; 192 → "3m 12s"."""
-    seconds = max(int(seconds or 0), 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes}m {secs}s"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 @register.filter

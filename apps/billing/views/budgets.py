@@ -12,8 +12,8 @@ from django.views.decorators.http import require_POST
 from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import projects_list
 from apps.accounts.views.common import add_service_errors
+from portal.ui.money import money_format
 
-from ..money import money_format
 from ..selectors.budgets import budget_get, budget_status_list
 from ..services.accounts import billing_account_get_or_create
 from ..services.budgets import budget_delete, budget_set

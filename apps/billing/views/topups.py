@@ -13,9 +13,9 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 
 from apps.accounts.views.common import add_service_errors
+from portal.ui.money import money_format
 
 from ..models import CreditGrant, CreditKind
-from ..money import money_format
 from ..selectors.cards import payment_method_usable_get
 from ..services.topups import topup_start
 from ..stripe_api import STRIPE_TRANSIENT_ERRORS

@@ -1,8 +1,4 @@
-from decimal import Decimal
-
 from django import template
-
-from ..formatting import money_format
 
 register = template.Library()
 
@@ -15,8 +11,3 @@ def gib(value: int | None) -> str:
     if value >= 1024 and value % 1024 == 0:
         return f"{value // 1024:,} TiB"
     return f"{value:,} GiB"
-
-
-@register.filter
-def money(amount: Decimal | None, currency: str = "USD") -> str:
-    return "" if amount is None else money_format(amount=amount, currency=currency)

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.accounts.models import Organization
 from apps.instances.models import Instance
+from portal.ui.money import money_format
 
 from ...models import (
     BillingAccount,
@@ -29,7 +30,7 @@ from ...models import (
     MeteredRun,
     UsageRecord,
 )
-from ...money import money_format, usage_cost, usage_cost_exact
+from ...money import usage_cost, usage_cost_exact
 from ...selectors.usage import month_bounds
 from ..accounts import billing_account_get_or_create, billing_account_lock
 from ..credits import credits_apply
