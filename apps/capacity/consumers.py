@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import Http404, QueryDict
+from django.http import Http404
 from django.template.loader import render_to_string
 
 from portal.live import LivePartialConsumer
@@ -19,7 +19,7 @@ class InventoryConsumer(LivePartialConsumer):
     def authorize(self):
         if not is_operator(self.scope["user"]):
             return None
-        self.query = QueryDict(self.scope.get("query_string", b"").decode("latin-1"))
+        self.query = self.page_query()
         return [INVENTORY_GROUP]
 
     def render(self) -> str:

@@ -27,12 +27,6 @@ class InstanceListConsumer(_OrgScoped):
         except Http404:
             return GONE.format(id="instance-list")
 
-    def version(self) -> str | None:
-        try:
-            return list_context(self._access())["live_version"]
-        except Http404:
-            return "gone"
-
 
 class InstanceDetailConsumer(_OrgScoped):
     def authorize(self):
@@ -50,9 +44,3 @@ class InstanceDetailConsumer(_OrgScoped):
         except Http404:
             return GONE.format(id="instance-detail")
         return self.render_partial(DETAIL_PARTIAL, context)
-
-    def version(self) -> str | None:
-        try:
-            return detail_context(self._access(), self.scope["url_route"]["kwargs"]["instance_id"])["live_version"]
-        except Http404:
-            return "gone"

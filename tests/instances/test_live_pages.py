@@ -1,11 +1,10 @@
 """The instance pages' sockets through the real ASGI server, Redis channel layer and websockets:
 a change saved between a page's render and its socket's subscription still reaches the page,
-because the page says which version it shows and the socket sends the partial on connect when
-that is no longer the current one; a page that is current gets nothing until the next change."""
+because the page says which version it shows (static/js/live.js) and the socket sends the partial
+on connect when that is no longer the current one; a page that is current gets nothing until the
+next change."""
 
 from __future__ import annotations
-
-import re
 
 import pytest
 from django.test import Client
@@ -14,16 +13,16 @@ from apps.instances.services.actions import instance_stop_request
 from tests.billing.budgets.spend import instance_running
 from tests.capacity.test_operator_live import open_socket, session_cookie
 from tests.factories.accounts import OrganizationFactory, UserFactory
+from tests.support.live import live_page_read
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def rendered_socket_path(owner, page: str) -> str:
-    """The socket address the page itself asks for, version included, as the browser reads it."""
+    """The socket address the page asks for, with the version it shows, as live.js opens it."""
     client = Client()
     client.force_login(owner)
-    html = client.get(page).content.decode()
-    return re.search(r'ws-connect="([^"]+)"', html).group(1).replace("&amp;", "&")
+    return live_page_read(client, page).announce()
 
 
 @pytest.mark.parametrize("which", ["detail", "list"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -29,20 +27,7 @@ RUNNING_COST_PARTIAL = "instances/partials/running_cost.html"
 
 
 def list_context(access: OrgAccess) -> dict:
-    instances = list(instances_list(access=access))
-    return {
-        "access": access,
-        "organization": access.organization,
-        "instances": instances,
-        "live_version": live_version(*((i.pk, i.state) for i in instances)),
-    }
-
-
-def live_version(*parts) -> str:
-    """A short fingerprint of what a live partial shows, for its socket's connect check
-    (portal.live.LivePartialConsumer.version): the page puts it in the socket's URL, the consumer
-    recomputes it, and the partial is pushed on connect only when they differ."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+    return {"access": access, "organization": access.organization, "instances": list(instances_list(access=access))}
 
 
 def running_cost_context(access: OrgAccess, instance) -> dict:
@@ -61,8 +46,6 @@ def detail_context(access: OrgAccess, instance_id) -> dict:
         "instance": instance,
         "runtime": runtime,
         "events": events,
-        # The state and the steps: what a page left behind by a missed change would show wrong.
-        "live_version": live_version(instance.state, len(events)),
         "gpus": instance_gpus(instance=instance),
         "can_operate": instance.owner_id == access.user_id or access.can_manage_members,
         **running_cost_context(access, instance),
