@@ -1,18 +1,113 @@
+"""The launch form: it offers only what this cloud can run (apps.instances.launch_options),
+preselects a region with free capacity for the chosen flavor, and says why a choice is off
+("sold out in eu-north-1"). Sold-out choices are disabled unless the launch may wait in the
+queue (static/js/launch-form.js turns them back on when that box is ticked)."""
+
+from __future__ import annotations
+
 from django import forms
 
 from apps.catalog.models import Flavor, Image, Region
 
+from .launch_options import FlavorChoice, LaunchOptions
+
+
+class ChoiceAttrsSelect(forms.Select):
+    """A select whose options carry attributes of their own (disabled, data-…), by value."""
+
+    def __init__(self, *args, option_attrs: dict[str, dict] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.option_attrs = option_attrs or {}
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        option["attrs"].update(self.option_attrs.get(str(value), {}))
+        return option
+
+
+def _per_hour(price) -> str:
+    return f"{price.display.split(' / ')[0]}/h" if price is not None else "not priced"
+
 
 class LaunchForm(forms.Form):
     flavor = forms.ModelChoiceField(queryset=Flavor.objects.none(), empty_label=None)
+    region = forms.ModelChoiceField(queryset=Region.objects.none(), empty_label=None, to_field_name="code")
     image = forms.ModelChoiceField(queryset=Image.objects.none(), empty_label=None)
-    region = forms.ModelChoiceField(
-        queryset=Region.objects.filter(is_active=True), empty_label=None, to_field_name="code"
-    )
     name = forms.CharField(max_length=63, help_text="Lower-case letters, digits and hyphens.")
+    queue = forms.BooleanField(required=False, label="Wait in the queue if no capacity is free")
 
-    def __init__(self, *args, flavors, images, **kwargs):
+    def __init__(self, *args, options: LaunchOptions, chosen: FlavorChoice | None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["flavor"].queryset = flavors
-        self.fields["flavor"].label_from_instance = lambda f: f"{f.offering.name} · {f.name}"
-        self.fields["image"].queryset = images
+        self.options, self.chosen = options, chosen
+        waiting = self._wants_queue()
+        flavor_attrs, region_attrs = {}, {}
+        for choice in options.flavors:
+            flavor_attrs[str(choice.flavor.pk)] = self._attrs(choice.disabled_reason, waiting)
+        for region in chosen.regions if chosen else []:
+            region_attrs[region.region.code] = self._attrs(region.disabled_reason, waiting)
+        # The widget first: setting the queryset hands the choices to the widget in place.
+        flavor = self.fields["flavor"]
+        flavor.widget = ChoiceAttrsSelect(option_attrs=flavor_attrs)
+        flavor.label_from_instance = self._flavor_label
+        flavor.queryset = Flavor.objects.filter(pk__in=[c.flavor.pk for c in options.flavors]).select_related(
+            "offering", "gpu_model"
+        )
+        region = self.fields["region"]
+        region.widget = ChoiceAttrsSelect(option_attrs=region_attrs)
+        region.label_from_instance = self._region_label
+        region.queryset = Region.objects.filter(pk__in=[r.pk for r in options.regions])
+        self.fields["image"].queryset = Image.objects.filter(pk__in=[i.pk for i in options.images])
+
+    def _wants_queue(self) -> bool:
+        if self.is_bound:
+            return self.data.get(self.add_prefix("queue")) in ("on", "true", "1", "True")
+        return bool(self.initial.get("queue"))
+
+    @staticmethod
+    def _attrs(reason: str | None, waiting: bool) -> dict:
+        if reason is None:
+            return {}
+        attrs = {"data-reason": reason}
+        if reason.startswith("sold out"):
+            # A sold-out choice may still be waited for in the queue.
+            attrs["data-sold-out"] = "1"
+            if waiting:
+                return attrs
+        attrs["disabled"] = True
+        return attrs
+
+    def _flavor_label(self, flavor: Flavor) -> str:
+        choice = self.options.flavor(flavor.pk)
+        label = f"{flavor.offering.name} · {flavor.name}"
+        if choice is None:
+            return label
+        if choice.disabled_reason:
+            return f"{label} — {choice.disabled_reason}"
+        return f"{label} — from {_per_hour(choice.list_price)} · {choice.available} free"
+
+    def _region_label(self, region: Region) -> str:
+        label = f"{region.name} · {region.code}"
+        choice = self.chosen.region(region.code) if self.chosen else None
+        if choice is None:
+            return label
+        if choice.disabled_reason:
+            return f"{label} — {choice.disabled_reason}"
+        return f"{label} — {choice.available} free · {_per_hour(choice.hourly)}"
+
+    def clean(self):
+        data = super().clean()
+        flavor, region = data.get("flavor"), data.get("region")
+        image = data.get("image")
+        if flavor and image and not image.applies_to(flavor.offering.kind):
+            self.add_error("image", f"{image.name} cannot run on {flavor.offering.name}.")
+        choice = self.options.flavor(flavor.pk) if flavor else None
+        where = choice.region(region.code) if choice and region else None
+        if where is not None and where.disabled_reason:
+            if where.hourly is None:
+                self.add_error("region", f"{flavor.name} is not priced in {region.code}.")
+            elif not data.get("queue"):
+                self.add_error(
+                    "region",
+                    f"Sold out in {region.code}. Choose a region with free capacity, or tick “Wait in the queue”.",
+                )
+        return data

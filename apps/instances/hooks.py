@@ -6,6 +6,10 @@ Three kinds of subscriber, registered in the subscribing app's AppConfig.ready()
 
 - `launch_check_subscribe`: asked before a launch or a start writes anything; refuses by raising
   ValidationError with the reason (billing: a usable card, credits, standing, hard caps).
+- `launch_gate_subscribe`: asked by the launch page before it shows the form: "may this
+  organization launch, and if not, why and where is that fixed?" Answers a `LaunchBlock` (a
+  title, the reason in words, and a link: a label and a URL the subscriber reversed) or None.
+  The same facts as the launch check, said so that a page can render a link, not a raw path.
 - `in_transaction_subscribe`: called by `instance_transition` (and by a launch, the transition
   from nothing to REQUESTED) inside its transaction, after the instance row is locked and
   updated. For what must commit or roll back with the state change: metering opens and closes a
@@ -59,6 +63,20 @@ class LaunchCheck(Protocol):
     def __call__(self, *, organization: Organization, project: Project | None) -> None: ...
 
 
+@dataclass(frozen=True)
+class LaunchBlock:
+    """Why an organization may not launch now, and where that is fixed."""
+
+    title: str  # e.g. "Add a card to launch"
+    reason: str  # a sentence, no paths
+    action_label: str  # e.g. "Add a card"
+    action_url: str
+
+
+class LaunchGate(Protocol):
+    def __call__(self, *, organization: Organization, project: Project | None) -> LaunchBlock | None: ...
+
+
 class InTransactionSubscriber(Protocol):
     def __call__(self, *, instance: Instance, transition: InstanceTransition) -> None: ...
 
@@ -68,6 +86,7 @@ class OnCommitSubscriber(Protocol):
 
 
 _launch_checks: list[LaunchCheck] = []
+_launch_gates: list[LaunchGate] = []
 _in_transaction: list[InTransactionSubscriber] = []
 _on_commit: list[OnCommitSubscriber] = []
 
@@ -83,6 +102,11 @@ def launch_check_subscribe(check: LaunchCheck) -> LaunchCheck:
     return check
 
 
+def launch_gate_subscribe(gate: LaunchGate) -> LaunchGate:
+    _add(_launch_gates, gate)
+    return gate
+
+
 def in_transaction_subscribe(subscriber: InTransactionSubscriber) -> InTransactionSubscriber:
     _add(_in_transaction, subscriber)
     return subscriber
@@ -95,7 +119,7 @@ def on_commit_subscribe(subscriber: OnCommitSubscriber) -> OnCommitSubscriber:
 
 def subscriber_remove(subscriber: Callable) -> None:
     """Forget `subscriber` in whichever registry holds it (tests)."""
-    for registry in (_launch_checks, _in_transaction, _on_commit):
+    for registry in (_launch_checks, _launch_gates, _in_transaction, _on_commit):
         if subscriber in registry:
             registry.remove(subscriber)
 
@@ -107,6 +131,16 @@ def launch_checks_run(*, organization: Organization, project: Project | None) ->
         raise ImproperlyConfigured("No launch check is registered (is apps.billing installed?).")
     for check in _launch_checks:
         check(organization=organization, project=project)
+
+
+def launch_gate_get(*, organization: Organization, project: Project | None = None) -> LaunchBlock | None:
+    """The first gate's block, or None when every gate lets `organization` launch. Advice for a
+    page; the launch itself still runs every launch check."""
+    for gate in tuple(_launch_gates):
+        block = gate(organization=organization, project=project)
+        if block is not None:
+            return block
+    return None
 
 
 def transition_announce(*, instance: Instance, from_state: str | None, at: datetime) -> InstanceTransition:

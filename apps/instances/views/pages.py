@@ -12,13 +12,14 @@ from django.views.decorators.http import require_POST
 from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import organization_access_get
 from apps.accounts.views.common import add_service_errors
-from apps.catalog.models import Flavor, Image
-from provisioning.drivers.registry import launchable_kinds
 
 from ..forms import LaunchForm
+from ..hooks import launch_gate_get
+from ..launch_options import FlavorChoice, launch_options_get
 from ..models import InstanceRuntime
 from ..selectors import instance_events, instance_get, instance_gpus, instances_list
 from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
+from ..services.placement import LaunchUnplaceable
 from .proxy_auth import notebook_may_open
 
 LIST_PARTIAL = "instances/partials/instance_list.html"
@@ -52,14 +53,6 @@ def detail_context(access: OrgAccess, instance_id) -> dict:
     }
 
 
-def _launchable_flavors():
-    return (
-        Flavor.objects.filter(offering__kind__in=launchable_kinds(), offering__is_public=True)
-        .select_related("offering", "gpu_model")
-        .order_by("offering__sort_order", "sort_order")
-    )
-
-
 @login_required
 def instance_list_page(request, slug: str):
     access = organization_access_get(user=request.user, slug=slug)
@@ -78,18 +71,50 @@ def launch_redirect(request):
     return target
 
 
+def _launch_chosen(options, request) -> tuple[FlavorChoice | None, str | None]:
+    """The flavor the form is about (posted, asked for in the URL, or the default) and its region:
+    the one asked for when it has capacity for that flavor (or the launch may wait), else the
+    region with the most free."""
+    source = request.POST if request.method == "POST" else request.GET
+    chosen = options.flavor(source.get("flavor")) or options.default_flavor
+    if chosen is None:
+        return None, None
+    asked = chosen.region(source.get("region"))
+    if asked is not None and (asked.disabled_reason is None or source.get("queue")):
+        return chosen, asked.region.code
+    fallback = chosen.best_region or asked or (chosen.regions[0] if chosen.regions else None)
+    return chosen, fallback.region.code if fallback else None
+
+
 @login_required
 def launch_page(request, slug: str):
+    """The launch form, once billing says this organization may launch; else, once, what to fix
+    and a link to where (apps.instances.hooks.launch_gate_get). Flavor changes re-render the
+    choices over htmx (a GET with the form's values), so each region shows that flavor's count."""
     access = organization_access_get(user=request.user, slug=slug)
-    flavors = _launchable_flavors()
-    images = Image.objects.all()
-    initial = {"flavor": request.GET.get("flavor")} if request.GET.get("flavor") else {}
-    form = LaunchForm(request.POST or None, flavors=flavors, images=images, initial=initial)
+    context = {"access": access, "organization": access.organization}
+    gate = launch_gate_get(organization=access.organization)
+    if gate is not None:
+        # A POST past the gate (an old tab) gets the same answer; the launch check refuses it anyway.
+        status = 400 if request.method == "POST" else 200
+        return render(request, "instances/launch.html", {**context, "gate": gate}, status=status)
+    options = launch_options_get()
+    chosen, region_code = _launch_chosen(options, request)
+    initial = {
+        "flavor": chosen.flavor.pk if chosen else None,
+        "region": region_code,
+        "image": next((i.pk for i in options.images if chosen and i.applies_to(chosen.flavor.offering.kind)), None),
+        "name": request.GET.get("name", ""),
+        "queue": bool(request.GET.get("queue")),
+    }
+    form = LaunchForm(request.POST or None, options=options, chosen=chosen, initial=initial)
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
                 instance = instance_launch(access=access, **form.cleaned_data)
+            except LaunchUnplaceable as refused:
+                form.add_error("region", refused.message)
             except ValidationError as error:
                 add_service_errors(form, error)
             except PermissionDenied as denied:
@@ -97,12 +122,8 @@ def launch_page(request, slug: str):
             else:
                 return redirect("instances:detail", slug=slug, instance_id=instance.pk)
         status = 400
-    return render(
-        request,
-        "instances/launch.html",
-        {"access": access, "organization": access.organization, "form": form},
-        status=status,
-    )
+    template = "instances/partials/launch_form.html" if request.htmx else "instances/launch.html"
+    return render(request, template, {**context, "form": form, "chosen": chosen}, status=status)
 
 
 @login_required

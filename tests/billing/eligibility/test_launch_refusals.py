@@ -54,16 +54,50 @@ def test_api_launch_over_a_hard_cap_is_400_with_the_reason(api_client, user, not
     assert "spending cap of $1.00" in " ".join(response.json()["detail"])
 
 
-def test_the_launch_form_shows_the_reason_and_keeps_what_was_typed(user, org, notebook):
+def test_the_launch_page_asks_for_a_card_before_the_form_once_with_a_link(user, org, notebook):
+    # Given an organization with no card and no credits
+    client = Client()
+    client.force_login(user)
+    # When its owner opens the launch page
+    response = client.get(f"/orgs/{org.slug}/instances/new/")
+    # Then, before any form, it says once what to do, as a link (not a raw path in the text)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'data-testid="launch-form"' not in html
+    assert html.count("Add a card to launch") == 1 and html.count("no card on file") == 1
+    assert f'href="/orgs/{org.slug}/billing/cards/add/"' in html
+    assert f">/orgs/{org.slug}/billing/" not in html and f" /orgs/{org.slug}/billing/" not in html
+
+
+def test_a_launch_posted_past_the_gate_is_refused_with_the_gate_and_nothing_created(user, org, notebook):
     client = Client()
     client.force_login(user)
     response = client.post(
         f"/orgs/{org.slug}/instances/new/",
-        {"flavor": notebook["flavor_pk"], "image": notebook["image"].pk, "region": "us-east-1", "name": "kept-name"},
+        {"flavor": notebook["flavor_pk"], "image": notebook["image"].pk, "region": "us-east-1", "name": "nb"},
     )
     assert response.status_code == 400
-    html = response.content.decode()
-    assert "no card on file" in html and 'value="kept-name"' in html
+    assert response.content.decode().count("Add a card to launch") == 1
+    assert not Instance.objects.filter(organization=org).exists()
+
+
+def test_with_credits_the_gate_lets_the_form_through(user, notebook):
+    org = OrganizationFactory(owner=user, credits=Decimal("10.00"))
+    client = Client()
+    client.force_login(user)
+    html = client.get(f"/orgs/{org.slug}/instances/new/").content.decode()
+    assert 'data-testid="launch-form"' in html and "Add a card to launch" not in html
+
+
+def test_over_a_hard_cap_the_gate_links_to_the_budgets(user, notebook):
+    org = OrganizationFactory(owner=user, credits=Decimal("100.00"))
+    Budget.objects.create(organization=org, monthly_amount=Decimal("1.00"), hard_cap=True)
+    spend_add(organization=org, amount="1.00")
+    client = Client()
+    client.force_login(user)
+    html = client.get(f"/orgs/{org.slug}/instances/new/").content.decode()
+    assert "The monthly spending cap is reached" in html
+    assert f'href="/orgs/{org.slug}/billing/budgets/"' in html
 
 
 def test_starting_a_stopped_instance_asks_again(user):
