@@ -190,3 +190,15 @@ def test_64_concurrent_launches_for_8_free_gpus_never_accept_then_fail(notebook_
     assert len({i.allocation_id for i in accepted}) == 8
     assert not Instance.objects.filter(state=S.QUEUED, allocation__isnull=False).exists()
     assert Instance.objects.filter(state=S.QUEUED).count() == (56 if queue else 0)
+
+
+@pytest.mark.django_db
+def test_the_page_of_a_queued_launch_shows_its_place_in_line_and_what_it_waits_for(client, user, org, launch):
+    _fill(launch)
+    launch(name="first", schedule=False, queue=True)
+    second = launch(name="second", schedule=False, queue=True)
+    client.force_login(user)
+    html = client.get(f"/orgs/{org.slug}/instances/{second.pk}/").content.decode()
+    assert 'data-testid="queue-position"' in html
+    assert "2nd in line</strong> for 1 × NVIDIA H100 80GB SXM in us-east-1; 0 of 8 free." in html
+    assert "Leave the queue" in html
