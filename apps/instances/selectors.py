@@ -50,11 +50,12 @@ def instance_events(*, instance: Instance) -> QuerySet[InstanceEvent]:
 
 
 def instance_gpus(*, instance: Instance) -> list[AllocationSlice]:
-    """The GPUs (or MIG devices) the instance holds, with their latest telemetry."""
+    """The GPUs (or MIG devices) the instance holds, with their latest telemetry. A released
+    allocation keeps its slices (not live) as history: those are no longer the instance's."""
     if not instance.allocation_id:
         return []
     return list(
-        AllocationSlice.objects.filter(allocation_id=instance.allocation_id)
+        AllocationSlice.objects.filter(allocation_id=instance.allocation_id, live=True)
         .select_related("gpu", "mig_device")
         .order_by("gpu__index")
     )

@@ -141,12 +141,13 @@ def instance_running_cost_view(request, slug: str, instance_id):
     return render(request, RUNNING_COST_PARTIAL, running_cost_context(access, instance))
 
 
-def _act(request, slug, instance_id, action, done: str):
+def _act(request, slug, instance_id, action, done: str | None):
     access = organization_access_get(user=request.user, slug=slug)
     instance = instance_get(access=access, instance_id=instance_id)
     try:
         action(access=access, instance=instance)
-        messages.success(request, done)
+        if done:
+            messages.success(request, done)
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     except PermissionDenied as denied:
@@ -157,7 +158,8 @@ def _act(request, slug, instance_id, action, done: str):
 @login_required
 @require_POST
 def instance_stop_view(request, slug: str, instance_id):
-    _act(request, slug, instance_id, instance_stop, "Stopping. The capacity is released once it has stopped.")
+    # No flash: it would outlive the stop. The live partial says "Stopping…" while it lasts.
+    _act(request, slug, instance_id, instance_stop, None)
     return redirect("instances:detail", slug=slug, instance_id=instance_id)
 
 
