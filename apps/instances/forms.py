@@ -36,7 +36,7 @@ class LaunchForm(forms.Form):
     name = forms.CharField(max_length=63, help_text="Lower-case letters, digits and hyphens.")
     queue = forms.BooleanField(required=False, label="Wait in the queue if no capacity is free")
 
-    def __init__(self, *args, options: LaunchOptions, chosen: FlavorChoice | None, **kwargs):
+    def __init__(self, *args, options: LaunchOptions, chosen: FlavorChoice | None, refresh_url: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.options, self.chosen = options, chosen
         waiting = self._wants_queue()
@@ -47,7 +47,20 @@ class LaunchForm(forms.Form):
             region_attrs[region.region.code] = self._attrs(region.disabled_reason, waiting)
         # The widget first: setting the queryset hands the choices to the widget in place.
         flavor = self.fields["flavor"]
-        flavor.widget = ChoiceAttrsSelect(option_attrs=flavor_attrs)
+        # A new flavor re-renders the region choices for it (partials/launch_form.html).
+        refresh = (
+            {
+                "hx-get": refresh_url,
+                "hx-trigger": "change",
+                "hx-target": "#launch-region-choices",
+                "hx-select": "#launch-region-choices",
+                "hx-swap": "outerHTML",
+                "hx-include": "closest form",
+            }
+            if refresh_url
+            else {}
+        )
+        flavor.widget = ChoiceAttrsSelect(option_attrs=flavor_attrs, attrs=refresh)
         flavor.label_from_instance = self._flavor_label
         flavor.queryset = Flavor.objects.filter(pk__in=[c.flavor.pk for c in options.flavors]).select_related(
             "offering", "gpu_model"

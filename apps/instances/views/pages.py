@@ -107,7 +107,7 @@ def launch_page(request, slug: str):
         "name": request.GET.get("name", ""),
         "queue": bool(request.GET.get("queue")),
     }
-    form = LaunchForm(request.POST or None, options=options, chosen=chosen, initial=initial)
+    form = LaunchForm(request.POST or None, options=options, chosen=chosen, initial=initial, refresh_url=request.path)
     status = 200
     if request.method == "POST":
         if form.is_valid():
