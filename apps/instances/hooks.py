@@ -29,9 +29,10 @@ in registration order, and an in-transaction subscriber's error must reach the c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
@@ -170,3 +171,38 @@ def _guarded(subscriber: OnCommitSubscriber, change: InstanceTransition) -> Call
             logger.exception("on-commit subscriber %r failed for %s", subscriber, change)
 
     return call
+
+
+# --- what instances have cost (lists) ----------------------------------------------------------
+# `instance_costs_provide`: billing answers, for a page of instances, what each one's current run
+# has cost so far, in one query for the whole page (a list page's query count must not grow with
+# its rows). Instances without an open run are absent from the answer.
+
+
+@dataclass(frozen=True)
+class InstanceCost:
+    amount: Decimal  # unrounded; the page's money formatter rounds it
+    currency: str
+    seconds: int  # of the current run so far
+
+
+class InstanceCostsProvider(Protocol):
+    def __call__(self, *, instance_ids: Sequence[UUID]) -> dict[UUID, InstanceCost]: ...
+
+
+_instance_costs: list[InstanceCostsProvider] = []
+
+
+def instance_costs_provide(provider: InstanceCostsProvider) -> InstanceCostsProvider:
+    _add(_instance_costs, provider)
+    return provider
+
+
+def instance_costs_get(*, instance_ids: Sequence[UUID]) -> dict[UUID, InstanceCost]:
+    """Cost so far of each listed instance's current run; {} without a provider or without ids."""
+    costs: dict[UUID, InstanceCost] = {}
+    if not instance_ids:
+        return costs
+    for provider in tuple(_instance_costs):
+        costs.update(provider(instance_ids=instance_ids))
+    return costs

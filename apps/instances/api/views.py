@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from apps.accounts.api.access import OrganizationScopedMixin
 
 from .. import selectors
+from ..filters import InstanceFilter
 from ..models import Instance, InstanceState
 from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
 from ..services.placement import LaunchUnplaceable
@@ -18,6 +19,7 @@ class InstanceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.G
     serializer_class = InstanceSerializer
     queryset = Instance.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_value_converter = "uuid"
+    filterset_class = InstanceFilter  # the list page's filter bar uses the same FilterSet
 
     def get_queryset(self):
         return selectors.instances_list(access=self.access)

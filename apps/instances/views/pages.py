@@ -17,18 +17,15 @@ from ..forms import LaunchForm
 from ..hooks import launch_gate_get
 from ..launch_options import FlavorChoice, launch_options_get
 from ..models import InstanceRuntime
-from ..selectors import instance_events, instance_get, instance_gpus, instances_list
+from ..selectors import instance_events, instance_get, instance_gpus
 from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
 from ..services.placement import LaunchUnplaceable
+from .instance_list import instance_list_page, list_context  # noqa: F401 - the list lives there (urls, consumers)
 from .proxy_auth import notebook_may_open
 
 LIST_PARTIAL = "instances/partials/instance_list.html"
 DETAIL_PARTIAL = "instances/partials/instance_detail.html"
 RUNNING_COST_PARTIAL = "instances/partials/running_cost.html"
-
-
-def list_context(access: OrgAccess) -> dict:
-    return {"access": access, "organization": access.organization, "instances": list(instances_list(access=access))}
 
 
 def running_cost_context(access: OrgAccess, instance) -> dict:
@@ -51,12 +48,6 @@ def detail_context(access: OrgAccess, instance_id) -> dict:
         "can_operate": instance.owner_id == access.user_id or access.can_manage_members,
         **running_cost_context(access, instance),
     }
-
-
-@login_required
-def instance_list_page(request, slug: str):
-    access = organization_access_get(user=request.user, slug=slug)
-    return render(request, "instances/instance_list.html", list_context(access))
 
 
 @login_required
@@ -160,6 +151,8 @@ def _act(request, slug, instance_id, action, done: str | None):
 def instance_stop_view(request, slug: str, instance_id):
     # No flash: it would outlive the stop. The live partial says "Stopping…" while it lasts.
     _act(request, slug, instance_id, instance_stop, None)
+    if request.POST.get("next") == "list":  # the list's Stop button: back to the list
+        return redirect("instances:list", slug=slug)
     return redirect("instances:detail", slug=slug, instance_id=instance_id)
 
 
