@@ -43,3 +43,18 @@ def credit_balance_get(*, account: BillingAccount, at: datetime | None = None) -
     """Unexpired grants at `at` (default now) less what was applied from them."""
     at = at or timezone.now()
     return sum((g.remaining for g in credit_grants_usable(account=account, valid_after=at)), Decimal("0.00"))
+
+
+def credit_applications_plan(*, usable: list[GrantRemaining], up_to: Decimal) -> list[tuple[GrantRemaining, Decimal]]:
+    """What an invoice of `up_to` takes from each of `usable` (credit_grants_usable's order:
+    soonest-expiring first), never more than a grant's remainder. credits_apply writes this; the
+    billing overview's preview shows it."""
+    plan: list[tuple[GrantRemaining, Decimal]] = []
+    applied = Decimal("0.00")
+    for grant in usable:
+        take = min(grant.remaining, up_to - applied)
+        if take <= 0:
+            break
+        plan.append((grant, take))
+        applied += take
+    return plan

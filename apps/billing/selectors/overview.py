@@ -1,5 +1,6 @@
 """The organization billing overview: one read that gathers what the page shows, in a fixed
-number of queries (running instances and budgets come in one query each, however many)."""
+number of queries (running instances, budgets, the invoice preview's lines and the days of the
+month come in one query each, however many)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from apps.accounts.roles import OrgAccess
 from apps.instances.models import Instance
 
 from ..models import BillingAccount, MeteredRun, PaymentStanding
-from .budgets import BudgetStatus, budget_status_list, spend_unbilled_get
+from .budgets import BudgetStatus, budget_status_list
 from .cards import payment_method_usable_get
 from .credits import credit_balance_get
+from .daily import spend_by_day_list
+from .preview import invoice_preview_get
 from .usage import month_bounds, run_elapsed_cost_get, usage_spend_get
 
 STANDING_NOTICES = {
@@ -77,7 +80,6 @@ def billing_overview_get(*, access: OrgAccess, account: BillingAccount, now: dat
     start, end = month_bounds(now)
     running = running_costs_list(organization_id=organization.pk, now=now)
     credits = credit_balance_get(account=account, at=now)
-    unbilled = spend_unbilled_get(organization_id=organization.pk, now=now)
     budgets: list[BudgetStatus] = budget_status_list(organization=organization, now=now)
     notice = STANDING_NOTICES.get(account.standing)
     return {
@@ -92,8 +94,9 @@ def billing_overview_get(*, access: OrgAccess, account: BillingAccount, now: dat
         "running_hourly": sum((r.hourly_amount for r in running), Decimal(0)),
         "running_cost": sum((r.cost for r in running), Decimal(0)),
         "credits": credits,
-        "unbilled": unbilled,
-        "credits_left": credits - unbilled,
+        # What this month's invoice would be if it were made now, and the month's spend by day.
+        "preview": invoice_preview_get(account=account, now=now),
+        "days": spend_by_day_list(organization_id=organization.pk, now=now),
         "card": payment_method_usable_get(account=account, at=now),
         "budgets": budgets,
         "capped": [b for b in budgets if b.capped],

@@ -15,7 +15,7 @@ from portal.ui.money import money_format
 from ..live import billing_changed_on_commit
 from ..models import BillingAccount, BillingEvent, CreditApplication, CreditGrant, CreditKind, Invoice
 from ..money import money_quantum
-from ..selectors.credits import credit_grants_usable
+from ..selectors.credits import credit_applications_plan, credit_grants_usable
 
 
 def _amount_clean(amount, currency: str) -> Decimal:
@@ -87,13 +87,9 @@ def credits_apply(*, invoice: Invoice, up_to: Decimal) -> Decimal:
     spend the same remainder. Returns the amount applied."""
     if up_to <= 0:
         return Decimal("0.00")
-    applied = Decimal("0.00")
-    rows = []
-    for usable in credit_grants_usable(account=invoice.account, valid_after=invoice.period_start):
-        take = min(usable.remaining, up_to - applied)
-        if take <= 0:
-            break
-        rows.append(CreditApplication(grant=usable.grant, invoice=invoice, amount=take))
-        applied += take
-    CreditApplication.objects.bulk_create(rows)
-    return applied
+    usable = credit_grants_usable(account=invoice.account, valid_after=invoice.period_start)
+    plan = credit_applications_plan(usable=usable, up_to=up_to)
+    CreditApplication.objects.bulk_create(
+        [CreditApplication(grant=grant.grant, invoice=invoice, amount=take) for grant, take in plan]
+    )
+    return sum((take for _, take in plan), Decimal("0.00"))

@@ -9,7 +9,10 @@ from django.shortcuts import render
 
 from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import organization_access_get
+from portal.ui.charts import Series, chart_spec
+from portal.ui.money import CURRENCY_SYMBOLS
 
+from ..selectors.daily import DaySpend
 from ..selectors.overview import billing_overview_get
 from ..services.accounts import billing_account_get_or_create
 
@@ -25,9 +28,24 @@ def billing_access_get(*, user, slug: str) -> OrgAccess:
     return access
 
 
+def spend_chart_spec(*, days: list[DaySpend], currency: str) -> dict:
+    """The month's spend per day as bars (the chart partial, portal.ui.charts)."""
+    return chart_spec(
+        kind="bar",
+        labels=[f"{d.day:%b} {d.day.day}" for d in days],
+        series=[Series("Spend", [d.amount for d in days])] if any(d.amount for d in days) else [],
+        unit=CURRENCY_SYMBOLS.get(currency.upper(), currency.upper()),
+    )
+
+
 def overview_context(access: OrgAccess) -> dict:
     account = billing_account_get_or_create(organization=access.organization)
-    return {**billing_overview_get(access=access, account=account), "poll_every_s": POLL_EVERY_S}
+    overview = billing_overview_get(access=access, account=account)
+    return {
+        **overview,
+        "spend_chart": spend_chart_spec(days=overview["days"], currency=overview["currency"]),
+        "poll_every_s": POLL_EVERY_S,
+    }
 
 
 @login_required

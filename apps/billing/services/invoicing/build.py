@@ -63,9 +63,20 @@ class _Group:
     first_start: datetime | None = None
 
 
-def _invoice_build(
-    *, account: BillingAccount, kind: str, period_start: datetime, period_end: datetime, rows: list, now: datetime
-) -> Invoice:
+@dataclass(frozen=True)
+class LinePlan:
+    """One usage line as an invoice of some rows bills it: its records, instance and amount."""
+
+    group: _Group
+    instance: Instance
+    amount: Decimal
+
+
+def invoice_lines_plan(*, rows: list, currency: str) -> list[LinePlan]:
+    """The usage lines of an invoice of `rows` (see `_rows`), in their order: one per (instance,
+    unit price), rounded once. The builder writes them; the billing overview's preview of the
+    month shows them, so the two agree to the cent. Rows may be sums of records (same instance,
+    price and project): a line adds their seconds either way."""
     groups: dict[tuple, _Group] = {}
     for pk, instance_id, hourly, seconds, project_id, start, _end in rows:
         key = (instance_id, hourly)
@@ -73,6 +84,25 @@ def _invoice_build(
         group.seconds += seconds
         group.record_ids.append(pk)
         group.first_start = min(group.first_start or start, start)
+    names = {
+        i.pk: i
+        for i in Instance.objects.filter(pk__in={g.instance_id for g in groups.values()}).select_related("flavor")
+    }
+    ordered = sorted(groups.values(), key=lambda g: (names[g.instance_id].name, g.first_start, g.hourly_amount))
+    return [
+        LinePlan(
+            group=g,
+            instance=names[g.instance_id],
+            amount=usage_cost(seconds=g.seconds, hourly_amount=g.hourly_amount, currency=currency),
+        )
+        for g in ordered
+    ]
+
+
+def _invoice_build(
+    *, account: BillingAccount, kind: str, period_start: datetime, period_end: datetime, rows: list, now: datetime
+) -> Invoice:
+    plan = invoice_lines_plan(rows=rows, currency=account.currency)
     invoice = Invoice.objects.create(
         account=account,
         number=invoice_number_next(at=now),
@@ -84,28 +114,23 @@ def _invoice_build(
         created_at=now,
         status_changed_at=now,
     )
-    names = {
-        i.pk: i
-        for i in Instance.objects.filter(pk__in={g.instance_id for g in groups.values()}).select_related("flavor")
-    }
-    ordered = sorted(groups.values(), key=lambda g: (names[g.instance_id].name, g.first_start, g.hourly_amount))
     lines = [
         InvoiceLine(
             invoice=invoice,
             kind=InvoiceLineKind.USAGE,
-            instance_id=g.instance_id,
-            project_id=g.project_id,
-            description=names[g.instance_id].name,
-            flavor_name=names[g.instance_id].flavor.name[:120],
-            seconds=g.seconds,
-            hourly_amount=g.hourly_amount,
-            amount=usage_cost(seconds=g.seconds, hourly_amount=g.hourly_amount, currency=account.currency),
+            instance_id=p.group.instance_id,
+            project_id=p.group.project_id,
+            description=p.instance.name,
+            flavor_name=p.instance.flavor.name[:120],
+            seconds=p.group.seconds,
+            hourly_amount=p.group.hourly_amount,
+            amount=p.amount,
         )
-        for g in ordered
+        for p in plan
     ]
     InvoiceLine.objects.bulk_create(lines)
     ties = [
-        InvoicedUsage(record_id=pk, line=line) for line, g in zip(lines, ordered, strict=True) for pk in g.record_ids
+        InvoicedUsage(record_id=pk, line=line) for line, p in zip(lines, plan, strict=True) for pk in p.group.record_ids
     ]
     # A record some other invoice already holds makes this INSERT fail and the whole invoice roll back.
     InvoicedUsage.objects.bulk_create(ties, batch_size=INVOICED_BATCH)
