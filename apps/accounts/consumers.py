@@ -28,4 +28,5 @@ class MembersConsumer(LivePartialConsumer):
             access = self._access()
         except Http404:
             return NO_LONGER_MEMBER
-        return self.render_partial(MEMBERS_PARTIAL, members_context(access))
+        # With the page's query (the table's sort and page), which travels in the socket's address.
+        return self.render_partial(MEMBERS_PARTIAL, members_context(access, params=self.page_query()))

@@ -3,13 +3,17 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from portal.ui.tables import table_configure
+
 from ..forms import ApiKeyCreateForm
 from ..selectors import api_key_get, api_keys_list
 from ..services import api_key_create, api_key_revoke
+from ..tables import ApiKeyTable
 from .common import access_for, add_service_errors
 
 
@@ -44,7 +48,11 @@ def api_keys_page(request, slug: str):
             "access": access,
             "organization": access.organization,
             "form": form,
-            "api_keys": api_keys_list(organization=access.organization),
+            "api_keys_table": table_configure(
+                ApiKeyTable(api_keys_list(organization=access.organization), organization=access.organization,
+                            csrf_token=get_token(request)),
+                params=request.GET,
+            ),
             "new_token": new_token,
         },
         status=status,

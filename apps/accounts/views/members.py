@@ -1,10 +1,15 @@
 """Members and invitations of one organization. The member list is a live partial."""
 
+from collections.abc import Mapping
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+
+from portal.ui.tables import table_configure
 
 from ..forms import InvitationCreateForm, MembershipRoleForm
 from ..models import Role
@@ -23,17 +28,25 @@ from ..services import (
     membership_remove,
     membership_role_change,
 )
+from ..tables import MemberTable
 from .common import access_for, add_service_errors
 
 MEMBERS_PARTIAL = "accounts/partials/members.html"
+# A team fits on one page; a course's roster pages.
+MEMBERS_PER_PAGE = 50
 
 
-def members_context(access: OrgAccess, invite_form: InvitationCreateForm | None = None) -> dict:
-    """Everything the members partial needs; the view and the websocket consumer both use it."""
+def members_context(
+    access: OrgAccess, invite_form: InvitationCreateForm | None = None, params: QueryDict | Mapping | None = None
+) -> dict:
+    """Everything the members partial needs; the view and the websocket consumer both use it,
+    the socket with the page's query (the table's sort and page)."""
+    members = members_list(organization=access.organization)
     return {
         "access": access,
         "organization": access.organization,
-        "members": members_list(organization=access.organization),
+        "members": members,
+        "members_table": table_configure(MemberTable(members, access=access), params=params, per_page=MEMBERS_PER_PAGE),
         "invitations": invitations_pending_list(organization=access.organization),
         "invite_form": invite_form or InvitationCreateForm(),
         "roles": Role.choices,
@@ -55,7 +68,8 @@ def members_page(request, slug: str):
                 messages.success(request, f"Invitation sent to {invitation.email}.")
                 return redirect("accounts:members", slug=slug)
         status = 400
-    context = members_context(access, invite_form=form)
+    context = members_context(access, invite_form=form, params=request.GET)
+    context["ws_query"] = request.GET.urlencode()
     template = MEMBERS_PARTIAL if request.htmx else "accounts/members.html"
     return render(request, template, context, status=status)
 

@@ -4,10 +4,13 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from portal.ui.tables import table_configure
+
 from ..forms import OrganizationCreateForm, ProjectCreateForm
 from ..middleware import SESSION_KEY
 from ..selectors import memberships_for_user, organization_access_get, projects_list
 from ..services import organization_create, personal_organization_ensure, project_create
+from ..tables import OrganizationTable
 from .common import access_for, add_service_errors
 from .members import members_context
 
@@ -36,7 +39,12 @@ def organization_list(request):
     return render(
         request,
         "accounts/organization_list.html",
-        {"memberships": memberships_for_user(user=request.user), "form": form},
+        {
+            "organizations_table": table_configure(
+                OrganizationTable(memberships_for_user(user=request.user)), params=request.GET
+            ),
+            "form": form,
+        },
         status=400 if form.errors else 200,
     )
 

@@ -1,0 +1,141 @@
+"""Tables of the accounts pages (portal.ui.tables): members, API keys, the user's organizations.
+
+Also `BadgeColumn`, the toolkit's StateColumn with a data-testid on its badge, which every app's
+tables use: it lives here, in the lowest app, so each of them may import it.
+"""
+
+from __future__ import annotations
+
+import django_tables2 as tables
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+
+from portal.live import CSRF_PLACEHOLDER
+from portal.ui.badges import state_tone
+from portal.ui.tables import PortalTable, StateColumn, link
+
+from .models import ApiKey, Membership, Role
+from .roles import OrgAccess
+
+
+class BadgeColumn(StateColumn):
+    """StateColumn whose badge carries `data-testid` (default "state"). `label` is an accessor
+    for the words shown (default: the field's display value)."""
+
+    def __init__(self, *args, testid: str = "state", **kwargs):
+        self.testid = testid
+        super().__init__(*args, **kwargs)
+
+    def render(self, value, record, bound_column):
+        if self.label_accessor is not None:
+            label = self.label_accessor.resolve(record, quiet=True)
+        else:
+            display = getattr(record, f"get_{bound_column.accessor}_display", None)
+            label = display() if callable(display) else value
+        context = {"state": value, "label": label, "tone": state_tone(value), "testid": self.testid}
+        return render_to_string("ui/badge.html", context)
+
+
+def row_forms(template: str, context: dict) -> str:
+    """A cell's POST forms. A cell is rendered outside the template's context, so it cannot take
+    the page's CSRF token; a live partial is always rendered with the placeholder as its token and
+    the viewer's own token replaces it afterwards (portal.live: the page's {% live_partial %} and
+    the socket's render_partial alike), so the cell says the placeholder. A page that is not a
+    live partial passes its real token (`csrf_token`)."""
+    return render_to_string(template, {"csrf_token": CSRF_PLACEHOLDER, **context})
+
+
+# --- members -----------------------------------------------------------------------------------
+
+
+class MemberTable(PortalTable):
+    email = tables.Column(verbose_name="Member", accessor="user__email")
+    role = tables.Column(verbose_name="Role", attrs={"td": {"data-testid": "role"}})
+    since = tables.DateColumn(verbose_name="Since", accessor="created_at", format="Y-m-d",
+                              attrs={"td": {"class": "muted"}})
+    actions = tables.Column(verbose_name="", accessor="pk", orderable=False, empty_values=(),
+                            attrs={"td": {"class": "actions"}})
+
+    class Meta(PortalTable.Meta):
+        row_attrs = {"data-member": lambda record: record.user.email}
+        order_by = ("since",)
+
+    def __init__(self, data, *, access: OrgAccess, **kwargs):
+        super().__init__(data, **kwargs)
+        self.access = access
+
+    def render_role(self, value):
+        return value  # the role's value, as the role form posts it (tests and scripts read it)
+
+    def render_actions(self, record: Membership):
+        access, organization = self.access, self.access.organization
+        context = {"m": record, "organization": organization, "roles": Role.choices,
+                   "manage": access.can_manage_members and record.user_id != access.user_id,
+                   "leave": record.user_id == access.user_id and organization.kind != "personal"}
+        return row_forms("accounts/partials/_member_actions.html", context)
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+class ApiKeyTable(PortalTable):
+    name = tables.Column(verbose_name="Name")
+    prefix = tables.Column(verbose_name="Prefix", orderable=False)
+    role = tables.Column(verbose_name="Role")
+    created_by = tables.Column(verbose_name="Created by", accessor="created_by__email")
+    expires_at = tables.DateColumn(verbose_name="Expires", format="Y-m-d", default="never")
+    last_used_at = tables.Column(verbose_name="Last used", default="never")
+    status = tables.Column(verbose_name="Status", accessor="pk", orderable=False, empty_values=())
+    actions = tables.Column(verbose_name="", accessor="pk", orderable=False, empty_values=(),
+                            attrs={"td": {"class": "actions"}})
+
+    class Meta(PortalTable.Meta):
+        row_attrs = {"data-key": lambda record: record.name}
+        empty_text = "No keys yet."
+
+    def __init__(self, data, *, organization, csrf_token: str, **kwargs):
+        super().__init__(data, **kwargs)
+        self.organization = organization
+        self.csrf_token = csrf_token
+
+    def render_prefix(self, value):
+        return format_html("<code>nck_{}_…</code>", value)
+
+    def render_last_used_at(self, value):
+        return f"{timesince(value, timezone.now())} ago"
+
+    def render_status(self, record: ApiKey):
+        status = "active" if record.is_active else "revoked" if record.revoked_at else "expired"
+        return render_to_string("ui/badge.html", {"state": status, "label": status, "tone": state_tone(status),
+                                                  "testid": "key-status"})
+
+    def render_actions(self, record: ApiKey):
+        if not record.is_active:
+            return ""
+        url = reverse("accounts:api-key-revoke", args=[self.organization.slug, record.pk])
+        return render_to_string("accounts/partials/_api_key_actions.html", {"url": url, "csrf_token": self.csrf_token})
+
+
+# --- the user's organizations ------------------------------------------------------------------
+
+
+class OrganizationTable(PortalTable):
+    name = tables.Column(verbose_name="Name", accessor="organization__name")
+    kind = tables.Column(verbose_name="Kind", accessor="organization__kind")
+    role = tables.Column(verbose_name="Your role")
+
+    class Meta(PortalTable.Meta):
+        row_attrs = {"data-organization": lambda record: record.organization.slug}
+        empty_text = "You are not a member of any organization."
+
+    def render_name(self, value, record: Membership):
+        return link(reverse("accounts:organization-detail", args=[record.organization.slug]), value)
+
+    def render_kind(self, record: Membership):
+        return record.organization.get_kind_display()
+
+    def render_role(self, record: Membership):
+        return record.get_role_display()
