@@ -96,7 +96,7 @@ def test_a_member_sees_no_role_forms_in_the_table(client, org):
 
 def _keys(org, owner, count):
     access = organization_access_get(user=owner, slug=org.slug)
-    for n in range(count):
+    for _ in range(count):
         api_key_create(access=access, name=f"key-{ApiKey.objects.count():02d}", role=Role.MEMBER,
                        expires_at=timezone.now() + timedelta(days=30))
 

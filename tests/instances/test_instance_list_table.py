@@ -198,7 +198,9 @@ def test_filters_narrow_the_page_and_the_api_alike(browser, api_client, owner, o
     }[tuple(sorted(query))]
 
 
-@pytest.mark.parametrize("query", [{"state": "sleeping"}, {"region": "mars-1"}, {"flavor": "abc"}, {"flavor": "999999"}])
+@pytest.mark.parametrize(
+    "query", [{"state": "sleeping"}, {"region": "mars-1"}, {"flavor": "abc"}, {"flavor": "999999"}]
+)
 def test_a_bad_filter_is_a_400_in_the_api_and_a_message_on_the_page(browser, api_client, owner, org, mixed, query):
     api_client.force_login(owner)
 
