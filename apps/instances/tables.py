@@ -6,16 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 
 import django_tables2 as tables
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.roles import OrgAccess
+from apps.accounts.tables import BadgeColumn, row_forms
 from apps.catalog.models import OfferingKind
-from portal.live import CSRF_PLACEHOLDER
-from portal.ui.badges import state_tone
 from portal.ui.money import money_format
-from portal.ui.tables import PortalTable, StateColumn, link
+from portal.ui.tables import PortalTable, link
 from portal.ui.templatetags.ui import duration_short
 
 from .hooks import InstanceCost
@@ -25,19 +23,6 @@ S = InstanceState
 # What a person may stop (instances.services.actions.instance_stop_request moves these).
 STOPPABLE = {S.QUEUED, S.REQUESTED, S.SCHEDULED, S.PROVISIONING, S.RUNNING}
 ROW_ACTIONS = "instances/partials/_row_actions.html"
-
-
-class BadgeColumn(StateColumn):
-    """StateColumn with a data-testid on its badge, so pages and tests find it."""
-
-    def __init__(self, *args, testid: str = "state", **kwargs):
-        self.testid = testid
-        super().__init__(*args, **kwargs)
-
-    def render(self, value, record, bound_column):
-        label = getattr(record, f"get_{bound_column.accessor}_display")()
-        context = {"state": value, "label": label, "tone": state_tone(value), "testid": self.testid}
-        return render_to_string("ui/badge.html", context)
 
 
 class InstanceTable(PortalTable):
@@ -90,10 +75,5 @@ class InstanceTable(PortalTable):
             "slug": self.slug,
             "open": record.state == S.RUNNING and record.offering.kind == OfferingKind.NOTEBOOK and may_operate,
             "stop": record.state in STOPPABLE and may_operate,
-            # A live partial is always rendered with the placeholder as its CSRF token, and the
-            # viewer's own token replaces it afterwards (portal.live: the page's {% live_partial %}
-            # and the socket's render_partial alike). A cell is rendered outside the template's
-            # context, so it says the placeholder itself.
-            "csrf_token": CSRF_PLACEHOLDER,
         }
-        return render_to_string(ROW_ACTIONS, context)
+        return row_forms(ROW_ACTIONS, context)  # the CSRF token: see row_forms
