@@ -138,9 +138,10 @@ def test_a_declined_card_gets_a_clear_message_and_no_launch(
     expect(page.get_by_test_id("card-error")).to_have_text("Your card was declined.")
     assert not PaymentMethod.objects.filter(account__organization=organization).exists()
 
-    # When they try to launch anyway, the launch is refused with the reason and nothing is created
-    launch_notebook(page, base, "not-paid-for")
-    form = page.get_by_test_id("launch-form")
-    expect(form).to_contain_text("no card on file")
+    # When they try to launch anyway, they are asked for a card before any form, and nothing is created
+    page.goto(f"{base}/")
+    page.locator("[data-testid=launch]").first.click()
+    expect(page.get_by_test_id("launch-gate")).to_contain_text("no card on file")
+    expect(page.get_by_test_id("launch-form")).to_have_count(0)
     assert not Instance.objects.filter(organization=organization).exists()
     assert not UsageRecord.objects.filter(organization=organization).exists()
