@@ -6,8 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint system-packages
 
+# `exec`: the launcher replaces the recipe's shell, so make's child is the launcher itself. Make
+# forwards SIGTERM to it but not SIGINT/SIGHUP (it counts on the terminal signalling the whole
+# group); the launcher watches make for those (devtools/stop_signals.py).
 run: $(STAMP) system-packages
-	@$(PY) -m devtools.launcher
+	@exec $(PY) -m devtools.launcher
 
 test: $(STAMP) system-packages
 	@$(PY) -m pytest

@@ -28,6 +28,7 @@ from .commands import agent_command, beat_command, web_command, worker_command
 from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_url, redis_start
 from .processes import REPO, free_port
 from .proxy import ProxyError, front_proxy_start
+from .stop_signals import Interrupted, StopSignals
 from .stripe_local import localstripe_start, localstripe_webhook_register
 
 DEMO_LOGIN = ("demo@neocloud.localhost", "demo-password-123")
@@ -153,6 +154,15 @@ def _local_notebooks_stop(root) -> None:
 def run(host: str, port: int) -> int:
     if not _port_free(host, port):
         raise LaunchError(f"port {port} on {host} is already in use; stop what uses it or pass --port N")
+    signals = StopSignals()
+    signals.install()
+    try:
+        return _run(host, port, signals)
+    finally:
+        print("Neocloud portal stopped.", flush=True)
+
+
+def _run(host: str, port: int, signals: StopSignals) -> int:
     root = data_dir()
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -167,49 +177,47 @@ def run(host: str, port: int) -> int:
     # Shared by the web processes and the front proxy for this run only.
     env.setdefault("PORTAL_PROXY_SECRET", secrets.token_urlsafe(32))
 
-    started_postgres = started_redis = None
-    if not env.get("DATABASE_URL"):
-        env["DATABASE_URL"] = postgres_url(root)
-        started_postgres = root
-    if not env.get("REDIS_URL"):
-        started_redis = redis_start(root)
-        env["REDIS_URL"] = started_redis.url
-
-    started_stripe = None
-    if not env.get("STRIPE_API_BASE") and not env.get("STRIPE_SECRET_KEY"):
-        started_stripe = localstripe_start(root, keep_store=True)
-        env["STRIPE_API_BASE"] = started_stripe.api_base
-        env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_urlsafe(24))
-        localstripe_webhook_register(
-            api_base=started_stripe.api_base, portal_url=url, secret=env["STRIPE_WEBHOOK_SECRET"]
-        )
-
     supervisor = Supervisor(env=env)
-    interrupted = False
-
-    def _on_signal(signum, frame):
-        nonlocal interrupted
-        interrupted = True
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    started_postgres = started_redis = started_stripe = None
     try:
+        # Each server is recorded as soon as it starts: a stop signal waits for the record.
+        if not env.get("DATABASE_URL"):
+            with signals.shielded():
+                env["DATABASE_URL"] = postgres_url(root)
+                started_postgres = root
+        if not env.get("REDIS_URL"):
+            with signals.shielded():
+                started_redis = redis_start(root)
+                env["REDIS_URL"] = started_redis.url
+        if not env.get("STRIPE_API_BASE") and not env.get("STRIPE_SECRET_KEY"):
+            with signals.shielded():
+                started_stripe = localstripe_start(root, keep_store=True)
+            env["STRIPE_API_BASE"] = started_stripe.api_base
+            env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_urlsafe(24))
+            localstripe_webhook_register(
+                api_base=started_stripe.api_base, portal_url=url, secret=env["STRIPE_WEBHOOK_SECRET"]
+            )
+
         _manage(env, "migrate", "--noinput", "-v", "0")
         _manage(env, "demo_load")
         # The browser talks to the front proxy on `port`; the ASGI server listens on loopback only.
         web_port = free_port()
-        supervisor.spawn("web", web_command(port=web_port))
-        supervisor.spawn("worker", worker_command(concurrency=2))
-        supervisor.spawn("beat", beat_command(schedule=root / "celerybeat-schedule"))
+        with signals.shielded():
+            supervisor.spawn("web", web_command(port=web_port))
+            supervisor.spawn("worker", worker_command(concurrency=2))
+            supervisor.spawn("beat", beat_command(schedule=root / "celerybeat-schedule"))
         _wait_healthy(f"http://127.0.0.1:{web_port}", supervisor)
-        proxy = front_proxy_start(
-            root=root / "nginx",
-            listen=f"{host}:{port}",
-            portal=f"127.0.0.1:{web_port}",
-            secret=env["PORTAL_PROXY_SECRET"],
-        )
-        supervisor.children["proxy"] = proxy.process
-        supervisor.spawn("agent", _agent_argv(env, url, root))
+        with signals.shielded():
+            proxy = front_proxy_start(
+                root=root / "nginx",
+                listen=f"{host}:{port}",
+                portal=f"127.0.0.1:{web_port}",
+                secret=env["PORTAL_PROXY_SECRET"],
+            )
+            supervisor.children["proxy"] = proxy.process
+        agent_argv = _agent_argv(env, url, root)
+        with signals.shielded():
+            supervisor.spawn("agent", agent_argv)
         print(
             "\n"
             f"  Neocloud portal is up: {url}/\n"
@@ -221,14 +229,20 @@ def run(host: str, port: int) -> int:
             "  Press Ctrl-C to stop everything.\n",
             flush=True,
         )
-        while not interrupted:
+        while True:
             exited = supervisor.first_exited()
             if exited:
                 raise LaunchError(f"{exited[0]} exited with code {exited[1]}; stopping the portal")
             time.sleep(0.5)
-        print("\nStopping the portal…", flush=True)
+    except Interrupted as stop:
+        print(f"\nStopping the portal ({stop})…", flush=True)
         return 0
+    except (LaunchError, EmbeddedServiceError, ProxyError) as exc:
+        # Said before the cleanup's output, so that the reason is not lost above it.
+        print(f"portal: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
+        signals.stopping()
         supervisor.stop_all()
         _local_notebooks_stop(root)
         if started_stripe:

@@ -1,0 +1,107 @@
+"""`make run` stops cleanly when its top process gets the signal, including a plain SIGINT to
+make, which GNU make does not forward; and what it serves through nginx meanwhile: the portal's
+own 404 page (DEBUG is off) and /favicon.ico. One start, one stop: it is a slow test."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from devtools.processes import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+def _read_until(process: subprocess.Popen, pattern: str, timeout: float, seen: list[str]) -> re.Match:
+    deadline = time.monotonic() + timeout
+    regex = re.compile(pattern)
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if match := regex.search(line):
+            return match
+    raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(seen)[-4000:]}")
+
+
+def _mentioning(text: str) -> list[psutil.Process]:
+    """Processes with `text` in their command line or working folder (redis runs in its data folder)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            if text in " ".join(proc.info["cmdline"] or []) or text in (proc.info["cwd"] or ""):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.fixture
+def data(tmp_path):
+    """Its own data folder, under the test run's rather than pytest's tmp: a concurrent pytest run
+    resets /tmp/pytest-of-<user> to 0700, and the embedded PostgreSQL's account must traverse it."""
+    path = Path(os.environ["PORTAL_DATA_DIR"]) / f"launcher-stop-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sigint_to_make_stops_every_process_and_says_so(data):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "PORTAL_EMAIL_DIR",
+                                                            "STRIPE_API_BASE", "PORTAL_DEBUG"}}
+    env.update(PORTAL_DATA_DIR=str(data), PORTAL_PORT=str(free_port()), PYTHONUNBUFFERED="1",
+               PORTAL_NOTEBOOK_POOL="1")
+    env.pop("PORTAL_DB_POOL_MAX_SIZE", None)
+    # `make run` as a person types it; `-o` so that a dependency list newer than the virtualenv
+    # never makes this test reinstall it, PY so that it runs this interpreter.
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "run", f"PY={sys.executable}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own group: the SIGINT below reaches make alone, as `kill -INT` does
+    )
+    seen: list[str] = []
+    children: list[psutil.Process] = []
+    try:
+        url = _read_until(make, r"portal is up: (http://\S+)/", 240, seen).group(1)
+        _read_until(make, r"Press Ctrl-C", 5, seen)
+        (launcher,) = psutil.Process(make.pid).children()
+        assert "devtools.launcher" in " ".join(launcher.cmdline())  # exec: no shell in between
+        children = launcher.children(recursive=True)
+        assert children
+
+        # Given the portal up, behind nginx
+        missing = httpx.get(f"{url}/no-such-page")
+        assert missing.status_code == 404 and "Page not found" in missing.text and "URLconf" not in missing.text
+        icon = httpx.get(f"{url}/favicon.ico", follow_redirects=True)
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+
+        # When make alone gets SIGINT
+        make.send_signal(signal.SIGINT)
+        _read_until(make, r"^Neocloud portal stopped\.$", 90, seen)
+        make.wait(30)
+
+        # Then nothing it started is left: children, notebooks, postgres, redis, nginx, localstripe
+        gone, alive = psutil.wait_procs([launcher, *children], timeout=20)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+        assert not _mentioning(str(data))
+        assert not (data / "postgres" / "postmaster.pid").exists()
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+        for proc in [*children, *_mentioning(str(data))]:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
