@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -156,6 +157,29 @@ class Gpu(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} #{self.index} on {self.node.hostname}"
+
+
+class GpuSample(models.Model):
+    """A GPU's telemetry history for charts: one row per GPU and minute, whatever the reporting
+    rate. Written by the telemetry report's own statement (services.reports, an upsert: the last
+    report of a minute wins), pruned after PORTAL_TELEMETRY_RETENTION_DAYS (tasks).
+
+    Compact on purpose (about 60 bytes a row with its key, ~10,000 rows per GPU a week): the key
+    is (gpu, minute), so there is no id column and no second B-tree; the prune finds old rows
+    through a BRIN index on `minute`, a few pages for a table that only grows at its end."""
+
+    pk = models.CompositePrimaryKey("gpu", "minute")
+    # No index of its own: the primary key starts with it.
+    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="samples", db_index=False)
+    minute = models.DateTimeField()
+    utilization_pct = models.PositiveSmallIntegerField(null=True)
+    memory_used_bytes = models.BigIntegerField(null=True)
+
+    class Meta:
+        indexes = [BrinIndex(fields=["minute"], name="capacity_gpusample_minute_brin")]
+
+    def __str__(self) -> str:
+        return f"GPU {self.gpu_id} at {self.minute:%Y-%m-%d %H:%M}: {self.utilization_pct} %"
 
 
 class NodeCapacity(models.Model):

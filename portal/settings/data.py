@@ -86,6 +86,11 @@ CELERY_BEAT_SCHEDULE = {
         # Normally finds nothing (triggers keep the summary); the check is one aggregate over the GPUs.
         "schedule": env_int("PORTAL_CAPACITY_REPAIR_EVERY_S", 300),
     },
+    "capacity-telemetry-prune": {
+        "task": "apps.capacity.tasks.gpu_samples_prune",
+        # Deletes the hour of GPU history that passed PORTAL_TELEMETRY_RETENTION_DAYS.
+        "schedule": 3600,
+    },
     "billing-usage-meter": {
         "task": "apps.billing.tasks.metering.usage_meter",
         "schedule": env_int("PORTAL_METER_EVERY_S", 60),

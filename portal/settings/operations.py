@@ -23,6 +23,8 @@ CAPACITY_HEARTBEAT_INTERVAL_S = env_int("PORTAL_HEARTBEAT_INTERVAL_S", 10)
 CAPACITY_HEARTBEAT_MISSES = env_int("PORTAL_HEARTBEAT_MISSES", 2)
 # Agent payloads above this size are refused with 413 before they are parsed.
 CAPACITY_AGENT_MAX_BODY_BYTES = env_int("PORTAL_AGENT_MAX_BODY_BYTES", 256 * 1024)
+# GPU telemetry history (capacity.GpuSample, one row per GPU and minute) is kept this long.
+CAPACITY_TELEMETRY_RETENTION_DAYS = env_int("PORTAL_TELEMETRY_RETENTION_DAYS", 7)
 
 # --- instances: lifecycle timeouts and idle culling ----------------------------------------------
 INSTANCES = {

@@ -130,8 +130,11 @@ def node_heartbeat_apply(*, node: Node, seq: int, inventory: dict[str, Any] | No
 
 TELEMETRY_FIELDS = ["utilization_pct", "memory_used_bytes", "temperature_c", "power_w", "ecc_uncorrected_volatile"]
 
-# The seq compare-and-set and the GPU rows in one statement: the GPU rows are written only when
-# the node's row was (`accepted` is empty for a stale report), and only this node's GPUs.
+# The seq compare-and-set, the GPU rows and their history in one statement: the GPU rows are
+# written only when the node's row was (`accepted` is empty for a stale report), and only this
+# node's GPUs; each updated GPU's minute of history (GpuSample) is inserted, or, for a later
+# report in the same minute, overwritten with the latest values (unless they are the same, so an
+# idle GPU's reports write nothing more).
 _TELEMETRY_SQL = """
 WITH accepted AS (
     UPDATE capacity_node SET last_telemetry_seq = %(seq)s
@@ -147,14 +150,23 @@ WITH accepted AS (
         %(temperature_c)s::smallint[], %(power_w)s::float8[], %(ecc_uncorrected_volatile)s::bigint[]
     ) AS r(uuid, utilization_pct, memory_used_bytes, temperature_c, power_w, ecc_uncorrected_volatile)
     WHERE gpu.node_id = accepted.id AND gpu.uuid = r.uuid
-    RETURNING 1
+    RETURNING gpu.id, r.utilization_pct, r.memory_used_bytes
+), sampled AS (
+    INSERT INTO capacity_gpusample AS s (gpu_id, minute, utilization_pct, memory_used_bytes)
+    SELECT id, date_trunc('minute', %(collected_at)s::timestamptz, 'UTC'), utilization_pct, memory_used_bytes
+    FROM updated
+    ON CONFLICT (gpu_id, minute) DO UPDATE
+    SET utilization_pct = EXCLUDED.utilization_pct, memory_used_bytes = EXCLUDED.memory_used_bytes
+    WHERE (s.utilization_pct, s.memory_used_bytes)
+        IS DISTINCT FROM (EXCLUDED.utilization_pct, EXCLUDED.memory_used_bytes)
 )
 SELECT (SELECT count(*) FROM accepted), (SELECT count(*) FROM updated)
 """
 
 
 def node_telemetry_apply(*, node: Node, seq: int, telemetry: dict[str, Any]) -> int:
-    """Store the latest telemetry per GPU. Returns how many GPUs were updated."""
+    """Store the latest telemetry per GPU, and its minute of history. Returns how many GPUs were
+    updated."""
     reports = {gpu["uuid"]: gpu for gpu in telemetry["gpus"]}  # a repeated UUID: the last one counts
     collected_at: datetime = telemetry["collected_at"]
     params: dict[str, Any] = {"seq": seq, "node": node.pk, "collected_at": collected_at, "uuid": list(reports)}
