@@ -4,6 +4,7 @@ from .accounts import BillingAccount, BillingEvent, PaymentMethod, PaymentStandi
 from .budgets import Budget, BudgetAlert
 from .credits import CreditApplication, CreditGrant, CreditKind
 from .invoices import Invoice, InvoicedUsage, InvoiceKind, InvoiceLine, InvoiceLineKind, InvoiceStatus
+from .onboarding import OnboardingDismissal
 from .usage import InstancePrice, MeteredRun, RunEndReason, UsageKind, UsageRecord
 from .webhooks import WebhookEvent, WebhookEventStatus
 
@@ -23,6 +24,7 @@ __all__ = [
     "InvoiceStatus",
     "InvoicedUsage",
     "MeteredRun",
+    "OnboardingDismissal",
     "PaymentMethod",
     "PaymentStanding",
     "PaymentTerms",
