@@ -32,7 +32,8 @@ class InvoiceListConsumer(_OrgScoped):
 
     def render(self) -> str:
         try:
-            return self.render_partial(LIST_PARTIAL, list_context(self._access()))
+            # With the page's query (filters, sort, page), which travels in the socket's address.
+            return self.render_partial(LIST_PARTIAL, list_context(self._access(), self.page_query()))
         except REFUSED:
             return GONE.format(id="invoice-list")
 

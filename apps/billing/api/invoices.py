@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from apps.accounts.api.access import OrganizationScopedMixin
 
+from ..filters import InvoiceFilter
 from ..models import Invoice, InvoiceLine
 from ..selectors.invoices import invoice_get, invoices_list
 
@@ -63,6 +64,7 @@ class InvoiceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.Ge
     serializer_class = InvoiceSerializer
     queryset = Invoice.objects.none()  # names the model for the schema; rows come from get_queryset
     lookup_value_converter = "int"
+    filterset_class = InvoiceFilter  # the invoice list page's filter bar uses the same FilterSet
 
     def get_queryset(self):
         return invoices_list(access=self.access)

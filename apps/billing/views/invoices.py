@@ -4,22 +4,37 @@ once), plus a printable page and a CSV export. Thin: selectors scope and shape t
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import render
 
 from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import organization_access_get
+from portal.ui.tables import table_configure
 
+from ..filters import InvoiceFilter
 from ..selectors.invoices import invoice_csv_rows, invoice_get, invoice_lines_get, invoices_list
+from ..tables import InvoiceTable
 
 LIST_PARTIAL = "billing/invoices/partials/invoice_list.html"
 DETAIL_PARTIAL = "billing/invoices/partials/invoice_detail.html"
 
 
-def list_context(access: OrgAccess) -> dict:
-    return {"access": access, "organization": access.organization, "invoices": list(invoices_list(access=access))}
+def list_context(access: OrgAccess, params: QueryDict | Mapping | None = None) -> dict:
+    """The filtered, sorted page of invoices (two queries: the page and the count). Refuses roles
+    that may not see billing (PermissionDenied), as invoices_list does."""
+    params = params if params is not None else QueryDict()
+    filterset = InvoiceFilter(params or None, queryset=invoices_list(access=access))
+    table = table_configure(InvoiceTable(filterset.qs, slug=access.organization.slug), params=params)
+    return {
+        "access": access,
+        "organization": access.organization,
+        "table": table,
+        "filterset": filterset,
+        "filters_active": any(params.get(name) for name in filterset.filters),
+    }
 
 
 def detail_context(access: OrgAccess, invoice_id: int) -> dict:
@@ -37,7 +52,10 @@ def detail_context(access: OrgAccess, invoice_id: int) -> dict:
 @login_required
 def invoice_list_page(request, slug: str):
     access = organization_access_get(user=request.user, slug=slug)
-    return render(request, "billing/invoices/invoice_list.html", list_context(access))
+    context = list_context(access, request.GET)
+    # The socket renders the same partial with the page's query: filters, sort and page.
+    context["ws_query"] = request.GET.urlencode()
+    return render(request, "billing/invoices/invoice_list.html", context)
 
 
 @login_required
