@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import pages
+from .views import charts, pages
 
 app_name = "instances"
 
@@ -14,4 +14,5 @@ urlpatterns = [
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/delete/", pages.instance_delete_view, name="delete"),
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/open/", pages.notebook_open, name="open"),
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/cost/", pages.instance_running_cost_view, name="running-cost"),
+    path("orgs/<slug:slug>/instances/<uuid:instance_id>/usage/", charts.instance_usage_chart_view, name="usage-chart"),
 ]

@@ -14,6 +14,7 @@ from apps.capacity.selectors.telemetry import gpu_series_get, region_utilisation
 from apps.capacity.services.reports import ReportRejected, node_telemetry_apply
 from apps.capacity.services.telemetry import gpu_samples_prune
 from apps.capacity.tasks import gpu_samples_prune as gpu_samples_prune_task
+from tests.factories.accounts import UserFactory
 from tests.factories.capacity import node_with_gpus
 from tests.factories.catalog import GpuModelFactory, RegionFactory
 
@@ -115,3 +116,15 @@ def test_a_gpu_removed_takes_its_history_with_it(node):
     _report(node, 1, T0, util=10, mem_gib=1)
     Gpu.objects.filter(node=node, index=0).delete()
     assert [row[0] for row in _samples(node)] == [1]
+
+
+def test_the_inventory_page_charts_utilisation_per_region(client, node):
+    client.force_login(UserFactory(is_staff=True))
+    # Given no samples, the chart says so
+    assert "No data yet." in client.get("/ops/").content.decode()
+    # When a region's GPUs report
+    _report(node, 1, datetime.now(UTC) - timedelta(minutes=3), util=50, mem_gib=1)
+    html = client.get("/ops/").content.decode()
+    # Then one line per region, outside the live inventory partial
+    assert 'data-testid="region-utilisation"' in html and 'id="chart-data-region-utilisation"' in html
+    assert '"label": "Frankfurt"' in html and "50.5" in html
