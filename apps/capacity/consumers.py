@@ -7,14 +7,13 @@ from django.template.loader import render_to_string
 
 from portal.live import LivePartialConsumer
 
-from .forms import InventoryFilterForm
 from .live import INVENTORY_GROUP, node_group
 from .selectors.inventory import node_get
 from .views import INVENTORY_PARTIAL, NODE_PARTIAL, inventory_context, is_operator, node_context
 
 
 class InventoryConsumer(LivePartialConsumer):
-    """Pushes the overview partial, with the filters the page was opened with (its query string)."""
+    """Pushes the overview partial, with the filters, sort and page the page was opened with (its query string)."""
 
     def authorize(self):
         if not is_operator(self.scope["user"]):
@@ -23,8 +22,7 @@ class InventoryConsumer(LivePartialConsumer):
         return [INVENTORY_GROUP]
 
     def render(self) -> str:
-        filters = InventoryFilterForm(self.query or None)
-        return self.render_partial(INVENTORY_PARTIAL, inventory_context(filters=filters))
+        return self.render_partial(INVENTORY_PARTIAL, inventory_context(params=self.query))
 
 
 class NodeConsumer(LivePartialConsumer):

@@ -4,17 +4,6 @@ from django import forms
 
 from apps.catalog.models import Region
 
-from .models import NodeState
-
-
-class InventoryFilterForm(forms.Form):
-    """The overview's filters. Read from the query string, so a link or a reload keeps them."""
-
-    region = forms.ModelChoiceField(
-        queryset=Region.objects.order_by("code"), to_field_name="code", required=False, empty_label="All regions"
-    )
-    state = forms.ChoiceField(choices=[("", "All states"), *NodeState.choices], required=False)
-
 
 class NodeActionForm(forms.Form):
     reason = forms.CharField(max_length=200, required=False, strip=True)

@@ -8,7 +8,7 @@ context function as these views.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from uuid import UUID
 
@@ -16,11 +16,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from django.http import Http404, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from .forms import InventoryFilterForm, NodeActionForm, RegistrationTokenCreateForm
+from portal.ui.tables import table_configure
+
+from .filters import NodeFilter
+from .forms import NodeActionForm, RegistrationTokenCreateForm
 from .models import Node, NodeState
 from .selectors.inventory import (
     node_detail_get,
@@ -37,13 +40,12 @@ from .services.nodes import (
     node_uncordon,
     registration_token_create,
 )
+from .tables import NodeTable, RegistrationTokenTable
 
 INVENTORY_PARTIAL = "capacity/partials/inventory.html"
 NODE_PARTIAL = "capacity/partials/node.html"
-TOKENS_SHOWN = 50
-# The overview is re-rendered for every open socket on every push; past this many rows an
-# operator filters by region or state anyway.
-NODES_SHOWN = 500
+# The overview is re-rendered for every open socket on every push: one page of nodes at a time.
+NODES_PER_PAGE = 50
 
 
 def is_operator(user) -> bool:
@@ -83,19 +85,20 @@ def node_actions_available(*, node: Node) -> list[tuple[str, str]]:
 # --- context functions (shared with the consumers) ---------------------------------------------
 
 
-def inventory_context(*, filters: InventoryFilterForm) -> dict:
-    """Everything the inventory partial needs; the view and the websocket consumer both use it."""
-    region = state = None
-    if filters.is_valid():
-        region = filters.cleaned_data["region"]
-        state = filters.cleaned_data["state"] or None
-    nodes = list(nodes_list(region=region, state=state)[: NODES_SHOWN + 1])
+def inventory_context(*, params: QueryDict | Mapping | None = None) -> dict:
+    """Everything the inventory partial needs; the view and the websocket consumer both use it,
+    the socket with the page's query (filters, sort, page). Regions: one query; nodes: the page
+    and its count."""
+    params = params if params is not None else QueryDict()
+    filterset = NodeFilter(params or None, queryset=nodes_list())
+    filters_active = any(params.get(name) for name in filterset.filters)
+    nodes = table_configure(NodeTable(filterset.qs, filtered=filters_active), params=params, per_page=NODES_PER_PAGE)
     return {
         "regions": regions_inventory_list(),
-        "nodes": nodes[:NODES_SHOWN],
-        "nodes_truncated": len(nodes) > NODES_SHOWN,
-        "filter_region": region,
-        "filter_state": state,
+        "nodes": nodes,
+        "filterset": filterset,
+        "filters_active": filters_active,
+        "filter_region": filterset.form.cleaned_data.get("region") if filterset.is_valid() else None,
     }
 
 
@@ -110,11 +113,10 @@ def node_context(*, node_id: UUID) -> dict:
 
 @staff_required
 def inventory_page(request):
-    filters = InventoryFilterForm(request.GET or None)
-    context = inventory_context(filters=filters)
+    context = inventory_context(params=request.GET)
     if request.htmx:
         return render(request, INVENTORY_PARTIAL, context)
-    context.update(filters=filters, ws_query=request.GET.urlencode())
+    context.update(ws_query=request.GET.urlencode())
     return render(request, "capacity/inventory.html", context)
 
 
@@ -171,7 +173,7 @@ def registration_tokens_page(request):
             status = 400
     context = {
         "form": form,
-        "tokens": registration_tokens_list()[:TOKENS_SHOWN],
+        "tokens_table": table_configure(RegistrationTokenTable(registration_tokens_list()), params=request.GET),
         "new_token": new_token,
         # The agent calls the portal's public address, not whatever host this page was asked on.
         "portal_base_url": settings.PORTAL_BASE_URL.rstrip("/"),

@@ -120,7 +120,7 @@ def test_an_unknown_filter_is_a_message_not_an_error(client, staff):
     response = client.get(INVENTORY, {"region": "mars-1"})
     assert response.status_code == 200
     html = response.content.decode()
-    assert "Unknown filter ignored" in html and "some-node" in html
+    assert "Unknown region &#x27;mars-1&#x27;. This filter is ignored." in html and "some-node" in html
 
 
 def test_the_overview_costs_the_same_queries_for_2_or_20_nodes(client, staff):
@@ -144,7 +144,8 @@ def test_the_overview_costs_the_same_queries_for_2_or_20_nodes(client, staff):
     # then the page costs no more queries
     assert html.count("<tr data-node=") == 20
     assert len(many) <= len(few), [q["sql"] for q in many.captured_queries]
-    assert len(many) <= 8, [q["sql"] for q in many.captured_queries]
+    # (the nodes are a paginated table: its page and its count)
+    assert len(many) <= 9, [q["sql"] for q in many.captured_queries]
 
 
 # --- one node ----------------------------------------------------------------------------------
