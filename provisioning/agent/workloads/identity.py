@@ -23,7 +23,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import stat
 import subprocess
 import threading
 import time
@@ -188,25 +187,6 @@ def _tree_chown(path: Path, uid: int, gid: int) -> None:
             except FileNotFoundError:  # removed while we walked: nothing left to hand over
                 pass
 
-
-def ancestors_traversable(path: Path) -> list[Path]:
-    """Let other users pass through every directory above `path`; returns what changed.
-
-    Only the search bit (o+x) is added, never read: names inside stay unlistable. A host where
-    this changes something (e.g. /root for a default state file under ~root) is better served by
-    --workload-root under /var/lib and an agent installed outside /root; we log each change.
-    """
-    if not isolation_available():
-        return []
-    changed = []
-    for directory in reversed(path.resolve().parents):
-        info = directory.stat()
-        if info.st_mode & stat.S_IXOTH:
-            continue
-        directory.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
-        log.warning("made %s traversable (o+x) so that workload accounts can reach %s", directory, path)
-        changed.append(directory)
-    return changed
 
 
 def _comment(workload_root: Path) -> str:

@@ -32,6 +32,7 @@ from provisioning.protocol import REASON_LIMIT
 from . import slot
 from .identity import RunAs, account_create, account_remove, accounts_of_root, processes_kill
 from .process import proc_alive, proc_start_time, proc_with_arg, tree_stop
+from .traversal import ancestors_release
 
 log = logging.getLogger("neocloud.agent")
 
@@ -278,6 +279,7 @@ def workload_root_clear(root: Path) -> int:
             stopped += 1
     for account in accounts_of_root(root):
         account_remove(account)
+    ancestors_release(holder=root)
     return stopped
 
 

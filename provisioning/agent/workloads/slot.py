@@ -48,13 +48,13 @@ from pathlib import Path
 
 from .identity import (
     RunAs,
-    ancestors_traversable,
     dir_for_workload,
     file_for_workload,
     isolation_available,
     tree_give,
     tree_reclaim,
 )
+from .traversal import ancestors_traversable
 
 SLOTS = "slots"
 _LAUNCHER_SOURCE = Path(__file__).with_name("kernel_launcher.py")
@@ -143,11 +143,11 @@ def workload_root_prepare(root: Path) -> None:
             directory.chmod(0o700)
         if isolation_available():
             os.chown(directory, 0, 0)  # a folder someone else made first is not trusted
-    ancestors_traversable(root / SLOTS)
-    ancestors_traversable(sockets / "x")
+    ancestors_traversable(root / SLOTS, holder=root)
+    ancestors_traversable(sockets / "x", holder=root)
     # Jupyter runs with this agent's interpreter; under a pyenv in /root that needs /root o+x.
     for path in {Path(sys.executable).resolve(), Path(sys.prefix), Path(sys.base_prefix)}:
-        ancestors_traversable(path)
+        ancestors_traversable(path, holder=root)
 
 
 def sockets_dir(root: Path) -> Path:
