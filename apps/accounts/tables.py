@@ -67,8 +67,9 @@ class MemberTable(PortalTable):
         super().__init__(data, **kwargs)
         self.access = access
 
-    def render_role(self, value):
-        return value  # the role's value, as the role form posts it (tests and scripts read it)
+    def render_role(self, record: Membership):
+        # The role's value (not its label), as the role form posts it and as before (scripts read it).
+        return record.role
 
     def render_actions(self, record: Membership):
         access, organization = self.access, self.access.organization

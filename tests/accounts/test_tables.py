@@ -91,6 +91,8 @@ def test_a_member_sees_no_role_forms_in_the_table(client, org):
     html = client.get(reverse("accounts:members", args=[org.slug])).content.decode()
 
     assert "Change</button>" not in html and "Remove</button>" not in html
+    row = html.split(f'data-member="{member.email}"')[1].split("</tr>")[0]
+    assert '<td data-testid="role">member</td>' in row
     assert "Leave</button>" in html  # their own row
 
 
