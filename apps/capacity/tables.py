@@ -8,6 +8,7 @@ from django.template.defaultfilters import floatformat
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from apps.accounts.tables import BadgeColumn
 from portal.ui.tables import PortalTable
@@ -73,7 +74,7 @@ class NodeTable(PortalTable):
         return f"{record.allocated_gpus} / {record.gpu_count}"
 
     def render_utilization(self, value):
-        return format_html('<span class="muted">—</span>') if value is None else f"{floatformat(value, 0)}%"
+        return mark_safe('<span class="muted">—</span>') if value is None else f"{floatformat(value, 0)}%"
 
     def render_heartbeat(self, record: Node):
         return render_to_string("capacity/_heartbeat.html", {"node": record})

@@ -36,6 +36,15 @@ ACTIVE_STATES = (
     InstanceState.RUNNING,
     InstanceState.STOPPING,
 )
+# The states services.actions.instance_stop_request stops from: a queued launch too, so that a
+# reached hard cap or a suspended account also takes launches out of the queue.
+STOPPABLE_STATES = (
+    InstanceState.QUEUED,
+    InstanceState.REQUESTED,
+    InstanceState.SCHEDULED,
+    InstanceState.PROVISIONING,
+    InstanceState.RUNNING,
+)
 # The states an agent should keep a workload running in.
 WANTED_RUNNING_STATES = (InstanceState.SCHEDULED, InstanceState.PROVISIONING, InstanceState.RUNNING)
 

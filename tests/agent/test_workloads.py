@@ -31,6 +31,7 @@ from tests.agent.test_workloads_support import (
     kernel_start,
     notebook_spec,
 )
+from tests.support.processes import workload_root_new
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -107,7 +108,7 @@ class Agent:
 def agent(tmp_path_factory):
     os.environ["NEOCLOUD_AGENT_TOKEN"] = "agent-secret"  # must not reach any workload
     with WorkloadPortalServer() as portal:
-        agent = Agent(portal, tmp_path_factory.mktemp("workloads") / "root")
+        agent = Agent(portal, workload_root_new("workloads") / "root")
         try:
             yield agent
         finally:

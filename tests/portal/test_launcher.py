@@ -3,10 +3,12 @@ data folder, serves the storefront and the demo login, and Ctrl-C stops every pr
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,7 +99,11 @@ def _local_node(data_dir: Path, timeout: float = 30):
     return None
 
 
-def test_run_command_serves_the_portal_and_ctrl_c_stops_everything(tmp_path):
+def test_run_command_serves_the_portal_and_ctrl_c_stops_everything():
+    # Its own data folder under the test run's, not pytest's tmp_path: a concurrent pytest run
+    # makes /tmp/pytest-of-<user> private again, and the embedded PostgreSQL's account and the
+    # notebooks' accounts must pass through every folder above theirs.
+    tmp_path = Path(tempfile.mkdtemp(prefix="launcher-", dir=os.environ["PORTAL_DATA_DIR"]))
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "PORTAL_EMAIL_DIR"}}
     env.update(PORTAL_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
     env.pop("PORTAL_DB_POOL_MAX_SIZE", None)
@@ -150,3 +156,4 @@ def test_run_command_serves_the_portal_and_ctrl_c_stops_everything(tmp_path):
         for proc in psutil.process_iter(["cmdline"]):
             if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
                 proc.kill()
+        shutil.rmtree(tmp_path, ignore_errors=True)

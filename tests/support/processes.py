@@ -4,6 +4,7 @@ started as subprocesses on the pytest-django test database."""
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,16 @@ def celery_beat_start(log_dir: Path) -> ManagedProcess:
     return beat
 
 
+def workload_root_new(name: str) -> Path:
+    """A fresh workload root for a test's agent, under the test data folder rather than pytest's
+    tmp_path: pytest makes /tmp/pytest-of-<user> private again (0700) whenever another pytest
+    session starts on the host, which takes the way through to their folders away from the
+    workload accounts of any notebook running then ("No such directory: …/work")."""
+    root = Path(os.environ.get("PORTAL_DATA_DIR", settings.BASE_DIR / ".data" / "test")) / "workloads"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+
+
 def agent_start(
     log_dir: Path,
     *,
@@ -137,7 +148,7 @@ def agent_start(
 ) -> ManagedProcess:
     """A real node agent process (provisioning/agent) reporting a simulated host; it runs real
     JupyterLab servers for notebook workloads, `notebook_pool` of them pre-started."""
-    workload_root = state_file.parent / f"workloads-{name}"
+    workload_root = workload_root_new(name)
     command = agent_command(
         portal_url=portal_url,
         state_file=state_file,

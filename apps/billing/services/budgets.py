@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from apps.accounts.models import OrganizationKind, Project
 from apps.accounts.roles import OrgAccess
-from apps.instances.models import Instance, InstanceState
+from apps.instances.models import STOPPABLE_STATES, Instance
 from apps.instances.services.actions import instance_stop_request
 from apps.instances.services.lifecycle import instance_note
 from portal.db import atomic_retry
@@ -32,10 +32,8 @@ from ..money import money_minor_digits, money_round
 from ..selectors.usage import month_bounds, usage_spend_get
 from .metering import usage_open_runs_meter
 
-S = InstanceState
 CAP_WARNING, CAP_STOP = "cap_warning", "cap_stop"
 # Instances a reached cap stops: everything that runs or is on its way to run.
-_STOPPABLE = (S.REQUESTED, S.SCHEDULED, S.PROVISIONING, S.RUNNING)
 _MAX_AMOUNT = Decimal("999999999999.99")  # what Budget.monthly_amount (14 digits, 2 places) holds
 
 
@@ -202,7 +200,7 @@ def _mail_on_commit(alert: BudgetAlert, user_ids: set[int] = frozenset()) -> Non
 
 
 def _instances_in_scope(budget: Budget):
-    instances = Instance.objects.filter(organization_id=budget.organization_id, state__in=_STOPPABLE)
+    instances = Instance.objects.filter(organization_id=budget.organization_id, state__in=STOPPABLE_STATES)
     if budget.project_id:
         instances = instances.filter(project_id=budget.project_id)
     # created_at, then pk: the lock order's one order for several instances (portal/db.py).

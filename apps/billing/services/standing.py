@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import Membership, Role
-from apps.instances.models import Instance, InstanceState
+from apps.instances.models import STOPPABLE_STATES, Instance
 from apps.instances.services.actions import instance_stop_request
 from portal.db import atomic_retry
 
@@ -33,12 +33,6 @@ P = PaymentStanding
 # Invoices whose payment failed and is not yet made good.
 OVERDUE_STATUSES = (InvoiceStatus.PAYMENT_FAILED,)
 # Instance states in which something runs, or is about to, on a node the customer pays for.
-_STOPPABLE_STATES = (
-    InstanceState.REQUESTED,
-    InstanceState.SCHEDULED,
-    InstanceState.PROVISIONING,
-    InstanceState.RUNNING,
-)
 NOTICE_ROLES = (Role.OWNER, Role.BILLING)
 
 
@@ -182,7 +176,7 @@ def suspended_instances_stop() -> int:
     lifecycle. Repeated on every pass, so an instance that slipped through a race is caught."""
     stopped = 0
     instances = Instance.objects.filter(
-        organization__billing_account__standing=P.SUSPENDED, state__in=_STOPPABLE_STATES
+        organization__billing_account__standing=P.SUSPENDED, state__in=STOPPABLE_STATES
     ).order_by("created_at", "pk")
     for instance in instances:
         try:
