@@ -134,8 +134,19 @@ def test_a_queued_launch_shows_its_place_and_runs_live_when_capacity_frees(
         form = page.get_by_test_id("launch-form")
         expect(form.locator(f"select[name=flavor] option[value='{flavor.pk}']")).to_be_disabled()
         form.get_by_label("Wait in the queue if no capacity is free").check()
+        # (Choosing the flavor re-renders the region choices over htmx. Here that answer is held
+        # back until the region is picked, as on a slow link: the person's pick must survive it.)
+        held = []
+        page.route("**/instances/new/**", lambda route: held.append(route)
+                   if route.request.resource_type in ("xhr", "fetch") else route.continue_())
         form.locator("select[name=flavor]").select_option(str(flavor.pk))
+        while not held:
+            page.wait_for_timeout(50)
         form.locator("select[name=region]").select_option("us-east-1")
+        form.locator("select[name=region]").evaluate("select => { select.dataset.before = 'swap'; }")
+        held[0].continue_()
+        page.unroute("**/instances/new/**")
+        expect(form.locator("select[name=region]:not([data-before])")).to_have_value("us-east-1")
         form.locator("input[name=name]").fill("waits-its-turn")
         form.get_by_role("button", name="Launch").click()
 
