@@ -6,7 +6,7 @@ A page never misses a change, and never has an identical partial pushed over it:
 - Every rendered partial carries its version, `data-live-version` on its root element: a
   fingerprint of its content rendered with a fixed placeholder in place of the CSRF token (the
   token is masked afresh on every render, so it must not count). The page computes it with the
-  `{% live_partial %}` tag (apps/accounts/templatetags/live_partials.py), a socket with
+  `{% live_partial %}` tag (portal/ui/templatetags/live_partials.py), a socket with
   `live_versioned`, both here, so the two agree byte for byte.
 - static/js/live.js opens (and, after a network blip, re-opens) the page's socket with `?v=` set
   to the version the page shows at that moment, pushed ones included.

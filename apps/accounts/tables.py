@@ -1,8 +1,4 @@
-"""Tables of the accounts pages (portal.ui.tables): members, API keys, the user's organizations.
-
-Also `BadgeColumn`, the toolkit's StateColumn with a data-testid on its badge, which every app's
-tables use: it lives here, in the lowest app, so each of them may import it.
-"""
+"""Tables of the accounts pages (portal.ui.tables): members, API keys, the user's organizations."""
 
 from __future__ import annotations
 
@@ -13,40 +9,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from portal.live import CSRF_PLACEHOLDER
 from portal.ui.badges import state_tone
-from portal.ui.tables import PortalTable, StateColumn, link
+from portal.ui.tables import PortalTable, cell_forms, link
 
 from .models import ApiKey, Membership, Role
 from .roles import OrgAccess
-
-
-class BadgeColumn(StateColumn):
-    """StateColumn whose badge carries `data-testid` (default "state"). `label` is an accessor
-    for the words shown (default: the field's display value)."""
-
-    def __init__(self, *args, testid: str = "state", **kwargs):
-        self.testid = testid
-        super().__init__(*args, **kwargs)
-
-    def render(self, value, record, bound_column):
-        if self.label_accessor is not None:
-            label = self.label_accessor.resolve(record, quiet=True)
-        else:
-            display = getattr(record, f"get_{bound_column.accessor}_display", None)
-            label = display() if callable(display) else value
-        context = {"state": value, "label": label, "tone": state_tone(value), "testid": self.testid}
-        return render_to_string("ui/badge.html", context)
-
-
-def row_forms(template: str, context: dict) -> str:
-    """A cell's POST forms. A cell is rendered outside the template's context, so it cannot take
-    the page's CSRF token; a live partial is always rendered with the placeholder as its token and
-    the viewer's own token replaces it afterwards (portal.live: the page's {% live_partial %} and
-    the socket's render_partial alike), so the cell says the placeholder. A page that is not a
-    live partial passes its real token (`csrf_token`)."""
-    return render_to_string(template, {"csrf_token": CSRF_PLACEHOLDER, **context})
-
 
 # --- members -----------------------------------------------------------------------------------
 
@@ -76,7 +43,7 @@ class MemberTable(PortalTable):
         context = {"m": record, "organization": organization, "roles": Role.choices,
                    "manage": access.can_manage_members and record.user_id != access.user_id,
                    "leave": record.user_id == access.user_id and organization.kind != "personal"}
-        return row_forms("accounts/partials/_member_actions.html", context)
+        return cell_forms("accounts/partials/_member_actions.html", context)
 
 
 # --- API keys ----------------------------------------------------------------------------------

@@ -7,8 +7,7 @@ from django.urls import reverse
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
 
-from apps.accounts.tables import BadgeColumn
-from portal.ui.tables import MoneyColumn, PortalTable, link
+from portal.ui.tables import MoneyColumn, PortalTable, StateColumn, link
 
 from .models import Invoice
 
@@ -18,7 +17,7 @@ class InvoiceTable(PortalTable):
     period = tables.Column(verbose_name="Period", accessor="period_start", order_by=("period_start", "id"))
     kind = tables.Column(verbose_name="Kind")
     total = MoneyColumn(verbose_name="Total")
-    status = BadgeColumn(verbose_name="Status", testid="invoice-status")
+    status = StateColumn(verbose_name="Status", testid="invoice-status")
     actions = tables.Column(verbose_name="", accessor="pk", orderable=False, empty_values=(),
                             attrs={"td": {"class": "actions"}})
 

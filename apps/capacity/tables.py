@@ -10,8 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from apps.accounts.tables import BadgeColumn
-from portal.ui.tables import PortalTable
+from portal.ui.tables import PortalTable, StateColumn
 
 from .models import Node, RegistrationToken
 
@@ -25,7 +24,7 @@ class NodeTable(PortalTable):
     hostname = tables.Column(verbose_name="Host")
     region = tables.Column(verbose_name="Region", accessor="region__code")
     # The state's value as its words: what operators type in filters and read in the node's events.
-    state = BadgeColumn(verbose_name="State", label="state", testid="node-state")
+    state = StateColumn(verbose_name="State", label="state", testid="node-state")
     gpus = tables.Column(verbose_name="GPUs", accessor="gpu_count", order_by=("gpu_count", "gpu_name"))
     allocated = tables.Column(verbose_name="Allocated GPUs", accessor="allocated_milli_total", attrs=NUM)
     allocations = tables.Column(verbose_name="Allocations", accessor="allocations_live", attrs=NUM)
@@ -60,11 +59,11 @@ class NodeTable(PortalTable):
 
     def render_gpus(self, record: Node):
         if not record.gpu_count:
-            gpus = format_html('<span class="muted">none</span>')
+            gpus = mark_safe('<span class="muted">none</span>')
         else:
             mixed = ""
             if record.gpu_name_last != record.gpu_name:
-                mixed = format_html(' <span class="muted">(mixed)</span>')
+                mixed = mark_safe(' <span class="muted">(mixed)</span>')
             gpus = format_html("{} × {}{}", record.gpu_count, record.gpu_name, mixed)
         if record.gpus_unhealthy:
             gpus = format_html('{} <span class="badge badge-err">{} unhealthy</span>', gpus, record.gpus_unhealthy)

@@ -10,10 +10,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.roles import OrgAccess
-from apps.accounts.tables import BadgeColumn, row_forms
 from apps.catalog.models import OfferingKind
 from portal.ui.money import money_format
-from portal.ui.tables import PortalTable, link
+from portal.ui.tables import PortalTable, StateColumn, cell_forms, link
 from portal.ui.templatetags.ui import duration_short
 
 from .hooks import InstanceCost
@@ -27,7 +26,7 @@ ROW_ACTIONS = "instances/partials/_row_actions.html"
 
 class InstanceTable(PortalTable):
     name = tables.Column(verbose_name="Name")
-    state = BadgeColumn(verbose_name="State")
+    state = StateColumn(verbose_name="State")
     gpu = tables.Column(
         verbose_name="GPU", accessor="flavor__accelerator_label",
         order_by=("flavor__gpu_model__name", "flavor__gpu_count", "flavor__slice_kind"),
@@ -76,4 +75,4 @@ class InstanceTable(PortalTable):
             "open": record.state == S.RUNNING and record.offering.kind == OfferingKind.NOTEBOOK and may_operate,
             "stop": record.state in STOPPABLE and may_operate,
         }
-        return row_forms(ROW_ACTIONS, context)  # the CSRF token: see row_forms
+        return cell_forms(ROW_ACTIONS, context)  # the CSRF token: see cell_forms

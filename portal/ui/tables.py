@@ -15,6 +15,8 @@ from django.http import HttpRequest, QueryDict
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
+from portal.live import CSRF_PLACEHOLDER
+
 from .badges import state_tone
 from .money import money_format
 
@@ -60,10 +62,11 @@ class MoneyColumn(tables.Column):
 
 class StateColumn(tables.Column):
     """A lifecycle state as the toolkit's badge (ui/badge.html). `label` is an accessor for the
-    human label (default: the model's `get_<field>_display`)."""
+    human label (default: the model's `get_<field>_display`); `testid` goes on the badge."""
 
-    def __init__(self, *args, label: str | None = None, **kwargs):
+    def __init__(self, *args, label: str | None = None, testid: str = "state", **kwargs):
         self.label_accessor = tables.A(label) if label else None
+        self.testid = testid
         super().__init__(*args, **kwargs)
 
     def render(self, value, record, bound_column):
@@ -72,7 +75,17 @@ class StateColumn(tables.Column):
         else:
             display = getattr(record, f"get_{bound_column.accessor}_display", None)
             label = display() if callable(display) else value
-        return render_to_string("ui/badge.html", {"state": value, "label": label, "tone": state_tone(value)})
+        context = {"state": value, "label": label, "tone": state_tone(value), "testid": self.testid}
+        return render_to_string("ui/badge.html", context)
+
+
+def cell_forms(template: str, context: dict) -> str:
+    """A cell's POST forms (a row's Stop, a member's role). A cell is rendered outside the page's
+    template context, so it cannot take the page's CSRF token; a live partial is always rendered
+    with the placeholder as its token, and the viewer's own token replaces it afterwards
+    (portal.live: the page's {% live_partial %} and the socket's render_partial alike), so the
+    cell says the placeholder. A table outside a live partial passes its real `csrf_token`."""
+    return render_to_string(template, {"csrf_token": CSRF_PLACEHOLDER, **context})
 
 
 def link(url: str, text: str):

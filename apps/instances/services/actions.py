@@ -46,7 +46,8 @@ def _task_on_commit(task_name: str, instance_id) -> None:
     transaction.on_commit(lambda: signature(task_name, args=(str(instance_id),)).delay())
 
 
-def _provision_on_commit(instance_id) -> None:
+def instance_provision_on_commit(instance_id) -> None:
+    """Hand the instance to its node once this transaction commits (the provision task)."""
     _task_on_commit(PROVISION_TASK, instance_id)
 
 
@@ -149,7 +150,7 @@ def instance_launch(
             message=_queued_message(flavor, region),
             source="user",
         )
-    _provision_on_commit(instance.pk)
+    instance_provision_on_commit(instance.pk)
     return instance
 
 
@@ -193,7 +194,7 @@ def instance_start(*, access: OrgAccess, instance: Instance) -> Instance:
         idle_warned_at=None,
     )
     if moved:
-        _provision_on_commit(instance.pk)
+        instance_provision_on_commit(instance.pk)
     return moved or instance
 
 

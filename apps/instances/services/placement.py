@@ -80,7 +80,7 @@ def _queue_place_on_commit() -> None:
     transaction.on_commit(lambda: signature(QUEUE_PLACE_TASK).delay())
 
 
-class _Superseded(Exception):
+class LaunchSuperseded(Exception):
     """The instance left `requested` while we placed it: undo the allocation."""
 
 
@@ -150,9 +150,9 @@ def instance_schedule(
                 node_id=node.pk,
             )
             if moved is None:
-                raise _Superseded
+                raise LaunchSuperseded
             return moved
-    except _Superseded:
+    except LaunchSuperseded:
         return Instance.objects.get(pk=instance.pk)
     except AllocationRefused as refused:
         return instance_transition(

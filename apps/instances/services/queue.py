@@ -25,9 +25,9 @@ from portal.db import atomic_retry
 
 from ..models import Instance, InstanceState
 from ..policy import launch_eligibility_check
-from .actions import _provision_on_commit
+from .actions import instance_provision_on_commit
 from .lifecycle import instance_transition
-from .placement import _Superseded, launch_capacity_hold
+from .placement import LaunchSuperseded, launch_capacity_hold
 
 S = InstanceState
 # pg_advisory_xact_lock namespace for "a queue line is being placed" (region id, flavor id).
@@ -52,7 +52,7 @@ def instances_queue_place() -> list[UUID]:
         while True:
             try:
                 outcome, instance_id = _line_head_place(region_id=region_id, flavor_id=flavor_id, skip=frozenset(skip))
-            except _Superseded:
+            except LaunchSuperseded:
                 continue  # the head was stopped while we placed it; nothing was kept
             if outcome == "placed":
                 placed.append(instance_id)
@@ -105,6 +105,6 @@ def _line_head_place(*, region_id: int, flavor_id: int, skip: frozenset[UUID]) -
         allocation=allocation,
     )
     if moved is None:
-        raise _Superseded  # stopped while we placed it: roll the allocation back
-    _provision_on_commit(moved.pk)
+        raise LaunchSuperseded  # stopped while we placed it: roll the allocation back
+    instance_provision_on_commit(moved.pk)
     return "placed", moved.pk

@@ -1,6 +1,6 @@
 """`{% live_partial "app/partials/x.html" %}`: include a live page's partial the way its socket
 renders it (portal/live.py), with its version on its root element, so the page's script can tell
-the socket what the page shows. Lives in accounts, the lowest app, so every app's pages load it."""
+the socket what the page shows. Part of the UI toolkit, below every app."""
 
 from __future__ import annotations
 
