@@ -10,7 +10,10 @@
   ];
   const format = (unit) => (value) => {
     if (value === null || value === undefined) return "";
-    const number = Number(value).toLocaleString(undefined, { maximumFractionDigits: 2 });
+    const size = Math.abs(Number(value));
+    // Small amounts (cents, fractions of a percent) keep two significant digits, so axis ticks differ.
+    const digits = size > 0 && size < 1 ? { maximumSignificantDigits: 2 } : { maximumFractionDigits: 2 };
+    const number = Number(value).toLocaleString(undefined, digits);
     return /^[$€£¥]$/.test(unit) ? `${unit}${number}` : unit ? `${number} ${unit}` : number;
   };
 
