@@ -166,3 +166,29 @@ def spec_from_wire(item: object) -> WorkloadSpec:
     if not all(DEVICE_PATTERN.match(g) for g in gpus):
         raise SpecRefused(f"bad gpus {list(gpus)!r}")
     return spec_type(id=workload_id, kind=kind, state=state, gpus=gpus, **spec_type._extra_from_wire(item))
+
+
+# --- node facts (in the inventory a node reports at registration and in heartbeats) -----------
+
+# Where the node's own services (the coming SSH instances) are reached, and the ports they may
+# take there. Both optional: an agent started without them reports null, and the node has none.
+F_ADDRESS, F_SSH_PORTS = "address", "ssh_ports"
+SSH_PORT_MIN, SSH_PORT_MAX = 1024, 65535  # never a privileged port: the agent may not be root
+
+
+def ssh_ports_check(first: int, last: int) -> tuple[int, int]:
+    """A node's SSH port range, first..last inclusive; ValueError saying what is wrong."""
+    if type(first) is not int or type(last) is not int:  # noqa: E721 (a bool is not a port)
+        raise ValueError(f"SSH ports must be whole numbers, not {first!r}-{last!r}")
+    if not (SSH_PORT_MIN <= first <= last <= SSH_PORT_MAX):
+        raise ValueError(f"SSH port range {first}-{last} must be FIRST-LAST with "
+                         f"{SSH_PORT_MIN} <= FIRST <= LAST <= {SSH_PORT_MAX}")
+    return first, last
+
+
+def ssh_ports_parse(text: str) -> tuple[int, int]:
+    """`22000-22099` (as the agent's --ssh-ports takes it) -> (22000, 22099)."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", text or "")
+    if not match:
+        raise ValueError(f"bad SSH port range {text!r}: expected FIRST-LAST such as 22000-22099")
+    return ssh_ports_check(int(match.group(1)), int(match.group(2)))

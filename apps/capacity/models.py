@@ -74,6 +74,11 @@ class Node(models.Model):
     disk_bytes = models.BigIntegerField(default=0)
     driver_version = models.CharField(max_length=32, blank=True)
     cuda_version = models.CharField(max_length=16, blank=True)
+    # Where the node's services (SSH instances) are reached and the ports they may take there,
+    # as its agent reports them (--address, --ssh-ports); empty when it reports none.
+    address = models.GenericIPAddressField(null=True, blank=True)
+    ssh_port_first = models.PositiveIntegerField(null=True, blank=True)
+    ssh_port_last = models.PositiveIntegerField(null=True, blank=True)
     heartbeat_interval_s = models.PositiveIntegerField(default=10)
     registered_at = models.DateTimeField(default=timezone.now)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -84,6 +89,13 @@ class Node(models.Model):
     class Meta:
         ordering = ["region__code", "hostname"]
         indexes = [models.Index(fields=["state", "last_heartbeat_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ssh_port_first__isnull=True, ssh_port_last__isnull=True)
+                | Q(ssh_port_first__gte=1, ssh_port_first__lte=models.F("ssh_port_last"), ssh_port_last__lte=65535),
+                name="node_ssh_ports_range",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.hostname}{' (simulated)' if self.simulated else ''}"

@@ -51,6 +51,10 @@ class NodeInventory:
     cuda_version: str | None
     simulated: bool
     gpus: list[GpuInventory] = field(default_factory=list)
+    # Where the node's services are reached and the ports its SSH instances may take
+    # (provisioning/protocol.py F_ADDRESS, F_SSH_PORTS); None when the agent was given none.
+    address: str | None = None
+    ssh_ports: list[int] | None = None
 
     def to_payload(self) -> dict:
         return asdict(self)
@@ -101,6 +105,8 @@ def inventory_from_nvml(raw: dict, host: dict) -> NodeInventory:
         # Only simulate.py sets this; a real NVML read never does.
         simulated=bool(raw.get("simulated", False)),
         gpus=sorted(gpus, key=lambda gpu: gpu.index),
+        address=host.get("address"),
+        ssh_ports=list(host["ssh_ports"]) if host.get("ssh_ports") else None,
     )
 
 

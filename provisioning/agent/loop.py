@@ -48,22 +48,31 @@ class Sources:
     telemetry_read: Callable[[], NodeTelemetry]
 
 
-def sources_real(hostname: str | None, disk_path: str) -> Sources:
+def _node_facts(address: str | None, ssh_ports: tuple[int, int] | None) -> dict:
+    """What the agent was told about the node's reach, added to the host facts it reads."""
+    return {"address": address, "ssh_ports": list(ssh_ports) if ssh_ports else None}
+
+
+def sources_real(hostname: str | None, disk_path: str, *, address: str | None = None,
+                 ssh_ports: tuple[int, int] | None = None) -> Sources:
     from . import nvml
 
+    facts = _node_facts(address, ssh_ports)
     return Sources(
         inventory_read=lambda: inventory_from_nvml(
-            nvml.nvml_inventory_read(), host_facts_read(hostname, disk_path)
+            nvml.nvml_inventory_read(), {**host_facts_read(hostname, disk_path), **facts}
         ),
         telemetry_read=lambda: telemetry_from_nvml(nvml.nvml_telemetry_read()),
     )
 
 
-def sources_simulated(spec_text: str, hostname: str | None, disk_path: str) -> Sources:
+def sources_simulated(spec_text: str, hostname: str | None, disk_path: str, *,
+                      address: str | None = None,
+                      ssh_ports: tuple[int, int] | None = None) -> Sources:
     from . import simulate
 
     spec = simulate.simulation_spec_parse(spec_text)  # ValueError before anything starts
-    host = host_facts_read(hostname, disk_path)
+    host = {**host_facts_read(hostname, disk_path), **_node_facts(address, ssh_ports)}
     return Sources(
         inventory_read=lambda: inventory_from_nvml(
             simulate.simulated_inventory_raw(spec, host["hostname"]), host

@@ -4,6 +4,8 @@
     neocloud-agent --portal https://portal.example                              # later starts
     neocloud-agent --portal http://127.0.0.1:8000 --simulate 8xH100-80GB --hostname sim-01 \\
         --state-file /tmp/sim-01.json --token <token>                         # no GPUs here
+    neocloud-agent --portal http://127.0.0.1:8000 --simulate 4xA100-80GB --hostname sim-02 \
+        --address 127.0.1.2 --ssh-ports 22100-22199 --state-file /tmp/sim-02.json  # a 2nd host
     neocloud-agent --capture /tmp/nvml-capture        # on a GPU host: write a test fixture
     neocloud-agent --portal https://portal.example --notebook-pool 2 \\
         --workload-root /var/lib/neocloud/workloads                            # notebooks
@@ -15,15 +17,18 @@ never falls back to simulated GPUs on its own.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..protocol import ssh_ports_parse
 from .client import DEFAULT_STATE_FILE, PortalClient
 from .loop import (
     EXIT_ERROR,
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.simulate:
         try:
-            sources = sources_simulated(args.simulate, args.hostname, args.disk_path)
+            sources = sources_simulated(args.simulate, args.hostname, args.disk_path,
+                                        address=args.address, ssh_ports=args.ssh_ports)
         except ValueError as exc:
             print(f"neocloud-agent: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -72,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     # One NVML session for the whole run makes each periodic read cheap.
     with nvml_session():
-        return _run(args, sources_real(args.hostname, args.disk_path))
+        return _run(args, sources_real(args.hostname, args.disk_path, address=args.address,
+                                       ssh_ports=args.ssh_ports))
 
 
 def _run(args: argparse.Namespace, sources: Sources) -> int:
@@ -207,6 +214,13 @@ def _arguments_parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hostname", help="report this hostname (several simulated agents on "
                         "one machine need different ones)")
     parser.add_argument("--disk-path", default="/", help="path whose disk size is reported")
+    parser.add_argument("--address", type=_local_address, metavar="IP",
+                        help="the address this node's services (SSH instances) are reached at, "
+                        "reported to the portal; must be one of this host's own (several "
+                        "simulated agents on one machine take 127.0.1.1, 127.0.1.2, ...)")
+    parser.add_argument("--ssh-ports", type=_ssh_ports, metavar="FIRST-LAST",
+                        help="the port range this node's SSH instances may listen on, e.g. "
+                        "22000-22099, reported to the portal")
     parser.add_argument("--telemetry-interval", type=_positive_float, default=10.0,
                         metavar="SECONDS", help="seconds between telemetry reports")
     parser.add_argument("--once", action="store_true",
@@ -241,6 +255,30 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def _local_address(text: str) -> str:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+    # Reported only if something here can listen on it: a portal must never be told an address
+    # that is not this host's (any 127.x.y.z is, on Linux: the whole 127/8 is loopback).
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"{address} is not an address of this host "
+                                             f"({exc.strerror})") from None
+    return str(address)
+
+
+def _ssh_ports(text: str) -> tuple[int, int]:
+    try:
+        return ssh_ports_parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:

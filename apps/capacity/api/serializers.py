@@ -3,6 +3,8 @@ a malformed report is refused whole and never half-applied."""
 
 from rest_framework import serializers
 
+from provisioning.protocol import ssh_ports_check
+
 MAX_GPUS_PER_NODE = 64
 MAX_MIG_DEVICES_PER_GPU = 7 * 8
 
@@ -39,6 +41,19 @@ class InventoryReportSerializer(serializers.Serializer):
     cuda_version = serializers.CharField(max_length=16, allow_blank=True, allow_null=True, required=False)
     simulated = serializers.BooleanField()
     gpus = serializers.ListField(child=GpuReportSerializer(), max_length=MAX_GPUS_PER_NODE)
+    # provisioning/protocol.py F_ADDRESS, F_SSH_PORTS: optional, null when the agent has none.
+    address = serializers.IPAddressField(allow_null=True, required=False)
+    ssh_ports = serializers.ListField(
+        child=serializers.IntegerField(), min_length=2, max_length=2, allow_null=True, required=False
+    )
+
+    def validate_ssh_ports(self, ports):
+        if ports is None:
+            return None
+        try:
+            return list(ssh_ports_check(*ports))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate_gpus(self, gpus):
         uuids = [gpu["uuid"] for gpu in gpus]

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from apps.catalog.models import GpuModel
+from provisioning.protocol import F_ADDRESS, F_SSH_PORTS
 
 from ..live import inventory_changed_on_commit
 from ..models import Gpu, GpuHealth, MigDevice, Node
@@ -40,6 +41,7 @@ def _health(value: str) -> str:
 
 
 def _node_facts(inventory: dict[str, Any]) -> dict[str, Any]:
+    ssh_ports = inventory.get(F_SSH_PORTS) or (None, None)
     return {
         "hostname": inventory["hostname"],
         "simulated": inventory["simulated"],
@@ -48,6 +50,10 @@ def _node_facts(inventory: dict[str, Any]) -> dict[str, Any]:
         "disk_bytes": inventory["disk_bytes"],
         "driver_version": inventory.get("driver_version") or "",
         "cuda_version": inventory.get("cuda_version") or "",
+        # Optional (an older agent sends neither): not reported means the node has none now.
+        "address": inventory.get(F_ADDRESS) or None,
+        "ssh_port_first": ssh_ports[0],
+        "ssh_port_last": ssh_ports[1],
     }
 
 
