@@ -24,6 +24,8 @@ TAGS: list[tuple[str, str, str]] = [
     ("Invitations", "Invitations to join an organization.", r"/organizations/[^/]+/invitations/"),
     ("Projects", "Projects (teams) inside an organization.", r"/organizations/[^/]+/projects/"),
     ("API keys", "API keys of an organization: create, list, revoke.", r"/organizations/[^/]+/api-keys/"),
+    ("SSH keys", "Your own SSH public keys, for SSH access to what you launch: add, list, delete. They belong "
+     "to a person, so they take a signed-in session; an organization API key gets 403.", r"/ssh-keys/"),
     ("Billing", "Cards, standing, budgets and invoices of an organization.",
      r"/organizations/[^/]+/(billing|budgets|invoices)/"),
     (AGENT_TAG, "Called by the node agent on each GPU host with its node token: registration, heartbeats, "

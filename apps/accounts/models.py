@@ -211,3 +211,32 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.verb} {self.target}"
+
+
+class SshKey(models.Model):
+    """A person's SSH public key, offered at launch for SSH access to their instances.
+
+    It belongs to the user, not to an organization: the same person uses the same key in every
+    organization they work in. `public_key` is normalised ("type base64 [comment]") and
+    `fingerprint` is SHA256 as `ssh-keygen -l` prints it; both come from apps.accounts.ssh_keys.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_keys")
+    name = models.CharField(max_length=80)
+    public_key = models.TextField()
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "fingerprint"], name="sshkey_unique_fingerprint_per_owner"),
+            models.UniqueConstraint(fields=["owner", "name"], name="sshkey_unique_name_per_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"
+
+    @property
+    def key_type(self) -> str:
+        return self.public_key.split(" ", 1)[0]

@@ -7,7 +7,7 @@ import hashlib
 from django.db.models import QuerySet
 from django.http import Http404
 
-from .models import ApiKey, Invitation, InvitationStatus, Membership, Organization, Project
+from .models import ApiKey, Invitation, InvitationStatus, Membership, Organization, Project, SshKey
 from .roles import OrgAccess
 
 
@@ -95,3 +95,15 @@ def api_key_get(*, organization: Organization, api_key_id: int) -> ApiKey:
 
 def projects_list(*, organization: Organization) -> QuerySet[Project]:
     return Project.objects.filter(organization=organization)
+
+
+def ssh_keys_list(*, user) -> QuerySet[SshKey]:
+    """A user's own SSH keys: they belong to the person, not to an organization."""
+    return SshKey.objects.filter(owner=user)
+
+
+def ssh_key_get(*, user, key_id: int) -> SshKey:
+    try:
+        return ssh_keys_list(user=user).get(pk=key_id)
+    except SshKey.DoesNotExist as exc:
+        raise Http404("No such SSH key.") from exc

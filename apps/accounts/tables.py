@@ -1,4 +1,4 @@
-"""Tables of the accounts pages (portal.ui.tables): members, API keys, the user's organizations."""
+"""Tables of the accounts pages (portal.ui.tables): members, API keys, SSH keys, the user's organizations."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from django.utils.timesince import timesince
 from portal.ui.badges import state_tone
 from portal.ui.tables import PortalTable, cell_forms, link
 
-from .models import ApiKey, Membership, Role
+from .models import ApiKey, Membership, Role, SshKey
 from .roles import OrgAccess
+from .ssh_keys import ssh_public_key_parse
 
 # --- members -----------------------------------------------------------------------------------
 
@@ -85,6 +86,38 @@ class ApiKeyTable(PortalTable):
             return ""
         url = reverse("accounts:api-key-revoke", args=[self.organization.slug, record.pk])
         return render_to_string("accounts/partials/_api_key_actions.html", {"url": url, "csrf_token": self.csrf_token})
+
+
+# --- SSH keys ----------------------------------------------------------------------------------
+
+
+class SshKeyTable(PortalTable):
+    name = tables.Column(verbose_name="Name")
+    key_type = tables.Column(verbose_name="Type", accessor="public_key", orderable=False)
+    fingerprint = tables.Column(verbose_name="Fingerprint", orderable=False)
+    created_at = tables.DateColumn(verbose_name="Added", format="Y-m-d", attrs={"td": {"class": "muted"}})
+    actions = tables.Column(verbose_name="", accessor="pk", orderable=False, empty_values=(),
+                            attrs={"td": {"class": "actions"}})
+
+    class Meta(PortalTable.Meta):
+        row_attrs = {"data-ssh-key": lambda record: record.name}
+        empty_text = "No SSH keys yet."
+
+    def __init__(self, data, *, csrf_token: str, **kwargs):
+        super().__init__(data, **kwargs)
+        self.csrf_token = csrf_token
+
+    def render_key_type(self, value):
+        # "ED25519 256" / "RSA 4096", as `ssh-keygen -l` names them; the stored key was parsed on add.
+        return ssh_public_key_parse(value).label
+
+    def render_fingerprint(self, value):
+        return format_html('<code data-testid="fingerprint">{}</code>', value)
+
+    def render_actions(self, record: SshKey):
+        url = reverse("accounts:ssh-key-delete", args=[record.pk])
+        return render_to_string("accounts/ssh_keys_actions.html",
+                                {"url": url, "name": record.name, "csrf_token": self.csrf_token})
 
 
 # --- the user's organizations ------------------------------------------------------------------

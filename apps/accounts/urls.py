@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import api_keys, members, organizations
+from .views import api_keys, members, organizations, ssh_keys
 
 app_name = "accounts"
 
@@ -22,5 +22,7 @@ urlpatterns = [
     ),
     path("orgs/<slug:slug>/api-keys/", api_keys.api_keys_page, name="api-keys"),
     path("orgs/<slug:slug>/api-keys/<int:api_key_id>/revoke/", api_keys.api_key_revoke_view, name="api-key-revoke"),
+    path("ssh-keys/", ssh_keys.ssh_keys_page, name="ssh-keys"),
+    path("ssh-keys/<int:key_id>/delete/", ssh_keys.ssh_key_delete_view, name="ssh-key-delete"),
     path("invitations/<str:token>/", members.invitation_accept_view, name="invitation-accept"),
 ]

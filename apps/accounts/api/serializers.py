@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from ..models import ApiKey, Invitation, Membership, Organization, OrganizationKind, Project, Role
+from ..models import ApiKey, Invitation, Membership, Organization, OrganizationKind, Project, Role, SshKey
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
@@ -80,6 +80,28 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
     class Meta(ApiKeySerializer.Meta):
         fields = [*ApiKeySerializer.Meta.fields, "token"]
         read_only_fields = fields
+
+
+class SshKeySerializer(serializers.ModelSerializer):
+    type = serializers.CharField(source="key_type", read_only=True, help_text="ssh-ed25519 or ssh-rsa.")
+
+    class Meta:
+        model = SshKey
+        fields = ["id", "name", "type", "fingerprint", "public_key", "created_at"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "fingerprint": {"help_text": "SHA256, as `ssh-keygen -l` prints it."},
+            "public_key": {"help_text": "Normalised: 'type base64 [comment]'."},
+        }
+
+
+class SshKeyCreateSerializer(serializers.Serializer):
+    # Checked by apps.accounts.ssh_keys.ssh_key_add, which says what is wrong with each.
+    name = serializers.CharField(max_length=80, allow_blank=True, trim_whitespace=False)
+    public_key = serializers.CharField(
+        max_length=8192, allow_blank=True, trim_whitespace=False,
+        help_text="One OpenSSH public key line (a .pub file): ssh-ed25519, or ssh-rsa of at least 2048 bits.",
+    )
 
 
 class ProjectSerializer(serializers.ModelSerializer):

@@ -6,6 +6,7 @@ from . import views
 # Path converters type the ids (see portal/api.py): a non-integer id is a 404 before any view.
 router = SimpleRouter(use_regex_path=False)
 router.register("organizations", views.OrganizationViewSet, basename="organization")
+router.register("ssh-keys", views.SshKeyViewSet, basename="ssh-key")
 
 org_router = SimpleRouter(use_regex_path=False)
 org_router.register("members", views.MemberViewSet, basename="member")

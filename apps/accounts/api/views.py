@@ -1,5 +1,6 @@
-"""REST API v1 for organizations, members, invitations, API keys and projects. Thin: every write
-goes through apps.accounts.services, every read through apps.accounts.selectors."""
+"""REST API v1 for organizations, members, invitations, API keys, projects and the user's SSH keys.
+Thin: every write goes through apps.accounts.services (SSH keys: apps.accounts.ssh_keys), every read
+through apps.accounts.selectors."""
 
 from django.db.models import CharField, F, Value
 from drf_spectacular.utils import extend_schema
@@ -11,8 +12,8 @@ from rest_framework.views import APIView
 
 from portal.api import PortalApiMixin
 
-from .. import selectors, services
-from ..models import ApiKey, Invitation, Membership, Organization, Project
+from .. import selectors, services, ssh_keys
+from ..models import ApiKey, Invitation, Membership, Organization, Project, SshKey
 from .access import OrganizationScopedMixin, request_api_key
 from .serializers import (
     ApiKeyCreatedSerializer,
@@ -27,6 +28,8 @@ from .serializers import (
     OrganizationCreateSerializer,
     OrganizationSerializer,
     ProjectSerializer,
+    SshKeyCreateSerializer,
+    SshKeySerializer,
 )
 
 
@@ -165,3 +168,43 @@ class ProjectViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.Ge
         payload.is_valid(raise_exception=True)
         project = services.project_create(access=self.access, name=payload.validated_data["name"])
         return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
+
+
+class SshKeyViewSet(
+    PortalApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """The signed-in person's SSH public keys.
+
+    SSH keys belong to a person, not to an organization, and an organization API key acts for its
+    organization (request.user is its creator only for audit): like creating an organization or
+    accepting an invitation, managing a person's keys, which grant shell access to what they
+    launch, takes the person's own session, so an API key gets 403 here.
+    """
+
+    serializer_class = SshKeySerializer
+    queryset = SshKey.objects.none()  # names the model for the schema; rows come from get_queryset
+    lookup_value_converter = "int"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if request_api_key(request) is not None:
+            raise PermissionDenied(
+                "SSH keys belong to a person: sign in to manage them. An organization API key cannot."
+            )
+
+    def get_queryset(self):
+        return selectors.ssh_keys_list(user=self.request.user)
+
+    def get_object(self):
+        return selectors.ssh_key_get(user=self.request.user, key_id=self.kwargs["pk"])
+
+    @extend_schema(request=SshKeyCreateSerializer, responses={201: SshKeySerializer})
+    def create(self, request):
+        payload = SshKeyCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        key = ssh_keys.ssh_key_add(user=request.user, **payload.validated_data)
+        return Response(SshKeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk):
+        ssh_keys.ssh_key_delete(user=request.user, key_id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
