@@ -16,11 +16,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.urls import reverse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apps.accounts import services
 from apps.accounts.models import Role, SshKey
 from apps.accounts.selectors import organization_access_get, ssh_keys_list
-from apps.accounts.ssh_keys import NOT_A_KEY, PRIVATE_KEY, ssh_key_add, ssh_key_delete
+from apps.accounts.ssh_keys import NOT_A_KEY, PRIVATE_KEY, ssh_key_add, ssh_key_delete, ssh_public_key_parse
 from tests.factories.accounts import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -283,3 +285,28 @@ def test_the_schema_documents_the_ssh_key_endpoints(client):
     assert {"get", "post", "delete"} <= set(operations)
     assert {"400", "401", "403"} <= set(schema["paths"]["/api/v1/ssh-keys/"]["post"]["responses"])
     assert "404" in schema["paths"]["/api/v1/ssh-keys/{id}/"]["delete"]["responses"]
+
+
+# --- whatever is pasted, the answer is a key or a reason -----------------------------------------
+
+
+@given(
+    text=st.one_of(
+        st.text(max_size=300),
+        st.builds(
+            lambda kind, fields, comment: f"{kind} {_wire(kind.encode(), *fields)} {comment}",
+            st.sampled_from(["ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256"]),
+            st.lists(st.binary(max_size=300), max_size=4),
+            st.text(max_size=20),
+        ),
+    )
+)
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+def test_the_parser_answers_any_text_with_a_key_or_a_validation_error(text):
+    try:
+        parsed = ssh_public_key_parse(text)
+    except ValidationError as error:
+        assert error.messages and all(error.messages)
+    else:
+        assert parsed.key_type in ("ssh-ed25519", "ssh-rsa")
+        assert ssh_public_key_parse(parsed.normalized) == parsed  # normalising is stable
