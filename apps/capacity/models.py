@@ -288,6 +288,9 @@ class Allocation(models.Model):
     )
     flavor = models.ForeignKey("catalog.Flavor", on_delete=models.PROTECT, related_name="+")
     node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="allocations")
+    # Members of one gang placement (whole GPUs over several nodes, or whole nodes) share this id:
+    # one allocation per member node, so `node` stays the one node whose loss marks it lost.
+    gang_id = models.UUIDField(null=True, blank=True, editable=False)
     state = models.CharField(max_length=16, choices=AllocationState.choices, default=AllocationState.ACTIVE)
     gpu_milli = models.PositiveIntegerField(help_text="GPUs held, in thousandths, for quotas")
     holder = models.CharField(max_length=100, blank=True, help_text="What uses it, e.g. instance:<id>")
@@ -296,7 +299,11 @@ class Allocation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["organization", "state"]), models.Index(fields=["node", "state"])]
+        indexes = [
+            models.Index(fields=["organization", "state"]),
+            models.Index(fields=["node", "state"]),
+            models.Index(fields=["gang_id"], condition=Q(gang_id__isnull=False), name="allocation_gang_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"allocation {self.pk} ({self.state}) on {self.node.hostname}"

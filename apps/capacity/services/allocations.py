@@ -43,6 +43,8 @@ locking read keeps the rows it found taken) is retried whole by `atomic_retry`.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -51,11 +53,11 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
-from apps.catalog.models import Flavor, Region
+from apps.catalog.models import Flavor, Region, SliceKind
 from portal.db import atomic_retry
 
 from ..errors import AllocationRefused, RefusalReason
-from ..models import Allocation, AllocationState
+from ..models import LIVE_ALLOCATION_STATES, WHOLE_GPU_MILLI, Allocation, AllocationState, NodeCapacity
 from ..selectors.availability import PlacementStrategy, flavor_slice_milli
 from .quotas import guarantee_check, quota_check
 
@@ -153,6 +155,119 @@ def _record(
     if project is not None:
         allocation.project = project
     return allocation
+
+
+# --- gang placement: whole GPUs over several nodes, or whole nodes, all or nothing ---------------
+
+
+@dataclass(frozen=True)
+class Gang:
+    """A gang placement: one allocation per member node (node order), all with `gang_id`."""
+
+    gang_id: UUID
+    allocations: list[Allocation]
+
+    @property
+    def gpu_milli(self) -> int:
+        return sum(a.gpu_milli for a in self.allocations)
+
+
+@atomic_retry
+def allocation_gang_create(
+    *,
+    organization: Organization,
+    flavor: Flavor,
+    region: Region,
+    gpus: int | None = None,
+    whole_nodes: int | None = None,
+    project: Project | None = None,
+    holder: str = "",
+    strategy: str = PlacementStrategy.BEST_FIT,
+) -> Gang:
+    """Hold `gpus` whole GPUs of the flavor's GPU model in `region` over as few nodes as they need
+    (default: the flavor's gpu_count), or `whole_nodes` whole nodes (every GPU of each free and
+    healthy, the node READY), all or nothing: every member is held, or AllocationRefused is raised
+    and nothing is. Placement and packing policy: capacity_place_gang() (its SQL file's header).
+
+    One allocation per member node rather than one allocation with slices on several nodes: an
+    allocation's `node` is what a node going down marks lost (allocations_mark_lost) and what
+    operators and agents read per node; a gang keeps that, and `gang_id` ties its members together
+    (allocation_gang_release gives all of them back; allocation_release gives back one member, as
+    a cluster shrinking by one worker would).
+    """
+    if flavor.gpu_model_id is None or flavor.slice_kind != SliceKind.WHOLE:
+        raise AllocationRefused(
+            RefusalReason.FLAVOR_NOT_ALLOCATABLE, f"{flavor.name} is not whole GPUs; a gang holds whole GPUs."
+        )
+    if whole_nodes is None and gpus is None:
+        gpus = flavor.gpu_count
+    if (whole_nodes is None) == (gpus is None):
+        raise ValidationError("Ask for a number of GPUs or a number of whole nodes, not both.")
+    count = gpus if gpus is not None else whole_nodes
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValidationError({"gpus" if gpus is not None else "whole_nodes": "Ask for at least 1."})
+    if project is not None and project.organization_id != organization.pk:
+        raise ValidationError({"project": "That project belongs to another organization."})
+    if len(holder) > Allocation._meta.get_field("holder").max_length:
+        raise ValidationError({"holder": "The holder reference is too long."})
+    if strategy not in PlacementStrategy.values:
+        raise ValueError(f"unknown placement strategy {strategy!r}")
+    if not region.is_active:
+        raise AllocationRefused(RefusalReason.NO_CAPACITY, f"{region.code} is not taking new launches.")
+    # Quota rows first (locked until commit), then capacity, as allocation_create does. Whole nodes
+    # are counted once placed (their size is known only then): the rows are locked now and the
+    # ceiling checked after the placement, inside this transaction, which a refusal rolls back.
+    if gpus is not None:
+        gpu_milli = gpus * WHOLE_GPU_MILLI
+        quota_check(organization=organization, project=project, gpu_milli=gpu_milli, lock=True)
+    else:
+        quota_check(organization=organization, project=project, gpu_milli=0, lock=True)
+        largest = (
+            NodeCapacity.objects.filter(region=region, gpu_model_id=flavor.gpu_model_id)
+            .order_by("-free_whole_gpus").values_list("free_whole_gpus", flat=True).first()
+        ) or 0
+        gpu_milli = whole_nodes * largest * WHOLE_GPU_MILLI  # at most this much
+    guarantee_check(organization=organization, region=region, gpu_milli=gpu_milli)
+    gang_id = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT * FROM capacity_place_gang(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                region.pk, flavor.gpu_model_id, gpus or 0, whole_nodes or 0,
+                strategy == PlacementStrategy.BEST_FIT, MAX_CLAIM_ATTEMPTS, organization.pk,
+                project.pk if project is not None else None, flavor.pk, holder, gang_id, timezone.now(),
+            ],
+        )
+        status, allocation_ids, _nodes = cursor.fetchone()
+    model = flavor.gpu_model.name
+    what = f"{gpus} {model} GPUs" if gpus is not None else f"{whole_nodes} whole {model} nodes"
+    if status == "no_capacity":
+        raise AllocationRefused(
+            RefusalReason.NO_CAPACITY, f"Not enough free capacity for {what} in {region.code} right now."
+        )
+    if status != "placed":
+        raise AllocationRefused(
+            RefusalReason.NO_CAPACITY, f"{what} in {region.code} are in high demand right now; try again in a moment."
+        )
+    if whole_nodes is not None:
+        quota_check(organization=organization, project=project, gpu_milli=0)  # usage now counts the gang
+    allocations = list(Allocation.objects.filter(pk__in=allocation_ids).order_by("node_id"))
+    return Gang(gang_id=gang_id, allocations=allocations)
+
+
+@atomic_retry
+def allocation_gang_release(*, gang_id: UUID) -> int:
+    """Give back every live member of a gang; returns how many were live. Releasing a released gang
+    changes nothing. Lock order (portal/db.py): the members' allocation rows, in id order, then
+    their GPUs (capacity_allocations_give_back)."""
+    live = Allocation.objects.filter(gang_id=gang_id, state__in=LIVE_ALLOCATION_STATES)
+    ids = list(live.select_for_update(no_key=True).order_by("id").values_list("id", flat=True))
+    if not ids:
+        return 0
+    Allocation.objects.filter(pk__in=ids).update(state=AllocationState.RELEASED, released_at=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT capacity_allocations_give_back(%s::bigint[])", [ids])
+    return len(ids)
 
 
 # --- giving capacity back ----------------------------------------------------------------------
