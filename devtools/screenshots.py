@@ -1,5 +1,6 @@
 """Screenshots of the core journey's pages on a running portal (`make run`), for reviews:
-storefront, launch form, an instance page, the billing overview and the operator's node page.
+log-in and not-found pages, storefront, launch form, an instance page and the instance list, the
+billing overview and the operator's node page.
 
     python -m devtools.screenshots --url http://127.0.0.1:8000 --out /tmp/shots
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
@@ -39,6 +41,10 @@ def take(url: str, out: Path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}/accounts/login/")
+        _shot(page, out, "0-login")
+        page.goto(f"{url}/no-such-page/")
+        _shot(page, out, "0-not-found")
         _log_in(page, url, DEMO)
         page.goto(f"{url}/")
         _shot(page, out, "1-storefront")
@@ -48,7 +54,7 @@ def take(url: str, out: Path) -> None:
         form = page.get_by_test_id("launch-form")
         name = form.locator("input[name=name]")
         if not name.input_value():
-            name.fill("first-notebook")  # the only field a person must type
+            name.fill(f"notebook-{int(time.time()) % 100000}")  # the only field a person must type
         form.locator("button[type=submit]").first.click()
         page.wait_for_load_state()
         try:
@@ -57,6 +63,8 @@ def take(url: str, out: Path) -> None:
         except Exception as error:  # noqa: BLE001 - the screenshot shows what happened instead
             print(f"launch with the defaults did not reach running: {error.__class__.__name__}")
         _shot(page, out, "3-instance")
+        page.get_by_role("link", name=re.compile("Instances of")).click()
+        _shot(page, out, "3-instance-list")
         billing = page.get_by_test_id("nav-billing")
         if billing.count():
             billing.click()
