@@ -199,7 +199,17 @@ def test_the_page_shows_the_error_under_the_field_and_keeps_what_was_pasted(clie
     assert "1024 bits" in form.errors["public_key"][0] and not form.non_field_errors()
     page = response.content.decode()
     assert pasted in page and 'value="old"' in page  # nothing typed is lost
+    assert page.index("</textarea>") < page.index("has 1024 bits")  # the reason sits under the field
     assert not SshKey.objects.exists()
+
+
+def test_the_page_does_not_give_back_a_private_key_pasted_by_mistake(client, user, keys):
+    client.force_login(user)
+    private = keys.private("ed25519")
+    response = client.post(reverse("accounts:ssh-keys"), {"name": "oops", "public_key": private})
+    page = response.content.decode()
+    assert response.status_code == 400 and "This is a private key" in page
+    assert private.splitlines()[1] not in page and 'value="oops"' in page
 
 
 def test_the_page_deletes_only_your_own_keys(client, user, keys):

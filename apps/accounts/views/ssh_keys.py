@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from portal.ui.tables import table_configure
 
 from ..selectors import ssh_key_get, ssh_keys_list
-from ..ssh_keys import ssh_key_add, ssh_key_delete
+from ..ssh_keys import PRIVATE_KEY, ssh_key_add, ssh_key_delete
 from ..tables import SshKeyTable
 from .common import add_service_errors
 
@@ -48,6 +48,10 @@ def ssh_keys_page(request):
                 key = ssh_key_add(user=request.user, **form.cleaned_data)
             except ValidationError as error:
                 add_service_errors(form, error)
+                if PRIVATE_KEY in form.errors.get("public_key", []):
+                    # The one paste not given back: a secret should not travel back and forth in the page.
+                    form.data = form.data.copy()
+                    form.data["public_key"] = ""
             else:
                 messages.success(request, f"Key {key.name} added ({key.fingerprint}).")
                 return redirect("accounts:ssh-keys")
