@@ -62,3 +62,14 @@ def test_folders_already_passable_are_left_alone(private_home):
     assert ancestors_traversable(home / "a" / "slots", holder=home / "a", ledger_dir=ledger) == []
     assert ancestors_release(holder=home / "a", ledger_dir=ledger) == []
     assert _mode(home) == 0o711
+
+
+def test_a_workload_root_that_is_gone_holds_nothing(private_home):
+    home, ledger = private_home
+    # Given an agent whose workload root was removed without clearing (a test's, say)
+    ancestors_traversable(home / "a" / "slots", holder=home / "a", ledger_dir=ledger)
+    ancestors_traversable(home / "b" / "slots", holder=home / "b", ledger_dir=ledger)
+    shutil.rmtree(home / "b")
+    # When the other one clears its workloads, the folder is restored all the same
+    assert ancestors_release(holder=home / "a", ledger_dir=ledger) == [home]
+    assert _mode(home) == 0o700

@@ -235,11 +235,17 @@ def _pids() -> list[int]:
 
 
 def _uid_of(pid: int) -> int | None:
+    """The real uid of a live process (a process cannot drop it to hide); None for one that is
+    gone or a zombie: a zombie runs nothing, and only its parent (or init) can reap it, so
+    killing it again and again would only wait for that."""
     try:
         with open(f"/proc/{pid}/status") as handle:
+            uid = None
             for line in handle:
+                if line.startswith("State:") and line.split()[1] == "Z":
+                    return None
                 if line.startswith("Uid:"):
-                    return int(line.split()[1])  # real uid: a process cannot drop it to hide
+                    uid = int(line.split()[1])
+            return uid
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    return None

@@ -46,6 +46,9 @@ def _ledger(directory: Path) -> Iterator[dict]:
             ledger = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             ledger = {"folders": {}, "holders": []}
+        # A workload root that is gone needs no way through (a test's, removed with its folder).
+        ledger["holders"] = [holder for holder in ledger["holders"] if Path(holder).exists()]
+        ledger["folders"] = {folder: mode for folder, mode in ledger["folders"].items() if Path(folder).exists()}
         yield ledger
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(ledger, indent=1, sort_keys=True))
