@@ -55,6 +55,8 @@ def agent_command(
     simulate: str | None = None,
     hostname: str | None = None,
     telemetry_interval_s: float | None = None,
+    address: str | None = None,
+    ssh_ports: tuple[int, int] | None = None,
 ) -> list[str]:
     """The node agent (provisioning/agent). Without `simulate` it reads the host's GPUs via NVML."""
     command = [
@@ -78,4 +80,8 @@ def agent_command(
         command += ["--hostname", hostname]
     if telemetry_interval_s is not None:
         command += ["--telemetry-interval", str(telemetry_interval_s)]
+    if address:
+        command += ["--address", address]
+    if ssh_ports:
+        command += ["--ssh-ports", f"{ssh_ports[0]}-{ssh_ports[1]}"]
     return command

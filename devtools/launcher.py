@@ -4,9 +4,10 @@
 
 It starts embedded PostgreSQL, Redis and localstripe (unless DATABASE_URL / REDIS_URL /
 STRIPE_API_BASE or STRIPE_SECRET_KEY are set), migrates, loads the demo data, then runs the ASGI
-web server, a Celery worker, Celery beat and the local node agent as separate processes, exactly
-as they would run on separate machines. The portal's settings start nothing themselves: every
-process started here, manage.py included, gets the servers' URLs in its environment.
+web server, a Celery worker, Celery beat and a local fleet of node agents (devtools/fleet.py: by
+default two simulated hosts) as separate processes, exactly as they would run on separate
+machines. The portal's settings start nothing themselves: every process started here, manage.py
+included, gets the servers' URLs in its environment.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from provisioning.agent.workloads.notebook import workload_root_clear
 
 from .commands import agent_command, beat_command, web_command, worker_command
 from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_url, redis_start
+from .fleet import FleetError, FleetHost, fleet_from_env
 from .processes import REPO, free_port
 from .proxy import ProxyError, front_proxy_start
 from .stop_signals import Interrupted, StopSignals
@@ -100,15 +102,16 @@ def _wait_healthy(url: str, supervisor: Supervisor, timeout: float = 60) -> None
     raise LaunchError(f"the web server did not answer {url}/healthz within {timeout:.0f} s")
 
 
-LOCAL_SIMULATION = "8xH100-80GB"
-LOCAL_REGION = "us-east-1"  # the demo catalog's first region, where the storefront opens
+# The demo catalog's first region, where the storefront opens: every local host registers there,
+# so a request for more GPUs than one node has can be placed across them.
+LOCAL_REGION = "us-east-1"
 
 
-def _agent_argv(env: dict[str, str], url: str, root) -> list[str]:
-    """The local node agent: real NVML when this host has NVIDIA GPUs, else a simulated node."""
-    from provisioning.agent.nvml import nvml_available
-
-    state_file = root / "agent" / "state.json"
+def _agent_argv(env: dict[str, str], url: str, root, host: FleetHost) -> list[str]:
+    """One host of the local fleet: its own state file, workload root, address and SSH ports; a
+    token (one per host) only until it has registered."""
+    folder = host.folder(root)
+    state_file = folder / "state.json"
     token = None
     if not state_file.exists():
         created = subprocess.run(
@@ -119,7 +122,7 @@ def _agent_argv(env: dict[str, str], url: str, root) -> list[str]:
                 "--region",
                 LOCAL_REGION,
                 "--note",
-                "local agent of make run",
+                f"local agent of make run, host {host.number}",
             ],
             cwd=REPO,
             env=env,
@@ -129,40 +132,44 @@ def _agent_argv(env: dict[str, str], url: str, root) -> list[str]:
         if created.returncode != 0:
             raise LaunchError(f"could not create the local agent's token: {created.stderr.strip()[-300:]}")
         token = created.stdout.strip()
-    simulate = None if nvml_available() else LOCAL_SIMULATION
-    if simulate:
-        print(f"  No NVIDIA GPU here: the local agent reports a SIMULATED {LOCAL_SIMULATION} node.", flush=True)
     return agent_command(
         portal_url=url,
         state_file=state_file,
-        workload_root=root / "agent" / "workloads",
+        workload_root=folder / "workloads",
         token=token,
         # One pre-started JupyterLab makes the first notebook launch take well under a second.
         notebook_pool=int(os.environ.get("PORTAL_NOTEBOOK_POOL", "1")),
-        simulate=simulate,
-        hostname="local-simulated-node" if simulate else None,
+        simulate=host.simulate,
+        hostname=host.hostname,
+        address=host.address,
+        ssh_ports=host.ssh_ports,
     )
 
 
-def _local_notebooks_stop(root) -> None:
+def _local_notebooks_stop(root, fleet: list[FleetHost]) -> None:
     """Ctrl-C ends the local notebooks too, and removes their accounts. (A real agent leaves them
     running across its own restarts and re-adopts them; on a laptop, stopping the portal should
     stop everything.) The next start brings back, cold, whatever the portal still wants running."""
-    workload_root_clear(root / "agent" / "workloads")
+    for host in fleet:
+        workload_root_clear(host.folder(root) / "workloads")
 
 
 def run(host: str, port: int) -> int:
     if not _port_free(host, port):
         raise LaunchError(f"port {port} on {host} is already in use; stop what uses it or pass --port N")
+    try:
+        fleet = fleet_from_env(dict(os.environ))  # before anything starts: a bad value starts nothing
+    except FleetError as exc:
+        raise LaunchError(str(exc)) from None
     signals = StopSignals()
     signals.install()
     try:
-        return _run(host, port, signals)
+        return _run(host, port, signals, fleet)
     finally:
         print("Neocloud portal stopped.", flush=True)
 
 
-def _run(host: str, port: int, signals: StopSignals) -> int:
+def _run(host: str, port: int, signals: StopSignals, fleet: list[FleetHost]) -> int:
     root = data_dir()
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -215,9 +222,11 @@ def _run(host: str, port: int, signals: StopSignals) -> int:
                 secret=env["PORTAL_PROXY_SECRET"],
             )
             supervisor.children["proxy"] = proxy.process
-        agent_argv = _agent_argv(env, url, root)
-        with signals.shielded():
-            supervisor.spawn("agent", agent_argv)
+        for fleet_host in fleet:
+            agent_argv = _agent_argv(env, url, root, fleet_host)
+            with signals.shielded():
+                supervisor.spawn(fleet_host.name, agent_argv)
+        hosts = "".join(f"    {fleet_host.describe()}\n" for fleet_host in fleet)
         print(
             "\n"
             f"  Neocloud portal is up: {url}/\n"
@@ -226,6 +235,8 @@ def _run(host: str, port: int, signals: StopSignals) -> int:
             f"  API docs:    {url}/api/docs/\n"
             f"  Mail (verification, invitations) is written to {env['PORTAL_EMAIL_DIR']}\n"
             f"  Data folder: {root}\n"
+            f"  Fleet:       {len(fleet)} host(s) in {LOCAL_REGION}, each its own node agent\n"
+            f"{hosts}"
             "  Press Ctrl-C to stop everything.\n",
             flush=True,
         )
@@ -244,7 +255,7 @@ def _run(host: str, port: int, signals: StopSignals) -> int:
     finally:
         signals.stopping()
         supervisor.stop_all()
-        _local_notebooks_stop(root)
+        _local_notebooks_stop(root, fleet)
         if started_stripe:
             started_stripe.stop()
         if started_redis:

@@ -104,8 +104,10 @@ def test_run_command_serves_the_portal_and_ctrl_c_stops_everything():
     # makes /tmp/pytest-of-<user> private again, and the embedded PostgreSQL's account and the
     # notebooks' accounts must pass through every folder above theirs.
     tmp_path = Path(tempfile.mkdtemp(prefix="launcher-", dir=os.environ["PORTAL_DATA_DIR"]))
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "PORTAL_EMAIL_DIR"}}
-    env.update(PORTAL_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "PORTAL_EMAIL_DIR",
+                                                            "PORTAL_FLEET"}}
+    # One host, the single local node of before fleets (test_launcher_fleet.py starts two).
+    env.update(PORTAL_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1", PORTAL_FLEET_HOSTS="1")
     env.pop("PORTAL_DB_POOL_MAX_SIZE", None)
     port = free_port()
     process = subprocess.Popen(
