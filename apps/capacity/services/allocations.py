@@ -31,6 +31,11 @@ Best-fit is therefore exact for one request at a time and close under concurrenc
 never opens an empty GPU while the read it acts on offered a partly held one, but concurrent
 requests that find the partly held ones busy may each open one.
 
+Gang placement (allocation_gang_create: more whole GPUs than one node has, or whole nodes) runs
+the same way in `capacity_place_gang()` (migration 0008): a plan over several nodes is claimed in
+one subtransaction, every member or none, and recorded as one allocation per node sharing a
+`gang_id`.
+
 The database is the backstop, not this code: `gpu_allocated_within_one_gpu` keeps every GPU within
 0..1000 thousandths and the partial unique indexes on AllocationSlice forbid double holds. The
 summary only ranks: a wrong summary row can cost a lost claim, never a double booking.
