@@ -26,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioning.agent.workloads.traversal import ancestors_release, ancestors_traversable
+
 CONFIG = """\
 worker_processes 1;
 daemon off;
@@ -134,6 +136,7 @@ class FrontProxy:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        ancestors_release(holder=self.root)
 
 
 def nginx_binary() -> str:
@@ -160,7 +163,9 @@ def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth
         user_line = f"user {PROXY_ACCOUNT} {PROXY_ACCOUNT};"
         for path in [root, *root.rglob("*")]:
             os.chown(path, worker.pw_uid, worker.pw_gid)
-        _make_traversable(root.parent)
+        # The workers must reach their files: the search bit on the folders above, held in the
+        # host's ledger like a node agent's, so neither takes it away while the other needs it.
+        ancestors_traversable(root / "nginx.conf", holder=root)
     config = root / "nginx.conf"
     forwarded = (
         "proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $remote_addr; "
@@ -198,16 +203,6 @@ def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth
     process.kill()
     raise ProxyError("nginx did not answer within 10 s")
 
-
-def _make_traversable(path: Path) -> None:
-    """Let the workers reach their files: add search (x) permission for others on the parents
-    that lack it. Search only: nothing becomes listable or readable."""
-    import stat
-
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            os.chmod(parent, mode | stat.S_IXOTH)
 
 
 def proxy_account_ensure() -> pwd.struct_passwd:
