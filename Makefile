@@ -29,20 +29,27 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Debian packages: nginx is the front proxy (run and test); Chromium drives the browser tests
-# (Playwright's own browser download is not used). The nginx package's own system service is
-# stopped: the portal runs nginx itself, with its own configuration.
-run:  DEBIAN_PACKAGES = nginx
-test: DEBIAN_PACKAGES = nginx chromium
+# (Playwright's own browser download is not used); openssh-server gives the agent the sshd it
+# runs for each SSH instance (and the ssh client the tests connect with). Each is checked by a
+# command it installs (PACKAGE:COMMAND where the names differ). The packages' own system services
+# are stopped: the portal runs nginx itself, with its own configuration, and the agent one sshd
+# per instance with its own; the system sshd is also disabled, but only when this installed it
+# (a machine that had it before may be reached through it).
+run:  DEBIAN_PACKAGES = nginx openssh-server:sshd
+test: DEBIAN_PACKAGES = nginx chromium openssh-server:sshd
 system-packages:
 	@missing=""; \
-	for package in $(DEBIAN_PACKAGES); do \
-	  command -v $$package >/dev/null || test -x /usr/sbin/$$package || missing="$$missing $$package"; \
+	for entry in $(DEBIAN_PACKAGES); do \
+	  package=$${entry%%:*}; command=$${entry#*:}; \
+	  command -v $$command >/dev/null || test -x /usr/sbin/$$command || missing="$$missing $$package"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "Installing Debian packages:$$missing …"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
-	      && { service nginx stop >/dev/null 2>&1 || true; }; \
+	      && { service nginx stop >/dev/null 2>&1 || true; } \
+	      && case "$$missing " in *" openssh-server "*) \
+	           { service ssh stop; systemctl disable --now ssh; } >/dev/null 2>&1 || true;; esac; \
 	  else \
 	    echo "portal: please install Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; \
 	  fi; \

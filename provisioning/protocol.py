@@ -21,6 +21,7 @@ Adding a workload kind adds a `KIND_*`, its spec class in `SPEC_TYPES`, a driver
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import ClassVar
@@ -28,6 +29,9 @@ from typing import ClassVar
 # --- kinds ---------------------------------------------------------------------------------------
 
 KIND_NOTEBOOK = "notebook"
+# A GPU instance reached over SSH (the catalog's `gpu_slice` offerings; a driver maps offering
+# kinds to protocol kinds by this value, as it does for notebooks).
+KIND_GPU_SLICE = "gpu_slice"
 
 # --- desired states (what the portal wants of a workload) ---------------------------------------
 
@@ -73,13 +77,41 @@ SOCKET_PATTERN = r"^(/[A-Za-z0-9_.-]+)+/jupyter\.sock$"
 SOCKET_MAX_LENGTH = 107  # sun_path
 
 
+# Where an SSH workload (KIND_GPU_SLICE) is reached: only in a "running" report of one, so a
+# notebook's report is exactly REPORT_FIELDS. `host` is the node's --address, `port` one of its
+# --ssh-ports, `user` the instance's own account (the portal shows `ssh -p PORT USER@HOST`).
+F_HOST, F_PORT, F_USER = "host", "port", "user"
+SSH_ENDPOINT_FIELDS: tuple[str, ...] = (F_HOST, F_PORT, F_USER)
+# An account name as useradd takes it (the agent's are nc-<12 hex>): nothing a shell or an
+# ssh command line could read as an option or a second word.
+SSH_USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
+
+
+def ssh_endpoint_check(host: object, port: object, user: object) -> tuple[str, int, str]:
+    """An SSH endpoint as reported; ValueError saying what is wrong."""
+    try:
+        address = str(ipaddress.ip_address(host)) if isinstance(host, str) else None
+    except ValueError:
+        address = None
+    if address is None:
+        raise ValueError(f"SSH host must be an IP address, not {host!r}")
+    if type(port) is not int or not (SSH_PORT_MIN <= port <= SSH_PORT_MAX):  # noqa: E721
+        raise ValueError(f"SSH port must be a whole number {SSH_PORT_MIN}-{SSH_PORT_MAX}, "
+                         f"not {port!r}")
+    if not (isinstance(user, str) and re.match(SSH_USER_PATTERN, user)):
+        raise ValueError(f"SSH user must be an account name, not {user!r}")
+    return address, port, user
+
+
 def report_body(state: str, *, reason: str | None = None, route_slot: str | None = None,
                 socket: str | None = None, pooled: bool = False, started_at: str | None = None,
-                activity: dict | None = None) -> dict:
-    """A status report without its `seq` (taken when it is sent)."""
+                activity: dict | None = None,
+                ssh_endpoint: tuple[str, int, str] | None = None) -> dict:
+    """A status report without its `seq` (taken when it is sent); `ssh_endpoint` (host, port,
+    user) adds SSH_ENDPOINT_FIELDS."""
     if state not in REPORTED_STATES:
         raise ValueError(f"not a reported state: {state!r}")
-    return {
+    body = {
         F_STATE: state,
         F_REASON: reason[:REASON_LIMIT] if reason else None,
         F_ROUTE_SLOT: route_slot,
@@ -88,6 +120,9 @@ def report_body(state: str, *, reason: str | None = None, route_slot: str | None
         F_STARTED_AT: started_at,
         F_ACTIVITY: activity,
     }
+    if ssh_endpoint is not None:
+        body.update(zip(SSH_ENDPOINT_FIELDS, ssh_endpoint_check(*ssh_endpoint), strict=True))
+    return body
 
 
 # --- specs (what the agent gets per workload) ---------------------------------------------------
@@ -146,7 +181,36 @@ class NotebookSpec(WorkloadSpec):
         return {"jupyter_args": _strings(item, "jupyter_args")}
 
 
-SPEC_TYPES: dict[str, type[WorkloadSpec]] = {KIND_NOTEBOOK: NotebookSpec}
+# One public key as an authorized_keys line takes it, without options: a type, base64, an
+# optional comment. One line only: a newline would smuggle a second key (or options) in.
+AUTHORIZED_KEY_PATTERN = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
+    r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\x00-\x1f\x7f]{0,200})?$")
+AUTHORIZED_KEYS_MAX = 50
+
+
+@dataclass(frozen=True)
+class GpuSliceSpec(WorkloadSpec):
+    """A GPU instance reached over SSH: exactly the public keys chosen at launch may log in. The
+    node picks the port from its own --ssh-ports range and reports it (SSH_ENDPOINT_FIELDS)."""
+
+    authorized_keys: tuple[str, ...] = ()
+
+    kind_name: ClassVar[str] = KIND_GPU_SLICE
+
+    @classmethod
+    def _extra_from_wire(cls, item: dict) -> dict:
+        keys = _strings(item, "authorized_keys")
+        if len(keys) > AUTHORIZED_KEYS_MAX:
+            raise SpecRefused(f"more than {AUTHORIZED_KEYS_MAX} authorized keys")
+        for key in keys:
+            if not AUTHORIZED_KEY_PATTERN.match(key):
+                raise SpecRefused(f"bad authorized key {key[:60]!r}")
+        return {"authorized_keys": keys}
+
+
+SPEC_TYPES: dict[str, type[WorkloadSpec]] = {KIND_NOTEBOOK: NotebookSpec,
+                                             KIND_GPU_SLICE: GpuSliceSpec}
 WORKLOAD_KINDS: frozenset[str] = frozenset(SPEC_TYPES)
 
 

@@ -119,6 +119,7 @@ def _workloads(args: argparse.Namespace) -> WorkloadService | None:
         workload_root=root.expanduser().absolute(), proxy_group=args.proxy_group,
         pool_size=args.notebook_pool,
         start_timeout_s=args.notebook_start_timeout,
+        address=args.address, ssh_ports=args.ssh_ports,
     ))
     try:
         service.prepare()

@@ -36,6 +36,7 @@ ACCOUNT_PREFIX = "nc-"
 DEFAULT_PROXY_GROUP = "neocloud-proxy"
 _NOLOGIN = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false") if Path(p).exists()),
                 "/bin/false")
+_LOGIN_SHELL = "/bin/bash" if Path("/bin/bash").exists() else "/bin/sh"
 # World-writable places where a removed account could leave files for the next owner of its uid.
 _SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 # useradd/userdel lock /etc/passwd; several threads (and agents) of one host take turns.
@@ -90,14 +91,19 @@ def proxy_group_ensure(name: str = DEFAULT_PROXY_GROUP) -> int | None:
     return grp.getgrnam(name).gr_gid
 
 
-def account_create(*, workload_root: Path, home: Path) -> RunAs:
-    """A new unprivileged account for one workload server (the agent's own user when not root)."""
+def account_create(*, workload_root: Path, home: Path, ssh_login: bool = False) -> RunAs:
+    """A new unprivileged account for one workload server (the agent's own user when not root).
+
+    `ssh_login`: an account people log in to over SSH (workloads/ssh.py): a real shell, and a
+    password field of `*` (no password can match it) instead of useradd's `!`, which sshd without
+    PAM reads as a locked account and refuses even for a key."""
     if not isolation_available():
         return agent_identity()
     name = ACCOUNT_PREFIX + secrets.token_hex(6)
+    login = ["--shell", _LOGIN_SHELL, "--password", "*"] if ssh_login else ["--shell", _NOLOGIN]
     with _ACCOUNTS_LOCK:
         _passwd_tool(["useradd", "--system", "--user-group", "--no-create-home",
-                      "--home-dir", str(home), "--shell", _NOLOGIN,
+                      "--home-dir", str(home), *login,
                       "--comment", _comment(workload_root), name])
     entry = pwd.getpwnam(name)
     if entry.pw_uid == 0 or entry.pw_gid == 0:  # never, but the whole design rests on it

@@ -2,7 +2,8 @@
 
 `loop.py` calls `start` once the node is registered (never with --once) and `shutdown` when the
 agent stops. The desired state comes from the long-poll thread (`watch.py`) only; `desired_set`
-hands each kind's part of it to that kind's runner (`RUNNER_KINDS`; notebooks: `Supervisor`).
+hands each kind's part of it to that kind's runner (`RUNNER_KINDS`; notebooks: `Supervisor`,
+SSH instances: `ssh.SshSupervisor`, which listens on the node's --address and --ssh-ports).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioning.protocol import KIND_NOTEBOOK
+from provisioning.protocol import KIND_GPU_SLICE, KIND_NOTEBOOK
 
 from ..client import PortalClient
 from .identity import (
@@ -27,6 +28,7 @@ from .notebook import DEFAULT_START_TIMEOUT_S, NotebookConfig
 from .pool import WarmPool
 from .slot import sockets_dir, workload_root_prepare
 from .spec import DesiredState, spec_parse
+from .ssh import SshConfig, SshSupervisor, ssh_available
 from .supervisor import Supervisor
 from .watch import DEFAULT_WAIT_S, watch_start
 
@@ -34,7 +36,7 @@ log = logging.getLogger("neocloud.agent")
 
 # The kinds this agent runs, each by one runner (an object with `desired_set(list)`): adding a
 # kind adds its runner here.
-RUNNER_KINDS: tuple[str, ...] = (KIND_NOTEBOOK,)
+RUNNER_KINDS: tuple[str, ...] = (KIND_NOTEBOOK, KIND_GPU_SLICE)
 
 
 @dataclass
@@ -44,6 +46,8 @@ class WorkloadOptions:
     pool_size: int = 0
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     poll_wait_s: float = DEFAULT_WAIT_S
+    address: str | None = None  # --address: where SSH instances listen and are reached
+    ssh_ports: tuple[int, int] | None = None  # --ssh-ports: the ports they may take
 
 
 @dataclass
@@ -54,6 +58,7 @@ class WorkloadService:
     prepared: bool = False
     supervisor: Supervisor | None = None
     pool: WarmPool | None = None
+    ssh: SshSupervisor | None = None
 
     def prepare(self) -> None:
         """Check the options and create the workload root; ValueError says what is wrong."""
@@ -77,7 +82,14 @@ class WorkloadService:
         self.pool = WarmPool(self.options.pool_size, config)
         self.supervisor = Supervisor(config, report, pool=self.pool,
                                      activity_interval_s=activity_interval_s, on_fatal=on_fatal)
-        adopted = self.supervisor.adopt()
+        # SSH instances always have a runner: without --address/--ssh-ports (or sshd) each start
+        # fails with the reason, which the portal shows, rather than waiting unanswered.
+        self.ssh = SshSupervisor(SshConfig(workload_root=self.options.workload_root,
+                                           address=self.options.address,
+                                           ssh_ports=self.options.ssh_ports),
+                                 report, activity_interval_s=activity_interval_s,
+                                 on_fatal=on_fatal)
+        adopted = self.supervisor.adopt() + self.ssh.adopt()
         self._accounts_orphaned_remove()
         self.pool.start()
         watch_start(client, self.desired, self.desired_set, stop, on_fatal,
@@ -87,19 +99,24 @@ class WorkloadService:
                  "an account of its own per server" if isolation_available() else
                  "NOT ISOLATED: the agent is not root, so every notebook runs as the agent's user",
                  self.options.pool_size, len(adopted))
+        log.info("SSH instances: %s", ssh_available() or (
+            f"on {self.options.address} ports {self.options.ssh_ports[0]}-"
+            f"{self.options.ssh_ports[1]}" if self.options.address and self.options.ssh_ports
+            else "none (no --address and --ssh-ports)"))
 
     def _accounts_orphaned_remove(self) -> None:
         """Accounts an earlier run of this agent created but never recorded (it died in
         between): no server of theirs was adopted, so nothing of theirs may keep running."""
-        live = {workload.server.run_as.name for workload in self.supervisor.workloads()
-                if workload.server is not None}
+        live = {workload.server.run_as.name for runner in self.runners().values()
+                for workload in runner.workloads() if workload.server is not None}
         for account in accounts_of_root(self.options.workload_root):
             if account.name not in live:
                 log.warning("removing account %s left by an earlier agent run", account.name)
                 account_remove(account)
 
     def runners(self) -> dict:
-        return {KIND_NOTEBOOK: self.supervisor} if self.supervisor is not None else {}
+        runners = {KIND_NOTEBOOK: self.supervisor, KIND_GPU_SLICE: self.ssh}
+        return {kind: runner for kind, runner in runners.items() if runner is not None}
 
     def desired_set(self, workloads: list) -> None:
         """A new full desired state: each runner gets its kind's part (an empty list stops all
@@ -113,8 +130,8 @@ class WorkloadService:
 
     def shutdown(self, *, stop_servers: bool = False) -> None:
         """Pool servers are stopped; instance servers keep running for the next agent run."""
-        if self.supervisor is not None:
-            self.supervisor.shutdown(stop_servers=stop_servers)
+        for runner in self.runners().values():
+            runner.shutdown(stop_servers=stop_servers)
         if self.pool is not None:
             self.pool.shutdown()
         if stop_servers:  # nothing of ours listens any more: the socket folder can go

@@ -89,6 +89,11 @@ class Workload:
 
 
 class Supervisor:
+    # The kind this runner serves, and its spec class: what a workload no longer listed is
+    # stopped as. A runner of another kind (ssh.py's) subclasses this one and swaps the server.
+    kind: str = KIND_NOTEBOOK
+    spec_type: type[WorkloadSpec] = NotebookSpec
+
     def __init__(self, config: NotebookConfig, report: Report, *, pool: WarmPool | None = None,
                  activity_interval_s: float = 10.0,
                  on_fatal: Callable[[Exception], None] = lambda exc: None):
@@ -142,8 +147,8 @@ class Supervisor:
                 if workload.desired is None or workload.desired.state not in (DESIRED_STOPPED,
                                                                               DESIRED_DELETED):
                     workload.desired = dataclasses.replace(
-                        workload.desired or NotebookSpec(workload_id, KIND_NOTEBOOK,
-                                                         DESIRED_STOPPED),
+                        workload.desired or self.spec_type(workload_id, self.kind,
+                                                           DESIRED_STOPPED),
                         state=DESIRED_STOPPED)
                     self._kick(workload)
                 elif workload.thread is None and workload.server is None:
@@ -171,8 +176,7 @@ class Supervisor:
         if stop_servers:
             for workload in workloads:
                 if workload.server is not None:
-                    server_stop(workload.server)
-                    workload.server = None
+                    self._server_stop(workload)
 
     # --- one workload's thread -----------------------------------------------------------------
 
@@ -315,8 +319,18 @@ class Supervisor:
 
     def _report(self, workload: Workload, state: str, *, reason: str | None = None,
                 activity: dict | None = None) -> None:
+        body = self._report_body(workload, state, reason, activity)
+        if not report_transition_allowed(workload.reported, state):
+            # Our own bug, not the portal's: say so; the portal still gets the truth.
+            log.error("notebook %s: reporting %s after %s, which the protocol does not expect",
+                      workload.id, state, workload.reported)
+        workload.reported = state
+        self._send(workload, body)
+
+    def _report_body(self, workload: Workload, state: str, reason: str | None,
+                     activity: dict | None) -> dict:
         server = workload.server if state == RUNNING else None
-        body = report_body(
+        return report_body(
             state,
             reason=reason,
             route_slot=server.route_slot if server else (workload.id if state == STARTING else None),
@@ -325,12 +339,6 @@ class Supervisor:
             started_at=server.started_at if server else None,
             activity=activity,
         )
-        if not report_transition_allowed(workload.reported, state):
-            # Our own bug, not the portal's: say so; the portal still gets the truth.
-            log.error("notebook %s: reporting %s after %s, which the protocol does not expect",
-                      workload.id, state, workload.reported)
-        workload.reported = state
-        self._send(workload, body)
 
     def _send(self, workload: Workload, body: dict) -> None:
         workload.unsent = None

@@ -1,0 +1,221 @@
+"""SSH instances (kind gpu_slice) end to end on the agent side: a real sshd per instance started
+through the agent's workload service from the long-poll's desired state, reached with the real
+OpenSSH client; the portal's side is doubled (tests/agent/test_workloads_support.py).
+
+One module-scoped agent serves every test; instance A is started once and reused, so the whole
+module costs a few sshd starts of about a second each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from provisioning.agent.client import PortalClient, RetryPolicy
+from provisioning.agent.loop import seq_start
+from provisioning.agent.workloads.identity import processes_kill
+from provisioning.agent.workloads.process import proc_alive, proc_uid
+from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
+from provisioning.agent.workloads.ssh import ssh_available, ssh_root_clear, ssh_slot_dir
+from tests.agent.test_workloads_support import WorkloadPortalServer
+from tests.support.processes import workload_root_new
+from tests.support.waiting import wait_until
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="per-instance accounts need the agent to be root"),
+    pytest.mark.skipif(ssh_available() is not None or shutil.which("ssh") is None,
+                       reason="OpenSSH (server and client) is not installed"),
+]
+
+A, B = "55500000-0000-4000-8000-00000000000a", "55500000-0000-4000-8000-00000000000b"
+A_GPUS = ["GPU-11111111-2222-3333-4444-555555555555", "GPU-66666666-7777-8888-9999-000000000000"]
+B_GPUS = ["MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"]
+PORTS = (42200, 42219)
+
+
+def ssh_spec(instance_id: str, keys: list[str], state: str = "running", gpus=()) -> dict:
+    return {"id": instance_id, "kind": "gpu_slice", "state": state, "gpus": list(gpus),
+            "authorized_keys": keys}
+
+
+def account_exists(name: str) -> bool:
+    return any(line.startswith(f"{name}:") for line in Path("/etc/passwd").read_text().splitlines())
+
+
+def ssh_run(key: Path, body: dict, command: str, user: str | None = None) -> subprocess.CompletedProcess:
+    """The real OpenSSH client, as a user would run it from the instance page's command."""
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-p", str(body["port"]), "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+         "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-F", "/dev/null",
+         f"{user or body['user']}@{body['host']}", command],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+class Agent:
+    """The agent's workload side, started the way loop.py starts it, with an SSH port range."""
+
+    def __init__(self, portal, root: Path):
+        self.portal, self.root = portal, root
+        self.stop = threading.Event()
+        self.fatal: list[Exception] = []
+        self.client = PortalClient(portal.url, timeout_s=5, stop=self.stop,
+                                   retry=RetryPolicy(attempts=2, base_s=0.05, cap_s=0.1))
+        self.client.authenticate("node-1", "s3cret")
+        self.service = WorkloadService(WorkloadOptions(
+            workload_root=root, pool_size=0, poll_wait_s=5, address="127.0.0.1", ssh_ports=PORTS))
+        self.service.prepare()
+        seq = iter(range(seq_start(), 2**62))
+        lock = threading.Lock()
+
+        def seq_take() -> int:
+            with lock:
+                return next(seq)
+
+        self.service.start(self.client, seq_take, self.stop, activity_interval_s=1.0,
+                           on_fatal=self.fatal.append)
+
+    def server(self, instance_id: str):
+        workload = self.service.ssh.workload(instance_id)
+        return workload.server if workload else None
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> dict[str, Path]:
+    """Two users' key pairs, made by ssh-keygen: "mine" is chosen at launch, "theirs" is not."""
+    folder = tmp_path_factory.mktemp("ssh-keys")
+    pairs = {}
+    for name in ("mine", "theirs"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
+                        "-f", str(folder / name)], check=True)
+        pairs[name] = folder / name
+    return pairs
+
+
+def public(key: Path) -> str:
+    return key.with_suffix(".pub").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def agent():
+    os.environ["NEOCLOUD_AGENT_TOKEN"] = "agent-secret"  # must not reach any session
+    with WorkloadPortalServer() as portal:
+        agent = Agent(portal, workload_root_new("ssh") / "root")
+        try:
+            yield agent
+        finally:
+            os.environ.pop("NEOCLOUD_AGENT_TOKEN", None)
+            agent.stop.set()
+            agent.service.shutdown(stop_servers=True)
+            ssh_root_clear(agent.root)
+    assert not agent.fatal
+
+
+@pytest.fixture(scope="module")
+def running_a(agent, keys) -> dict:
+    agent.portal.desire(ssh_spec(A, [public(keys["mine"])], gpus=A_GPUS))
+    return agent.portal.wait_report(A, "running", timeout=60).body
+
+
+def test_launch_reports_an_ssh_endpoint_in_the_node_range(agent, running_a):
+    states = [body["state"] for body in agent.portal.reports_for(A)]
+    assert states[:2] == ["starting", "running"]
+    assert running_a["host"] == "127.0.0.1" and PORTS[0] <= running_a["port"] <= PORTS[1]
+    assert running_a["user"].startswith("nc-") and account_exists(running_a["user"])
+    assert running_a["reason"] is None and running_a["started_at"]
+
+
+def test_the_chosen_key_logs_in_as_the_instance_account_with_only_its_gpus(agent, keys, running_a):
+    # Given instance A running, when its user connects with the key chosen at launch
+    done = ssh_run(keys["mine"], running_a,
+                   'echo "$CUDA_VISIBLE_DEVICES"; id -u; id -un; echo "$HOME"; pwd; '
+                   'env | grep -c NEOCLOUD_ || true')
+    assert done.returncode == 0, done.stderr
+    cuda, uid, name, home, cwd, leaked = done.stdout.split("\n")[:6]
+    # then the session sees exactly its GPUs, runs as the instance's account (not root), in its
+    # persistent home, and nothing of the agent's environment
+    assert cuda == ",".join(A_GPUS)
+    server = agent.server(A)
+    assert int(uid) == server.run_as.uid != 0 and name == running_a["user"]
+    assert home == cwd == str(agent.root / A / "work")
+    assert leaked == "0"
+    # and the listener itself is root's sshd with the instance's own configuration
+    assert proc_uid(server.pid) == 0
+
+
+def test_another_key_root_and_a_password_are_refused(agent, keys, running_a):
+    theirs = ssh_run(keys["theirs"], running_a, "true")
+    assert theirs.returncode == 255 and "Permission denied" in theirs.stderr
+    as_root = ssh_run(keys["mine"], running_a, "true", user="root")
+    assert as_root.returncode == 255 and "Permission denied" in as_root.stderr
+    # The server offers public keys only (no password, no keyboard-interactive).
+    assert "(publickey)" in theirs.stderr
+
+
+def test_another_tenant_cannot_read_the_home_and_gets_its_own_port(agent, keys, running_a):
+    # Given A's user writes a file in the home, and a second tenant's instance B on the node
+    assert ssh_run(keys["mine"], running_a, "echo secret > ~/private.txt").returncode == 0
+    agent.portal.desire(ssh_spec(A, [public(keys["mine"])], gpus=A_GPUS),
+                        ssh_spec(B, [public(keys["theirs"])], gpus=B_GPUS))
+    running_b = agent.portal.wait_report(B, "running", timeout=60).body
+    try:
+        assert running_b["port"] != running_a["port"] and running_b["user"] != running_a["user"]
+        # when B's user tries to read A's home, the slot's sshd files or A's GPUs, nothing comes
+        a_home = agent.root / A / "work"
+        slot_a = ssh_slot_dir(agent.root, A)
+        done = ssh_run(keys["theirs"], running_b,
+                       f'echo "$CUDA_VISIBLE_DEVICES"; cat {a_home}/private.txt; ls {a_home}; '
+                       f'cat {slot_a}/host_key; cat {slot_a}/authorized_keys; echo end')
+        lines = done.stdout.split("\n")
+        assert lines[0] == ",".join(B_GPUS) and lines[1] == "end"
+        assert done.stderr.count("Permission denied") == 4, done.stderr
+        # and B's key does not open A
+        assert ssh_run(keys["theirs"], running_a, "true").returncode == 255
+    finally:
+        agent.portal.desire(ssh_spec(A, [public(keys["mine"])], gpus=A_GPUS),
+                            ssh_spec(B, [public(keys["theirs"])], state="deleted"))
+        agent.portal.wait_report(B, "stopped", timeout=30)
+    # (the home of a deleted instance goes right after its "stopped" report)
+    wait_until(lambda: not (agent.root / B).exists(), 30, "B's home removed")
+    assert not account_exists(running_b["user"])
+
+
+def test_stop_removes_everything_of_the_account_and_a_start_keeps_the_home(agent, keys, running_a):
+    # Given a file in A's home and a process of A's user that left its session for good
+    started = ssh_run(keys["mine"], running_a,
+                      "echo kept > ~/kept.txt; setsid nohup sleep 600 >/dev/null 2>&1 & echo ok")
+    assert started.returncode == 0 and "ok" in started.stdout
+    server = agent.server(A)
+    uid, name, sshd_pid = server.run_as.uid, running_a["user"], server.pid
+    reports = len(agent.portal.reports_for(A))
+
+    # When A is stopped
+    agent.portal.desire(ssh_spec(A, [public(keys["mine"])], state="stopped"))
+    agent.portal.wait_report(A, "stopped", timeout=30, after=reports)
+    # then nothing of the account remains: no process, no account, no slot, no listener
+    # (a zombie runs nothing: only its parent can reap it, see identity.processes_kill)
+    assert not [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                if proc_uid(pid) == uid and proc_alive(pid)]
+    assert not account_exists(name) and not Path(f"/proc/{sshd_pid}").exists()
+    assert not ssh_slot_dir(agent.root, A).exists()
+    assert ssh_run(keys["mine"], running_a, "true").returncode == 255
+    home = agent.root / A / "work"
+    assert home.stat().st_uid == 0  # held by root while no account serves it
+
+    # When it is started again, it gets a fresh account, and the home still has the file
+    reports = len(agent.portal.reports_for(A))
+    agent.portal.desire(ssh_spec(A, [public(keys["mine"])], gpus=A_GPUS))
+    again = agent.portal.wait_report(A, "running", timeout=60, after=reports).body
+    try:
+        assert again["user"] != name
+        done = ssh_run(keys["mine"], again, "cat ~/kept.txt; stat -c %U ~/kept.txt")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["kept", again["user"]]
+    finally:
+        processes_kill(uid)  # nothing to kill if the stop did its job; never leave a sleeper
