@@ -22,6 +22,7 @@ from provisioning.agent.workloads.identity import processes_kill
 from provisioning.agent.workloads.process import proc_alive, proc_uid
 from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
 from provisioning.agent.workloads.ssh import ssh_available, ssh_root_clear, ssh_slot_dir
+from provisioning.protocol import SSH_ENDPOINT_FIELDS, SpecRefused, report_body, spec_from_wire
 from tests.agent.test_workloads_support import WorkloadPortalServer
 from tests.support.processes import workload_root_new
 from tests.support.waiting import wait_until
@@ -186,6 +187,24 @@ def test_another_tenant_cannot_read_the_home_and_gets_its_own_port(agent, keys, 
     assert not account_exists(running_b["user"])
 
 
+def test_a_restarted_agent_re_adopts_the_running_sshd(agent, keys, running_a):
+    # Given A running, when the agent stops (its servers keep running) and a new run starts
+    server = agent.server(A)
+    reports = len(agent.portal.reports_for(A))
+    agent.stop.set()
+    agent.service.shutdown()
+    assert ssh_run(keys["mine"], running_a, "true").returncode == 0  # sessions go on meanwhile
+    second = Agent(agent.portal, agent.root)
+    agent.stop, agent.service, agent.fatal = second.stop, second.service, agent.fatal + second.fatal
+    # then it reports the same endpoint of the same sshd, and the key still logs in
+    again = agent.portal.wait_report(A, "running", timeout=30, after=reports).body
+    assert (again["host"], again["port"], again["user"]) == (
+        running_a["host"], running_a["port"], running_a["user"])
+    assert agent.server(A).pid == server.pid
+    done = ssh_run(keys["mine"], again, 'echo "$CUDA_VISIBLE_DEVICES"')
+    assert done.returncode == 0 and done.stdout.strip() == ",".join(A_GPUS)
+
+
 def test_stop_removes_everything_of_the_account_and_a_start_keeps_the_home(agent, keys, running_a):
     # Given a file in A's home and a process of A's user that left its session for good
     started = ssh_run(keys["mine"], running_a,
@@ -219,3 +238,25 @@ def test_stop_removes_everything_of_the_account_and_a_start_keeps_the_home(agent
         assert done.stdout.split() == ["kept", again["user"]]
     finally:
         processes_kill(uid)  # nothing to kill if the stop did its job; never leave a sleeper
+
+
+# --- the spec and the report, as the protocol checks them -----------------------------------
+
+
+def test_a_key_line_that_would_smuggle_a_second_key_or_options_is_refused(keys):
+    good = public(keys["mine"])
+    assert spec_from_wire(ssh_spec(A, [good])).authorized_keys == (good,)
+    for bad in (good + "\n" + public(keys["theirs"]), 'command="sh" ' + good,
+                "-----BEGIN OPENSSH PRIVATE KEY-----", "ssh-ed25519"):
+        with pytest.raises(SpecRefused):
+            spec_from_wire(ssh_spec(A, [bad]))
+
+
+def test_an_ssh_endpoint_is_reported_only_when_well_formed():
+    body = report_body("running", ssh_endpoint=("127.0.1.2", 22100, "nc-0123456789ab"))
+    assert {body[f] for f in SSH_ENDPOINT_FIELDS} == {"127.0.1.2", 22100, "nc-0123456789ab"}
+    assert not set(SSH_ENDPOINT_FIELDS) & set(report_body("running"))
+    for endpoint in (("node-1", 22100, "nc-a"), ("127.0.0.1", 22, "nc-a"),
+                     ("127.0.0.1", True, "nc-a"), ("127.0.0.1", 22100, "-oProxyCommand=x")):
+        with pytest.raises(ValueError):
+            report_body("running", ssh_endpoint=endpoint)

@@ -32,6 +32,7 @@ from provisioning.protocol import REASON_LIMIT
 from . import slot
 from .identity import RunAs, account_create, account_remove, accounts_of_root, processes_kill
 from .process import proc_alive, proc_start_time, proc_with_arg, tree_stop
+from .ssh import ssh_root_clear
 from .traversal import ancestors_release
 
 log = logging.getLogger("neocloud.agent")
@@ -268,10 +269,11 @@ def server_adopt(paths: slot.SlotPaths) -> NotebookServer | None:
 
 
 def workload_root_clear(root: Path) -> int:
-    """Stop every server under `root` and remove every account made for it; returns how many
-    servers were stopped. For tools and tests, and a node taken out of service: a running agent
-    never calls it (its servers outlive its restarts, see supervisor.adopt)."""
-    stopped = 0
+    """Stop every server under `root` (SSH instances' sshd too) and remove every account made
+    for it; returns how many servers were stopped. For tools and tests, and a node taken out of
+    service: a running agent never calls it (its servers outlive its restarts, see
+    supervisor.adopt)."""
+    stopped = ssh_root_clear(root)
     for paths in slot.slots_list(root):
         server = _slot_server_read(paths)
         if server is not None:

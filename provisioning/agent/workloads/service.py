@@ -3,7 +3,7 @@
 `loop.py` calls `start` once the node is registered (never with --once) and `shutdown` when the
 agent stops. The desired state comes from the long-poll thread (`watch.py`) only; `desired_set`
 hands each kind's part of it to that kind's runner (`RUNNER_KINDS`; notebooks: `Supervisor`,
-SSH instances: `ssh.SshSupervisor`, which listens on the node's --address and --ssh-ports).
+SSH instances: `ssh_supervisor.SshSupervisor`, which listens on the node's --address and --ssh-ports).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from .notebook import DEFAULT_START_TIMEOUT_S, NotebookConfig
 from .pool import WarmPool
 from .slot import sockets_dir, workload_root_prepare
 from .spec import DesiredState, spec_parse
-from .ssh import SshConfig, SshSupervisor, ssh_available
+from .ssh import SshConfig, ssh_available
+from .ssh_supervisor import SshSupervisor
 from .supervisor import Supervisor
 from .watch import DEFAULT_WAIT_S, watch_start
 

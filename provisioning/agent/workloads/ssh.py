@@ -1,7 +1,8 @@
 """GPU instances reached over SSH (protocol KIND_GPU_SLICE): one OpenSSH `sshd` per instance.
 
-Built like a notebook server (notebook.py), by the same supervisor (`SshSupervisor` below only
-swaps what a "server" is): a fresh unprivileged account `nc-<hex>` per start (identity.py), the
+Built like a notebook server (notebook.py), run by the same supervisor (`ssh_supervisor.py`
+only swaps what a "server" is; this module imports neither, so notebook.workload_root_clear can
+clear SSH servers too): a fresh unprivileged account `nc-<hex>` per start (identity.py), the
 instance's persistent working directory as its home (slot.work_dir_prepare / release, so what is
 written there survives a stop and a start), and everything removed with the account on stop.
 
@@ -41,24 +42,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioning.protocol import (
-    FAILED,
-    KIND_GPU_SLICE,
-    REASON_LIMIT,
-    RUNNING,
-    STARTING,
-    GpuSliceSpec,
-    WorkloadSpec,
-    report_body,
-)
+from provisioning.protocol import REASON_LIMIT
 
 from . import slot
 from .identity import RunAs, account_create, account_remove, isolation_available, processes_kill
-from .notebook import StartCancelled, StartFailed, now_iso
-from .process import proc_alive, proc_start_time, proc_with_arg, tree_stop
-from .supervisor import Supervisor, Workload
+from .process import proc_alive, proc_start_time, tree_stop
 
 log = logging.getLogger("neocloud.agent")
 
@@ -69,6 +60,14 @@ PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without it (Debian's se
 DEFAULT_START_TIMEOUT_S = 20.0
 _SLOT_PREFIX = "ssh-"
 _PORTS_LOCK = threading.Lock()  # two starts never take the same port
+
+
+class StartFailed(Exception):
+    """sshd did not come up; the message is the human reason (with sshd's output)."""
+
+
+class StartCancelled(Exception):
+    """The workload's desired state changed (or the agent is stopping) while it was starting."""
 
 
 @dataclass
@@ -226,7 +225,7 @@ def ssh_ready_wait(server: SshServer, timeout_s: float,
         if not ssh_alive(server):
             raise StartFailed(ssh_exit_reason(server, "before it was ready"))
         if _banner(server.host, server.port):
-            server.started_at = now_iso()
+            server.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
             _record_write(server.dir, server)
             return
         if time.monotonic() > deadline:
@@ -251,6 +250,9 @@ def ssh_stop(server: SshServer) -> None:
     the home back to root, remove the account and the slot."""
     if server.pid:
         tree_stop(server.pid, server.process, grace_s=2.0)
+    if server.dir is not None:  # one whose record was lost or whose pid we could not trust
+        for pid in _sshd_pids(server.dir):
+            tree_stop(pid, grace_s=2.0)
     if server.run_as.switch:
         processes_kill(server.run_as.uid)
     slot.work_dir_release(Path(server.workload_root), server.instance_id)
@@ -266,13 +268,13 @@ def ssh_adopt(config: SshConfig, directory: Path) -> SshServer | None:
         record = json.loads((directory / "slot.json").read_text())
         server = SshServer(**record)
     except (OSError, ValueError, TypeError):
-        for pid in proc_with_arg(str(directory / "sshd_config")):
+        for pid in _sshd_pids(directory):
             tree_stop(pid, grace_s=2.0)
         _slot_remove(directory)  # its account, if any, is removed as an orphan by the service
         return None
     server.dir = directory
     ours = (bool(server.pid) and proc_alive(server.pid, server.pid_start)
-            and server.pid in proc_with_arg(str(directory / "sshd_config")))
+            and server.pid in _sshd_pids(directory))
     if not ours:
         server.pid = 0
     if server.pid and _banner(server.host, server.port, timeout_s=5):
@@ -290,90 +292,6 @@ def ssh_root_clear(root: Path) -> int:
             ssh_stop(server)
             stopped += 1
     return stopped
-
-
-# --- the runner: the notebook supervisor with an sshd as its "server" --------------------------
-
-
-class SshSupervisor(Supervisor):
-    """Converges this node's SSH instances; the workload lifecycle (threads, reports, stop on
-    404, no retry of a failed spec) is the notebook supervisor's, documented there."""
-
-    kind = KIND_GPU_SLICE
-    spec_type = GpuSliceSpec
-
-    def __init__(self, config: SshConfig, report, **kwargs):
-        super().__init__(config, report, pool=None, **kwargs)
-
-    def adopt(self) -> list[str]:
-        adopted = []
-        for directory in ssh_slots_list(self.config.workload_root):
-            server = ssh_adopt(self.config, directory)
-            if server is None:
-                continue
-            with self._lock:
-                self._workloads[server.instance_id] = Workload(id=server.instance_id,
-                                                               desired=None, server=server)
-            adopted.append(server.instance_id)
-            log.info("ssh %s: re-adopted its sshd (pid %d, port %d, account %s)",
-                     server.instance_id, server.pid, server.port, server.run_as.name)
-        return adopted
-
-    def _start(self, workload: Workload, spec: WorkloadSpec) -> None:
-        self._report(workload, STARTING)
-        if workload.unknown or not self._wants_running(workload):
-            return
-        began = time.monotonic()
-        try:
-            server = ssh_start(self.config, instance_id=workload.id, gpus=list(spec.gpus),
-                               authorized_keys=list(spec.authorized_keys))
-        except StartFailed as exc:
-            self._fail(workload, spec, str(exc))
-            return
-        try:
-            ssh_ready_wait(server, self.config.start_timeout_s,
-                           lambda: self._stopping.is_set() or not self._wants_running(workload))
-        except StartCancelled:
-            ssh_stop(server)
-            return
-        except StartFailed as exc:
-            ssh_stop(server)
-            self._fail(workload, spec, str(exc))
-            return
-        workload.server = server
-        log.info("ssh %s: sshd ready in %.1f s on %s:%d as %s", workload.id,
-                 time.monotonic() - began, server.host, server.port, server.run_as.name)
-        self._report(workload, RUNNING)
-
-    def _watch(self, workload: Workload) -> None:
-        server = workload.server
-        if server is None:
-            if workload.unsent is not None:
-                self._send(workload, workload.unsent)
-            return
-        if not ssh_alive(server):
-            reason = ssh_exit_reason(server, "unexpectedly")
-            log.warning("ssh %s: %s", workload.id, reason.splitlines()[0])
-            self._server_stop(workload)
-            if workload.desired is not None and workload.desired.wants_running:
-                workload.failed_spec = workload.desired
-                self._report(workload, FAILED, reason=reason)
-            return
-        if workload.unsent is not None:
-            self._report(workload, RUNNING)
-
-    def _server_stop(self, workload: Workload) -> None:
-        server, workload.server = workload.server, None
-        if server is not None:
-            ssh_stop(server)
-            log.info("ssh %s: sshd stopped", workload.id)
-
-    def _report_body(self, workload: Workload, state: str, reason: str | None,
-                     activity: dict | None) -> dict:
-        server = workload.server if state == RUNNING else None
-        return report_body(state, reason=reason,
-                           started_at=server.started_at if server else None,
-                           ssh_endpoint=server.endpoint if server else None)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -442,6 +360,22 @@ def _record_write(directory: Path, server: SshServer) -> None:
 
 def _slot_remove(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def _sshd_pids(directory: Path) -> list[int]:
+    """The sshd processes of this slot. Not proc_with_arg: sshd rewrites its command line into
+    one title ("sshd: /usr/sbin/sshd -D -e -f <config> [listener] ..."), so it is a substring."""
+    needle = f" -f {directory / 'sshd_config'}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if needle + b" " in cmdline.rstrip() + b" ":
+                found.append(int(entry))
+    return found
 
 
 def _banner(host: str, port: int, timeout_s: float = 1.0) -> bool:
