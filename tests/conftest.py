@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,8 +43,16 @@ def api_client() -> APIClient:
 
 
 @pytest.fixture(scope="session")
-def process_logs(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("process-logs")
+def process_logs() -> Path:
+    """The session's processes' logs and the front proxy's folders. Under the test data folder,
+    not pytest's tmp: another pytest session starting on the host makes /tmp/pytest-of-<user>
+    private (0700) again, which would lock the proxy's workers out of their own folders."""
+    runs = Path(os.environ["PORTAL_DATA_DIR"]) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    # Keep the last few sessions' logs, as pytest keeps its last three tmp folders.
+    for old in sorted(runs.glob("process-logs-*"), key=lambda p: p.stat().st_mtime)[:-3]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="process-logs-", dir=runs))
 
 
 @pytest.fixture(scope="session")
