@@ -18,6 +18,7 @@ import pytest
 
 from devtools.launcher import DEMO_LOGIN, main
 from devtools.processes import free_port
+from tests.support.launcher import output_line_wait
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -34,20 +35,6 @@ def test_a_busy_port_gets_one_line_and_starts_nothing(capsys, tmp_path, monkeypa
     assert len(err.splitlines()) == 1 and "already in use" in err
     assert not (tmp_path / "postgres").exists()
 
-
-def _wait_for_line(process: subprocess.Popen, pattern: str, timeout: float, seen: list[str]) -> re.Match:
-    deadline = time.monotonic() + timeout
-    regex = re.compile(pattern)
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if match := regex.search(line):
-            return match
-    raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(seen)[-4000:]}")
 
 
 def _log_in(client: httpx.Client, email: str, password: str) -> httpx.Response:
@@ -120,8 +107,8 @@ def test_run_command_serves_the_portal_and_ctrl_c_stops_everything():
     )
     seen: list[str] = []
     try:
-        url = _wait_for_line(process, r"portal is up: (http://\S+)/", 180, seen).group(1)
-        _wait_for_line(process, re.escape(DEMO_LOGIN[0]), 5, seen)
+        url = output_line_wait(process, r"portal is up: (http://\S+)/", 180, seen).group(1)
+        output_line_wait(process, re.escape(DEMO_LOGIN[0]), 5, seen)
         children = psutil.Process(process.pid).children(recursive=True)
         # The settings start nothing, so every portal process must be handed the servers.
         portal_processes = {

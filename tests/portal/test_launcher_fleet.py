@@ -20,6 +20,7 @@ from devtools.launcher import DEMO_LOGIN, main
 from devtools.processes import free_port
 from provisioning.agent.workloads.identity import accounts_of_root
 from provisioning.agent.workloads.notebook import workload_root_clear
+from tests.support.launcher import output_line_wait, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,30 +104,6 @@ def test_a_bad_fleet_value_stops_the_launcher_before_it_starts_anything(capsys, 
 # --- a 2-host fleet, started and stopped ----------------------------------------------------------
 
 
-def _read_until(process: subprocess.Popen, pattern: str, timeout: float, seen: list[str]) -> re.Match:
-    deadline = time.monotonic() + timeout
-    regex = re.compile(pattern)
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if match := regex.search(line):
-            return match
-    raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(seen)[-4000:]}")
-
-
-def _mentioning(text: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            if text in " ".join(proc.info["cmdline"] or []) or text in (proc.info["cwd"] or ""):
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
 
 
 def _ready_nodes(data: Path, count: int, timeout: float = 60) -> list[tuple]:
@@ -200,11 +177,11 @@ def test_a_two_host_fleet_registers_two_nodes_and_ctrl_c_leaves_nothing_of_eithe
     children: list[psutil.Process] = []
     try:
         # Given the launcher up with a 2-host fleet, which it lists
-        url = _read_until(process, r"portal is up: (http://\S+)/", 240, seen).group(1)
-        _read_until(process, r"Fleet: +2 host\(s\) in us-east-1", 5, seen)
+        url = output_line_wait(process, r"portal is up: (http://\S+)/", 240, seen).group(1)
+        output_line_wait(process, r"Fleet: +2 host\(s\) in us-east-1", 5, seen)
         for line in ("local-simulated-node at 127.0.1.1, SSH ports 22000-22099: SIMULATED 8xH100-80GB",
                      "local-simulated-node-2 at 127.0.1.2, SSH ports 22100-22199: SIMULATED 2xH100-80GB,mig="):
-            _read_until(process, re.escape(line), 5, seen)
+            output_line_wait(process, re.escape(line), 5, seen)
         launched = psutil.Process(process.pid).children()
         agents = [c for c in launched if "provisioning.agent.main" in " ".join(c.cmdline())]
         assert len(agents) == 2
@@ -222,7 +199,8 @@ def test_a_two_host_fleet_registers_two_nodes_and_ctrl_c_leaves_nothing_of_eithe
             mig = _notebook_running(client, "notebooks/notebook-mig-1g-10gb")
         assert (whole["node"], mig["node"]) == ("local-simulated-node", "local-simulated-node-2")
         for host in fleet:
-            assert any("jupyter" in " ".join(p.cmdline()) for p in _mentioning(f"{host.folder(data)}/workloads/"))
+            workloads = processes_mentioning(f"{host.folder(data)}/workloads/")
+            assert any("jupyter" in " ".join(p.cmdline()) for p in workloads)
         children = psutil.Process(process.pid).children(recursive=True)
 
         # When the launcher gets SIGINT
@@ -232,13 +210,13 @@ def test_a_two_host_fleet_registers_two_nodes_and_ctrl_c_leaves_nothing_of_eithe
         # Then nothing of either agent remains: agents, notebook servers, their accounts
         gone, alive = psutil.wait_procs(children, timeout=20)
         assert not alive, [(p.pid, p.name()) for p in alive]
-        assert not _mentioning(str(data))
+        assert not processes_mentioning(str(data))
         for host in fleet:
             assert accounts_of_root(host.folder(data) / "workloads") == []
     finally:
         if process.poll() is None:
             process.kill()
-        for proc in [*children, *_mentioning(str(data))]:
+        for proc in [*children, *processes_mentioning(str(data))]:
             try:
                 proc.kill()
             except psutil.Error:

@@ -3,12 +3,10 @@ make, which GNU make does not forward; and what it serves through nginx meanwhil
 own 404 page (DEBUG is off) and /favicon.ico. One start, one stop: it is a slow test."""
 
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,36 +14,12 @@ import psutil
 import pytest
 
 from devtools.processes import free_port
+from tests.support.launcher import output_line_wait, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def _read_until(process: subprocess.Popen, pattern: str, timeout: float, seen: list[str]) -> re.Match:
-    deadline = time.monotonic() + timeout
-    regex = re.compile(pattern)
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if match := regex.search(line):
-            return match
-    raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(seen)[-4000:]}")
-
-
-def _mentioning(text: str) -> list[psutil.Process]:
-    """Processes with `text` in their command line or working folder (redis runs in its data folder)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            if text in " ".join(proc.info["cmdline"] or []) or text in (proc.info["cwd"] or ""):
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
 
 
 @pytest.fixture
@@ -74,8 +48,8 @@ def test_sigint_to_make_stops_every_process_and_says_so(data):
     seen: list[str] = []
     children: list[psutil.Process] = []
     try:
-        url = _read_until(make, r"portal is up: (http://\S+)/", 240, seen).group(1)
-        _read_until(make, r"Press Ctrl-C", 5, seen)
+        url = output_line_wait(make, r"portal is up: (http://\S+)/", 240, seen).group(1)
+        output_line_wait(make, r"Press Ctrl-C", 5, seen)
         (launcher,) = psutil.Process(make.pid).children()
         assert "devtools.launcher" in " ".join(launcher.cmdline())  # exec: no shell in between
         children = launcher.children(recursive=True)
@@ -89,18 +63,18 @@ def test_sigint_to_make_stops_every_process_and_says_so(data):
 
         # When make alone gets SIGINT
         make.send_signal(signal.SIGINT)
-        _read_until(make, r"^Neocloud portal stopped\.$", 90, seen)
+        output_line_wait(make, r"^Neocloud portal stopped\.$", 90, seen)
         make.wait(30)
 
         # Then nothing it started is left: children, notebooks, postgres, redis, nginx, localstripe
         gone, alive = psutil.wait_procs([launcher, *children], timeout=20)
         assert not alive, [(p.pid, p.name()) for p in alive]
-        assert not _mentioning(str(data))
+        assert not processes_mentioning(str(data))
         assert not (data / "postgres" / "postmaster.pid").exists()
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
-        for proc in [*children, *_mentioning(str(data))]:
+        for proc in [*children, *processes_mentioning(str(data))]:
             try:
                 proc.kill()
             except psutil.Error:
