@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from tests.factories.accounts import OrganizationFactory, UserFactory
@@ -24,6 +25,14 @@ def user(db):
 @pytest.fixture
 def org(db, user):
     return OrganizationFactory(owner=user)
+
+
+@pytest.fixture
+def owner_client(user) -> Client:
+    """A browser session of `user` (the owner of `org`) for the pages."""
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 @pytest.fixture

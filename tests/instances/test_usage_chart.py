@@ -18,12 +18,6 @@ from tests.factories.billing import InstanceFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def owner_client(user):
-    client = Client()
-    client.force_login(user)
-    return client
-
 
 def _chart_data(html: str, name: str) -> dict:
     found = re.search(rf'<script id="chart-data-{name}" type="application/json">(.*?)</script>', html, re.S)

@@ -12,12 +12,6 @@ from apps.instances.models import Instance
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def owner_client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
 
 def test_a_nul_in_the_launch_forms_region_is_a_400_and_launches_nothing(owner_client, org, demo_catalog):
     # Given the launch form filled in, with a NUL slipped into the region (a model choice)

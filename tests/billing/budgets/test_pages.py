@@ -25,10 +25,6 @@ def client_for(user) -> Client:
     return client
 
 
-@pytest.fixture
-def owner_client(user):
-    return client_for(user)
-
 
 # --- overview ----------------------------------------------------------------------------------
 

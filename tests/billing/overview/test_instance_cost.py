@@ -7,7 +7,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from apps.instances.models import InstanceState
@@ -15,12 +14,6 @@ from tests.factories.billing import InstanceFactory, run_open, run_record
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def owner_client(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _cost(client, org, instance) -> str:

@@ -7,7 +7,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from apps.billing.selectors.usage import month_bounds
@@ -18,12 +17,6 @@ from tests.factories.billing import InstanceFactory, run_record
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def owner_client(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _page(client, org) -> str:
