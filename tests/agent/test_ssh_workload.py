@@ -18,7 +18,7 @@ import pytest
 
 from provisioning.agent.client import PortalClient, RetryPolicy
 from provisioning.agent.loop import seq_start
-from provisioning.agent.workloads.identity import processes_kill
+from provisioning.agent.workloads.identity import accounts_of_root, processes_kill
 from provisioning.agent.workloads.process import proc_alive, proc_uid
 from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
 from provisioning.agent.workloads.ssh import ssh_available, ssh_root_clear, ssh_slot_dir
@@ -62,7 +62,8 @@ def ssh_run(key: Path, body: dict, command: str, user: str | None = None) -> sub
 class Agent:
     """The agent's workload side, started the way loop.py starts it, with an SSH port range."""
 
-    def __init__(self, portal, root: Path):
+    def __init__(self, portal, root: Path, address: str | None = "127.0.0.1",
+                 ssh_ports: tuple[int, int] | None = PORTS):
         self.portal, self.root = portal, root
         self.stop = threading.Event()
         self.fatal: list[Exception] = []
@@ -70,7 +71,7 @@ class Agent:
                                    retry=RetryPolicy(attempts=2, base_s=0.05, cap_s=0.1))
         self.client.authenticate("node-1", "s3cret")
         self.service = WorkloadService(WorkloadOptions(
-            workload_root=root, pool_size=0, poll_wait_s=5, address="127.0.0.1", ssh_ports=PORTS))
+            workload_root=root, pool_size=0, poll_wait_s=5, address=address, ssh_ports=ssh_ports))
         self.service.prepare()
         seq = iter(range(seq_start(), 2**62))
         lock = threading.Lock()
@@ -238,6 +239,22 @@ def test_stop_removes_everything_of_the_account_and_a_start_keeps_the_home(agent
         assert done.stdout.split() == ["kept", again["user"]]
     finally:
         processes_kill(uid)  # nothing to kill if the stop did its job; never leave a sleeper
+
+
+def test_a_start_the_node_cannot_serve_fails_with_the_reason_and_leaves_nothing(keys):
+    # Given an agent started without --address and --ssh-ports, when an SSH instance is wanted
+    with WorkloadPortalServer() as portal:
+        bare = Agent(portal, workload_root_new("ssh-bare") / "root", address=None, ssh_ports=None)
+        try:
+            portal.desire(ssh_spec(A, [public(keys["mine"])], gpus=A_GPUS))
+            failed = portal.wait_report(A, "failed", timeout=30).body
+            # then it fails at once with the reason (not silence), and no account is left
+            assert "--ssh-ports" in failed["reason"] and "port" not in failed
+            assert accounts_of_root(bare.root) == []
+        finally:
+            bare.stop.set()
+            bare.service.shutdown(stop_servers=True)
+    assert not bare.fatal
 
 
 # --- the spec and the report, as the protocol checks them -----------------------------------

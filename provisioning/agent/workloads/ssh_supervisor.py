@@ -103,6 +103,11 @@ class SshSupervisor(Supervisor):
         if workload.unsent is not None:
             self._report(workload, RUNNING)
 
+    def _fail(self, workload: Workload, spec: WorkloadSpec, reason: str) -> None:
+        log.warning("ssh %s: start failed: %s", workload.id, reason)
+        workload.failed_spec = spec
+        self._report(workload, FAILED, reason=reason)
+
     def _server_stop(self, workload: Workload) -> None:
         server, workload.server = workload.server, None
         if server is not None:
