@@ -79,15 +79,19 @@ SOCKET_MAX_LENGTH = 107  # sun_path
 
 # Where an SSH workload (KIND_GPU_SLICE) is reached: only in a "running" report of one, so a
 # notebook's report is exactly REPORT_FIELDS. `host` is the node's --address, `port` one of its
-# --ssh-ports, `user` the instance's own account (the portal shows `ssh -p PORT USER@HOST`).
-F_HOST, F_PORT, F_USER = "host", "port", "user"
-SSH_ENDPOINT_FIELDS: tuple[str, ...] = (F_HOST, F_PORT, F_USER)
+# --ssh-ports, `user` the instance's own account (the portal shows `ssh -p PORT USER@HOST`), and
+# `host_key` the public host key its sshd was given ("ssh-ed25519 AAAA..."), so the portal can
+# offer a known_hosts line and users need not trust the first connection blindly.
+F_HOST, F_PORT, F_USER, F_HOST_KEY = "host", "port", "user", "host_key"
+SSH_ENDPOINT_FIELDS: tuple[str, ...] = (F_HOST, F_PORT, F_USER, F_HOST_KEY)
+HOST_KEY_PATTERN = r"^ssh-ed25519 [A-Za-z0-9+/]{68}$"  # what the agent makes: no comment
 # An account name as useradd takes it (the agent's are nc-<12 hex>): nothing a shell or an
 # ssh command line could read as an option or a second word.
 SSH_USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
 
 
-def ssh_endpoint_check(host: object, port: object, user: object) -> tuple[str, int, str]:
+def ssh_endpoint_check(host: object, port: object, user: object,
+                       host_key: object) -> tuple[str, int, str, str]:
     """An SSH endpoint as reported; ValueError saying what is wrong."""
     try:
         address = str(ipaddress.ip_address(host)) if isinstance(host, str) else None
@@ -100,15 +104,17 @@ def ssh_endpoint_check(host: object, port: object, user: object) -> tuple[str, i
                          f"not {port!r}")
     if not (isinstance(user, str) and re.match(SSH_USER_PATTERN, user)):
         raise ValueError(f"SSH user must be an account name, not {user!r}")
-    return address, port, user
+    if not (isinstance(host_key, str) and re.match(HOST_KEY_PATTERN, host_key)):
+        raise ValueError(f"SSH host key must be one ssh-ed25519 public key, not {host_key!r}")
+    return address, port, user, host_key
 
 
 def report_body(state: str, *, reason: str | None = None, route_slot: str | None = None,
                 socket: str | None = None, pooled: bool = False, started_at: str | None = None,
                 activity: dict | None = None,
-                ssh_endpoint: tuple[str, int, str] | None = None) -> dict:
+                ssh_endpoint: tuple[str, int, str, str] | None = None) -> dict:
     """A status report without its `seq` (taken when it is sent); `ssh_endpoint` (host, port,
-    user) adds SSH_ENDPOINT_FIELDS."""
+    user, host key) adds SSH_ENDPOINT_FIELDS."""
     if state not in REPORTED_STATES:
         raise ValueError(f"not a reported state: {state!r}")
     body = {

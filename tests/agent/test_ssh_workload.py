@@ -49,11 +49,16 @@ def account_exists(name: str) -> bool:
     return any(line.startswith(f"{name}:") for line in Path("/etc/passwd").read_text().splitlines())
 
 
-def ssh_run(key: Path, body: dict, command: str, user: str | None = None) -> subprocess.CompletedProcess:
-    """The real OpenSSH client, as a user would run it from the instance page's command."""
+def ssh_run(key: Path, body: dict, command: str, user: str | None = None,
+            known_hosts: Path | None = None) -> subprocess.CompletedProcess:
+    """The real OpenSSH client, as a user would run it from the instance page's command;
+    `known_hosts`: check the server's host key against it (else any key is taken)."""
+    checking = (["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}"]
+                if known_hosts else
+                ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
     return subprocess.run(
-        ["ssh", "-i", str(key), "-p", str(body["port"]), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+        ["ssh", "-i", str(key), "-p", str(body["port"]), *checking,
+         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
          "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-F", "/dev/null",
          f"{user or body['user']}@{body['host']}", command],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
@@ -131,6 +136,21 @@ def test_launch_reports_an_ssh_endpoint_in_the_node_range(agent, running_a):
     assert running_a["host"] == "127.0.0.1" and PORTS[0] <= running_a["port"] <= PORTS[1]
     assert running_a["user"].startswith("nc-") and account_exists(running_a["user"])
     assert running_a["reason"] is None and running_a["started_at"]
+    assert running_a["host_key"].startswith("ssh-ed25519 ")
+
+
+def test_the_reported_host_key_is_the_one_the_server_proves(agent, keys, running_a, tmp_path):
+    # Given a known_hosts line made from the report alone (what the portal can offer its user)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{running_a['host']}]:{running_a['port']} {running_a['host_key']}\n")
+    # when the client checks the host key strictly, it connects
+    assert ssh_run(keys["mine"], running_a, "true", known_hosts=known).returncode == 0
+    # and a different key for that endpoint is taken as a man in the middle
+    other = subprocess.run(["ssh-keygen", "-y", "-f", str(keys["theirs"])], check=True,
+                           capture_output=True, text=True).stdout.split()[:2]
+    known.write_text(f"[{running_a['host']}]:{running_a['port']} {' '.join(other)}\n")
+    refused = ssh_run(keys["mine"], running_a, "true", known_hosts=known)
+    assert refused.returncode == 255 and "HOST IDENTIFICATION HAS CHANGED" in refused.stderr
 
 
 def test_the_chosen_key_logs_in_as_the_instance_account_with_only_its_gpus(agent, keys, running_a):
@@ -270,10 +290,12 @@ def test_a_key_line_that_would_smuggle_a_second_key_or_options_is_refused(keys):
 
 
 def test_an_ssh_endpoint_is_reported_only_when_well_formed():
-    body = report_body("running", ssh_endpoint=("127.0.1.2", 22100, "nc-0123456789ab"))
-    assert {body[f] for f in SSH_ENDPOINT_FIELDS} == {"127.0.1.2", 22100, "nc-0123456789ab"}
+    key = "ssh-ed25519 " + "A" * 68
+    body = report_body("running", ssh_endpoint=("127.0.1.2", 22100, "nc-0123456789ab", key))
+    assert [body[f] for f in SSH_ENDPOINT_FIELDS] == ["127.0.1.2", 22100, "nc-0123456789ab", key]
     assert not set(SSH_ENDPOINT_FIELDS) & set(report_body("running"))
-    for endpoint in (("node-1", 22100, "nc-a"), ("127.0.0.1", 22, "nc-a"),
-                     ("127.0.0.1", True, "nc-a"), ("127.0.0.1", 22100, "-oProxyCommand=x")):
+    for endpoint in (("node-1", 22100, "nc-a", key), ("127.0.0.1", 22, "nc-a", key),
+                     ("127.0.0.1", True, "nc-a", key), ("127.0.0.1", 22100, "-oProxyCommand=x", key),
+                     ("127.0.0.1", 22100, "nc-a", key + " x\n@cert-authority * " + key)):
         with pytest.raises(ValueError):
             report_body("running", ssh_endpoint=endpoint)

@@ -89,6 +89,7 @@ class SshServer:
     pid: int = 0
     pid_start: str | None = None
     started_at: str | None = None
+    host_key: str = ""  # its public host key, "ssh-ed25519 AAAA..." (reported with the endpoint)
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
     dir: Path | None = field(default=None, repr=False, compare=False)
 
@@ -97,8 +98,8 @@ class SshServer:
         return RunAs.from_record(self.account)
 
     @property
-    def endpoint(self) -> tuple[str, int, str]:
-        return self.host, self.port, self.run_as.name
+    def endpoint(self) -> tuple[str, int, str, str]:
+        return self.host, self.port, self.run_as.name, self.host_key
 
     def record(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("process", "dir")}
@@ -273,6 +274,11 @@ def ssh_adopt(config: SshConfig, directory: Path) -> SshServer | None:
         _slot_remove(directory)  # its account, if any, is removed as an orphan by the service
         return None
     server.dir = directory
+    if not server.host_key:  # a record written before host keys were reported
+        try:
+            server.host_key = _host_key_read(directory)
+        except OSError:
+            server.pid = 0
     ours = (bool(server.pid) and proc_alive(server.pid, server.pid_start)
             and server.pid in _sshd_pids(directory))
     if not ours:
@@ -336,6 +342,7 @@ def _slot_files_write(directory: Path, server: SshServer, run_as: RunAs,
     if done.returncode != 0:
         raise StartFailed(f"ssh-keygen failed: {done.stderr.strip()}")
     (directory / "host_key").chmod(0o600)
+    server.host_key = _host_key_read(directory)
     keys = directory / "authorized_keys"
     keys.write_text("".join(key.strip() + "\n" for key in authorized_keys))
     # sshd reads it as the account (never writes): root-owned, the account's group may read.
@@ -349,6 +356,10 @@ def _slot_files_write(directory: Path, server: SshServer, run_as: RunAs,
                                        user=run_as.name, gpus=server.gpus,
                                        strict_modes=isolation_available()))
     config.chmod(0o600)
+
+
+def _host_key_read(directory: Path) -> str:
+    return " ".join((directory / "host_key.pub").read_text().split()[:2])  # no comment
 
 
 def _record_write(directory: Path, server: SshServer) -> None:
