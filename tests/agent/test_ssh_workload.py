@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 from provisioning.agent.client import PortalClient, RetryPolicy
 from provisioning.agent.loop import seq_start
 from provisioning.agent.workloads.identity import accounts_of_root, processes_kill
+from provisioning.agent.workloads.notebook import workload_root_clear
 from provisioning.agent.workloads.process import proc_alive, proc_uid
 from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
 from provisioning.agent.workloads.ssh import ssh_available, ssh_root_clear, ssh_slot_dir
@@ -38,6 +41,7 @@ A, B = "55500000-0000-4000-8000-00000000000a", "55500000-0000-4000-8000-00000000
 A_GPUS = ["GPU-11111111-2222-3333-4444-555555555555", "GPU-66666666-7777-8888-9999-000000000000"]
 B_GPUS = ["MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"]
 PORTS = (42200, 42219)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def ssh_spec(instance_id: str, keys: list[str], state: str = "running", gpus=()) -> dict:
@@ -275,6 +279,36 @@ def test_a_start_the_node_cannot_serve_fails_with_the_reason_and_leaves_nothing(
             bare.stop.set()
             bare.service.shutdown(stop_servers=True)
     assert not bare.fatal
+
+
+def test_the_agent_process_serves_ssh_on_its_address_and_ports_and_clearing_stops_it(keys):
+    # Given the whole agent process started with --address and --ssh-ports
+    folder = workload_root_new("ssh-process")
+    root = folder / "root"
+    with WorkloadPortalServer() as portal:
+        portal.desire(ssh_spec(A, [public(keys["mine"])], gpus=A_GPUS))
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "provisioning.agent.main", "--portal", portal.url,
+             "--simulate", "1xH100-80GB", "--hostname", "sim-ssh", "--token", "t",
+             "--state-file", str(folder / "state.json"), "--workload-root", str(root),
+             "--address", "127.0.0.1", "--ssh-ports", f"{PORTS[1] - 4}-{PORTS[1]}"],
+            cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+            stderr=subprocess.PIPE, text=True)
+        try:
+            # when it is asked for an SSH instance, the key logs in on a port of that range
+            running = portal.wait_report(A, "running", timeout=60).body
+            assert PORTS[1] - 4 <= running["port"] <= PORTS[1]
+            done = ssh_run(keys["mine"], running, 'echo "$CUDA_VISIBLE_DEVICES"')
+            assert done.returncode == 0 and done.stdout.strip() == ",".join(A_GPUS)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            _, stderr = agent.communicate(timeout=30)
+        assert agent.returncode == 0, stderr
+        # and a clean shutdown leaves the instance running; clearing the root stops it
+        assert ssh_run(keys["mine"], running, "true").returncode == 0
+        assert workload_root_clear(root) == 1
+    assert ssh_run(keys["mine"], running, "true").returncode == 255
+    assert accounts_of_root(root) == [] and not account_exists(running["user"])
 
 
 # --- the spec and the report, as the protocol checks them -----------------------------------
