@@ -171,7 +171,9 @@ def ssh_start(config: SshConfig, *, instance_id: str, gpus: list[str],
     if not authorized_keys:
         raise StartFailed("no public key was chosen for this instance")
     directory = ssh_slot_dir(config.workload_root, instance_id)
-    _slot_remove(directory)  # leftovers of an earlier server of this instance
+    for pid in _sshd_pids(directory):  # leftovers of an earlier server of this instance
+        tree_stop(pid, grace_s=2.0)
+    _slot_remove(directory)
     home = slot.work_dir(config.workload_root, instance_id)
     try:
         run_as = account_create(workload_root=config.workload_root, home=home, ssh_login=True)
