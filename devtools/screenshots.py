@@ -1,6 +1,6 @@
 """Screenshots of the core journey's pages on a running portal (`make run`), for reviews:
 log-in and not-found pages, storefront, launch form, an instance page and the instance list, the
-billing overview and the operator's node page.
+billing overview and the operator's inventory and node pages.
 
     python -m devtools.screenshots --url http://127.0.0.1:8000 --out /tmp/shots
 
@@ -72,10 +72,11 @@ def take(url: str, out: Path) -> None:
         page.context.clear_cookies()
         _log_in(page, url, OPERATOR)
         page.goto(f"{url}/ops/")
+        _shot(page, out, "5-operator-inventory")
         node = page.locator("main a[href*='/ops/nodes/']").first
         if node.count():
             node.click()
-        _shot(page, out, "5-operator-node")
+        _shot(page, out, "6-operator-node")
         browser.close()
 
 
