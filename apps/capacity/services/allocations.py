@@ -74,6 +74,18 @@ GPU_CANDIDATES = 32  # GPUs or MIG devices a single-slice read proposes: more th
 NODE_PLACEMENT_LOCK = 0x6E6F_6465
 
 
+def _request_check(*, organization, region, project, holder: str, strategy: str) -> None:
+    """What every placement request must satisfy before any lock is taken."""
+    if project is not None and project.organization_id != organization.pk:
+        raise ValidationError({"project": "That project belongs to another organization."})
+    if len(holder) > Allocation._meta.get_field("holder").max_length:
+        raise ValidationError({"holder": "The holder reference is too long."})
+    if strategy not in PlacementStrategy.values:
+        raise ValueError(f"unknown placement strategy {strategy!r}")
+    if not region.is_active:
+        raise AllocationRefused(RefusalReason.NO_CAPACITY, f"{region.code} is not taking new launches.")
+
+
 @atomic_retry
 def allocation_create(
     *,
@@ -90,14 +102,7 @@ def allocation_create(
         raise AllocationRefused(
             RefusalReason.FLAVOR_NOT_ALLOCATABLE, f"{flavor.name} has no GPU capacity to allocate."
         )
-    if project is not None and project.organization_id != organization.pk:
-        raise ValidationError({"project": "That project belongs to another organization."})
-    if len(holder) > Allocation._meta.get_field("holder").max_length:
-        raise ValidationError({"holder": "The holder reference is too long."})
-    if strategy not in PlacementStrategy.values:
-        raise ValueError(f"unknown placement strategy {strategy!r}")
-    if not region.is_active:
-        raise AllocationRefused(RefusalReason.NO_CAPACITY, f"{region.code} is not taking new launches.")
+    _request_check(organization=organization, region=region, project=project, holder=holder, strategy=strategy)
     gpu_milli = milli * flavor.gpu_count
     # Quota rows first (locked until commit), then capacity: a fixed lock order, no deadlocks.
     quota_check(organization=organization, project=project, gpu_milli=gpu_milli, lock=True)
@@ -211,14 +216,7 @@ def allocation_gang_create(
     count = gpus if gpus is not None else whole_nodes
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValidationError({"gpus" if gpus is not None else "whole_nodes": "Ask for at least 1."})
-    if project is not None and project.organization_id != organization.pk:
-        raise ValidationError({"project": "That project belongs to another organization."})
-    if len(holder) > Allocation._meta.get_field("holder").max_length:
-        raise ValidationError({"holder": "The holder reference is too long."})
-    if strategy not in PlacementStrategy.values:
-        raise ValueError(f"unknown placement strategy {strategy!r}")
-    if not region.is_active:
-        raise AllocationRefused(RefusalReason.NO_CAPACITY, f"{region.code} is not taking new launches.")
+    _request_check(organization=organization, region=region, project=project, holder=holder, strategy=strategy)
     # Quota rows first (locked until commit), then capacity, as allocation_create does. Whole nodes
     # are counted once placed (their size is known only then): the rows are locked now and the
     # ceiling checked after the placement, inside this transaction, which a refusal rolls back.
