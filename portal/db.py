@@ -25,9 +25,14 @@ Two rules keep the hidden locks in that order too:
   takes runs, then their instances) takes them `SKIP LOCKED`, together, and leaves what is busy
   to its next pass: it never waits, so it cannot close a cycle.
 
-Placing an instance (apps/instances/services/placement.py) holds capacity (5-8) before it moves
-the instance to SCHEDULED (3); that is safe only because no transaction that holds a REQUESTED
-instance's row takes capacity locks.
+Two paths take capacity before an instance row, against the order, and are safe for the reason
+each gives:
+- A launch (apps/instances/services/placement.py) takes quota and capacity (2, 5-8) and then
+  inserts its instance (3): no other transaction can hold, or wait for, a row not yet committed.
+- Placing a queued launch (services/queue.py, under an advisory lock of its queue line) takes
+  capacity and then moves that instance from QUEUED to REQUESTED (3): whoever else holds a QUEUED
+  instance's row (its stop, say) takes no capacity locks, since a queued instance holds none, so
+  the placement's wait for that row cannot close a cycle.
 
 Retry. Some deadlocks cannot be ordered away (PostgreSQL's locking reads keep locks on rows that
 turn out not to match, for one), and SERIALIZABLE work can lose a serialization check. Entry
