@@ -4,9 +4,10 @@
 same raw dicts as `nvml.py` (so the same parsers build the payload) with `"simulated": True`,
 which the payload carries as `simulated: true` for the portal to label and never sell.
 
-Spec grammar:  <count>x<MODEL>[,mig=<profile>[*<n>][+<profile>[*<n>]...]]
+Spec grammar:  <count>x<MODEL>[,mig=<profile>[*<n>][+<profile>[*<n>]...]][,bad=<i>[+<i>...]]
     8xH100-80GB   4xH200-141GB   8xA100-80GB   2xL40S-48GB   8xH100-80GB,mig=1g.10gb*7
     2xH100-80GB,mig=3g.40gb+2g.20gb+1g.10gb*2      (the same MIG layout on every GPU)
+    8xH100-80GB,bad=3      (GPU 3 reports a row-remapping failure and uncorrected ECC errors)
 
 UUIDs are derived from hostname and index and start with `GPU-SIM-` / `MIG-SIM-`: real NVML
 UUIDs are `GPU-` + hex, and "SIM" is not hex, so a simulated GPU can never collide with a real one.
@@ -87,6 +88,8 @@ class SimulationSpec:
     model: GpuModel
     gpu_count: int
     mig_layout: tuple[tuple[str, int], ...] = ()  # ((profile, count), ...) on every GPU
+    # GPU indexes given broken health counters (bad=3+5), so a failed health check is testable
+    bad_gpus: tuple[int, ...] = ()
 
 
 def simulation_spec_parse(text: str) -> SimulationSpec:
@@ -104,15 +107,33 @@ def simulation_spec_parse(text: str) -> SimulationSpec:
         raise ValueError(f"bad --simulate spec {text!r}: GPU count must be 1..{MAX_GPUS_PER_NODE}")
 
     mig_layout: tuple[tuple[str, int], ...] = ()
+    bad_gpus: tuple[int, ...] = ()
     for option in parts[1:]:
         key, _, value = option.partition("=")
-        if key.strip().lower() != "mig" or not value.strip():
+        key = key.strip().lower()
+        if key not in ("mig", "bad") or not value.strip():
             raise ValueError(f"bad --simulate spec {text!r}: unknown option {option!r} "
-                             "(the only option is mig=<profile>*<n>[+...])")
+                             "(options: mig=<profile>*<n>[+...], bad=<gpu index>[+...])")
+        if key == "bad":
+            if bad_gpus:
+                raise ValueError(f"bad --simulate spec {text!r}: bad= given twice")
+            bad_gpus = _bad_gpus_parse(value.strip(), count, text)
+            continue
         if mig_layout:
             raise ValueError(f"bad --simulate spec {text!r}: mig= given twice")
         mig_layout = _mig_layout_parse(value.strip(), model, text)
-    return SimulationSpec(text=text, model=model, gpu_count=count, mig_layout=mig_layout)
+    return SimulationSpec(text=text, model=model, gpu_count=count, mig_layout=mig_layout,
+                          bad_gpus=bad_gpus)
+
+
+def _bad_gpus_parse(value: str, count: int, text: str) -> tuple[int, ...]:
+    indexes = []
+    for item in value.split("+"):
+        if not item.strip().isdigit() or int(item) >= count:
+            raise ValueError(f"bad --simulate spec {text!r}: bad= takes GPU indexes 0..{count - 1} "
+                             f"joined by '+', not {item!r}")
+        indexes.append(int(item))
+    return tuple(sorted(set(indexes)))
 
 
 def simulated_uuid(hostname: str, index: int) -> str:
@@ -247,7 +268,7 @@ def _gpu_raw(spec: SimulationSpec, hostname: str, index: int) -> dict:
             })
     mig_supported = bool(model.mig_profiles)
     mig_mode = (1 if spec.mig_layout else 0) if mig_supported else None
-    return {
+    raw = {
         "index": index,
         "uuid": simulated_uuid(hostname, index),
         "name": model.nvml_name,
@@ -268,6 +289,13 @@ def _gpu_raw(spec: SimulationSpec, hostname: str, index: int) -> dict:
         "xid_errors": None,
         "errors": {},
     }
+    if index in spec.bad_gpus:
+        # What a GPU with worn-out HBM reports: rows could not be remapped, ECC errors counted.
+        raw["ecc_uncorrected_volatile"] = 2
+        raw["ecc_uncorrected_aggregate"] = 2
+        raw["remapped_rows"] = {"correctable": 0, "uncorrectable": 2, "pending": False,
+                                "failure": True}
+    return raw
 
 
 def _uuid_shaped_digest(seed: str) -> str:
