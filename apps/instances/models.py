@@ -119,6 +119,13 @@ class InstanceRuntime(models.Model):
     last_activity_at = models.DateTimeField(null=True, blank=True)
     kernels = models.PositiveIntegerField(default=0)
     busy_kernels = models.PositiveIntegerField(default=0)
+    # Where an SSH workload (a gpu_slice instance) is reached, as its agent reported it while it
+    # runs (provisioning.protocol.SSH_ENDPOINT_FIELDS); null for notebooks and once it stopped.
+    # The host key lets the instance page offer a known_hosts line instead of trust on first use.
+    ssh_host = models.GenericIPAddressField(null=True, blank=True)
+    ssh_port = models.PositiveIntegerField(null=True, blank=True)
+    ssh_user = models.CharField(max_length=32, null=True, blank=True)
+    ssh_host_key = models.CharField(max_length=100, null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

@@ -27,7 +27,7 @@ from provisioning import protocol as P
 
 from ..selectors import node_desired_version, node_desired_workloads
 from ..services.desired import node_workloads_group
-from ..services.reports import StaleWorkloadReport, UnknownWorkload, workload_report_apply
+from ..services.reports import InvalidWorkloadReport, StaleWorkloadReport, UnknownWorkload, workload_report_apply
 
 LONG_POLL_MAX_S = 30
 
@@ -108,6 +108,13 @@ class WorkloadStatusSerializer(serializers.Serializer):
     pooled = serializers.BooleanField(required=False, default=False)
     started_at = serializers.DateTimeField(allow_null=True, required=False)
     activity = ActivitySerializer(allow_null=True, required=False)
+    # An SSH workload's endpoint (P.SSH_ENDPOINT_FIELDS): all four or none, checked as a whole by
+    # P.ssh_endpoint_check. Which of endpoint or route a running report needs follows the
+    # instance's kind, which only the service knows (InvalidWorkloadReport, a 400 too).
+    host = serializers.CharField(max_length=64, allow_null=True, required=False)
+    port = serializers.IntegerField(allow_null=True, required=False)
+    user = serializers.CharField(max_length=64, allow_null=True, required=False)
+    host_key = serializers.CharField(max_length=200, allow_null=True, required=False)
 
     def validate_socket(self, value):
         if value and any(part in (".", "..") for part in value.split("/")):
@@ -115,8 +122,22 @@ class WorkloadStatusSerializer(serializers.Serializer):
         return value
 
     def validate(self, data):
-        if data["state"] == P.RUNNING and not (data.get(P.F_ROUTE_SLOT) and data.get(P.F_SOCKET)):
-            raise serializers.ValidationError("A running notebook report needs route_slot and socket.")
+        given = [field for field in P.SSH_ENDPOINT_FIELDS if data.get(field) is not None]
+        if given and data["state"] != P.RUNNING:
+            raise serializers.ValidationError("Only a running report carries an SSH endpoint.")
+        if given and len(given) != len(P.SSH_ENDPOINT_FIELDS):
+            missing = ", ".join(f for f in P.SSH_ENDPOINT_FIELDS if f not in given)
+            raise serializers.ValidationError(f"An SSH endpoint needs all of its fields; missing: {missing}.")
+        if given:
+            try:
+                endpoint = P.ssh_endpoint_check(*(data[field] for field in P.SSH_ENDPOINT_FIELDS))
+            except ValueError as bad:
+                raise serializers.ValidationError(str(bad)) from bad
+            data.update(zip(P.SSH_ENDPOINT_FIELDS, endpoint, strict=True))
+        elif data["state"] == P.RUNNING and not (data.get(P.F_ROUTE_SLOT) and data.get(P.F_SOCKET)):
+            raise serializers.ValidationError(
+                "A running report needs route_slot and socket (a notebook) or host, port, user and host_key (SSH)."
+            )
         return data
 
 
@@ -127,7 +148,12 @@ class WorkloadAcceptedSerializer(serializers.Serializer):
 class WorkloadStatusView(AgentView):
     @extend_schema(
         request=WorkloadStatusSerializer,
-        responses={202: WorkloadAcceptedSerializer, 404: error_response("No such workload on this node."), 409: STALE},
+        responses={
+            202: WorkloadAcceptedSerializer,
+            400: error_response("The report does not fit the workload's kind."),
+            404: error_response("No such workload on this node."),
+            409: STALE,
+        },
     )
     def post(self, request, instance_id):
         if (response := _too_large(request)) is not None:
@@ -140,6 +166,8 @@ class WorkloadStatusView(AgentView):
             return Response({"detail": str(unknown)}, status=status.HTTP_404_NOT_FOUND)
         except StaleWorkloadReport as stale:
             return Response({"detail": str(stale)}, status=status.HTTP_409_CONFLICT)
+        except InvalidWorkloadReport as invalid:
+            return Response({"detail": str(invalid)}, status=status.HTTP_400_BAD_REQUEST)
         return Response({"instance_state": instance.state}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.capacity.models import Node
+from apps.catalog.models import OfferingKind
 from provisioning.protocol import FAILED, RUNNING, STARTING, STOPPED
 
 from ..models import Instance, InstanceRuntime, InstanceState
@@ -30,6 +31,11 @@ class UnknownWorkload(Exception):
 
 class StaleWorkloadReport(Exception):
     pass
+
+
+class InvalidWorkloadReport(Exception):
+    """A running report that does not fit the instance's kind: an SSH workload (gpu_slice) is
+    reached at an endpoint, a notebook through the front proxy's route."""
 
 
 def _launch_requested_at(instance: Instance) -> datetime:
@@ -50,6 +56,10 @@ def workload_report_apply(
     pooled: bool = False,
     started_at: datetime | None = None,
     activity: dict | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    user: str | None = None,
+    host_key: str | None = None,
 ) -> Instance:
     # NO KEY UPDATE, as instance_transition locks it: see the lock order in portal/db.py.
     instance = Instance.objects.select_for_update(no_key=True).filter(pk=instance_id, node=node).first()
@@ -58,6 +68,8 @@ def workload_report_apply(
     runtime, _ = InstanceRuntime.objects.get_or_create(instance=instance)
     if seq <= runtime.last_seq:
         raise StaleWorkloadReport("A newer report for this workload was already accepted.")
+    if state == RUNNING:
+        _running_report_check(instance=instance, route_slot=route_slot, host=host)
     now = timezone.now()
     runtime.last_seq = seq
     runtime.process_state = state
@@ -69,14 +81,26 @@ def workload_report_apply(
     if state == RUNNING and instance.state in (S.SCHEDULED, S.PROVISIONING):
         runtime.route_slot, runtime.socket = route_slot, socket or ""
         runtime.pooled, runtime.started_at, runtime.stopped_at = pooled, started_at or now, None
+        runtime.ssh_host, runtime.ssh_port, runtime.ssh_user, runtime.ssh_host_key = host, port, user, host_key
     if state in (STOPPED, FAILED):
         # Without a route the front proxy answers 404: the notebook URL is gone with the server.
         runtime.route_slot, runtime.socket = None, ""
+        # The endpoint is gone with its sshd: the port may serve another instance next.
+        runtime.ssh_host = runtime.ssh_port = runtime.ssh_user = runtime.ssh_host_key = None
         runtime.stopped_at = runtime.stopped_at or now
     runtime.save()
     _lifecycle_follow(instance=instance, runtime=runtime, state=state, reason=reason)
     instance.refresh_from_db()
     return instance
+
+
+def _running_report_check(*, instance: Instance, route_slot: str | None, host: str | None) -> None:
+    # The serializer checked each shape; only the instance knows which one it must be.
+    ssh = instance.offering.kind == OfferingKind.GPU_SLICE
+    if ssh and not host:
+        raise InvalidWorkloadReport("A running SSH workload's report needs host, port, user and host_key.")
+    if not ssh and (host or not route_slot):
+        raise InvalidWorkloadReport("A running notebook's report needs route_slot and socket, and no SSH endpoint.")
 
 
 def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: str, reason: str | None) -> None:
