@@ -243,6 +243,10 @@ def spec_from_wire(item: object) -> WorkloadSpec:
 # Where the node's own services (the coming SSH instances) are reached, and the ports they may
 # take there. Both optional: an agent started without them reports null, and the node has none.
 F_ADDRESS, F_SSH_PORTS = "address", "ssh_ports"
+# Optional in the inventory payload: the agent's last node health check (provisioning/agent/
+# health.py HealthResult.to_payload(): checked_at, passed, simulated, cuda_ran, cuda_note,
+# reasons, gpus). A failed check cordons a ready node (apps/capacity/services/health.py).
+F_HEALTH_CHECK = "health_check"
 SSH_PORT_MIN, SSH_PORT_MAX = 1024, 65535  # never a privileged port: the agent may not be root
 
 

@@ -85,6 +85,11 @@ class Node(models.Model):
     # The agent's message counter: a message with a seq at or below this one is stale.
     last_seq = models.BigIntegerField(default=0)
     last_telemetry_seq = models.BigIntegerField(default=0)
+    # The agent's last health check (provisioning/agent/health.py); null until one is reported.
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_passed = models.BooleanField(null=True, blank=True)
+    health_reasons = models.JSONField(default=list, blank=True)
+    health_note = models.CharField(max_length=200, blank=True)  # e.g. whether CUDA ran
 
     class Meta:
         ordering = ["region__code", "hostname"]

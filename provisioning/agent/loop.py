@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from provisioning.protocol import F_HEALTH_CHECK
+
 from .client import (
     AgentState,
     AgentStopping,
@@ -24,6 +26,7 @@ from .client import (
     state_load,
     state_save,
 )
+from .health import HealthResult, node_health_check
 from .host import host_facts_read
 from .inventory import NodeInventory, NodeTelemetry, inventory_from_nvml, telemetry_from_nvml
 
@@ -46,6 +49,8 @@ class Sources:
 
     inventory_read: Callable[[], NodeInventory]
     telemetry_read: Callable[[], NodeTelemetry]
+    # The node health check (health.py) over a fresh raw read; None: this agent reports none.
+    health_check: Callable[[], HealthResult] | None = None
 
 
 def _node_facts(address: str | None, ssh_ports: tuple[int, int] | None) -> dict:
@@ -63,6 +68,7 @@ def sources_real(hostname: str | None, disk_path: str, *, address: str | None = 
             nvml.nvml_inventory_read(), {**host_facts_read(hostname, disk_path), **facts}
         ),
         telemetry_read=lambda: telemetry_from_nvml(nvml.nvml_telemetry_read()),
+        health_check=lambda: node_health_check(nvml.nvml_inventory_read()),
     )
 
 
@@ -79,6 +85,9 @@ def sources_simulated(spec_text: str, hostname: str | None, disk_path: str, *,
         ),
         telemetry_read=lambda: telemetry_from_nvml(
             simulate.simulated_telemetry_raw(spec, host["hostname"])
+        ),
+        health_check=lambda: node_health_check(
+            simulate.simulated_inventory_raw(spec, host["hostname"])
         ),
     )
 
@@ -99,6 +108,9 @@ class AgentRun:
     next_seq: int = field(default_factory=seq_start)
     heartbeat_interval_s: float = 10
     inventory_accepted: dict | None = None  # the last payload the portal took
+    health_interval_s: float = 600
+    health_last: dict | None = None  # the last check's payload, sent with the inventory
+    health_due: float = 0.0  # time.monotonic() when the next check runs
     workloads: WorkloadService | None = None  # notebooks; None: this agent runs none
     fatal: Exception | None = None  # set by a background thread that must end the run
     _seq_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -179,7 +191,7 @@ def agent_register_or_resume(run: AgentRun, inventory: NodeInventory) -> AgentSt
             f"not registered yet ({run.state_path} does not exist): pass --token or set "
             "NEOCLOUD_AGENT_TOKEN to the one-time registration token from the portal"
         )
-    payload = inventory.to_payload()
+    payload = _with_health(run, inventory.to_payload())
     try:
         registration = run.client.register(run.token, payload)
     except PortalRejected as exc:
@@ -198,7 +210,7 @@ def agent_register_or_resume(run: AgentRun, inventory: NodeInventory) -> AgentSt
 
 def agent_heartbeat(run: AgentRun) -> None:
     try:
-        payload = run.sources.inventory_read().to_payload()
+        payload = _with_health(run, run.sources.inventory_read().to_payload())
     except Exception:  # a failed read must not stop the heartbeat that says we are alive
         log.exception("inventory read failed; heartbeat goes without inventory")
         payload = None
@@ -214,6 +226,25 @@ def agent_heartbeat(run: AgentRun) -> None:
     if interval != run.heartbeat_interval_s:
         log.info("heartbeat interval now %ss", interval)
         run.heartbeat_interval_s = interval
+
+
+def _with_health(run: AgentRun, payload: dict) -> dict:
+    """The inventory payload with the last health check, re-run when due (at start, then every
+    health_interval_s). The check's payload only changes when it re-runs, so an unchanged
+    inventory still goes unsent between checks."""
+    if run.sources.health_check is not None and time.monotonic() >= run.health_due:
+        run.health_due = time.monotonic() + run.health_interval_s
+        try:
+            result = run.sources.health_check()
+        except Exception:  # a broken check must not stop the heartbeat; the last result stands
+            log.exception("health check could not run; keeping the last result")
+        else:
+            run.health_last = result.to_payload()
+            log.log(logging.INFO if result.passed else logging.WARNING, "health check %s%s",
+                    "passed" if result.passed else "FAILED: ", "; ".join(result.reasons))
+    if run.health_last is not None:
+        payload[F_HEALTH_CHECK] = run.health_last
+    return payload
 
 
 def agent_telemetry_send(run: AgentRun) -> None:

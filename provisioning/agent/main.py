@@ -95,6 +95,7 @@ def _run(args: argparse.Namespace, sources: Sources) -> int:
         state_path=Path(args.state_file).expanduser(),
         token=args.token or os.environ.get("NEOCLOUD_AGENT_TOKEN"),
         telemetry_interval_s=args.telemetry_interval,
+        health_interval_s=args.health_interval,
         stop=stop,
         workloads=workloads,
     )
@@ -224,6 +225,10 @@ def _arguments_parse(argv: list[str] | None) -> argparse.Namespace:
                         "22000-22099, reported to the portal")
     parser.add_argument("--telemetry-interval", type=_positive_float, default=10.0,
                         metavar="SECONDS", help="seconds between telemetry reports")
+    parser.add_argument("--health-interval", type=_positive_float, default=600.0,
+                        metavar="SECONDS", help="seconds between node health checks (NVML "
+                        "health, and a verified CUDA matrix multiply where torch and CUDA "
+                        "exist); one always runs at start and goes with the registration")
     parser.add_argument("--once", action="store_true",
                         help="register or resume, send one heartbeat and telemetry, exit "
                         "(runs no workloads)")

@@ -32,6 +32,17 @@ class GpuReportSerializer(serializers.Serializer):
     health_reasons = serializers.ListField(child=serializers.CharField(max_length=200), max_length=20, required=False)
 
 
+class HealthCheckReportSerializer(serializers.Serializer):
+    """provisioning/protocol.py F_HEALTH_CHECK; per-GPU details are the agent's, not stored."""
+
+    checked_at = serializers.DateTimeField()
+    passed = serializers.BooleanField()
+    simulated = serializers.BooleanField()
+    cuda_ran = serializers.BooleanField()
+    cuda_note = serializers.CharField(max_length=200, allow_blank=True)
+    reasons = serializers.ListField(child=serializers.CharField(max_length=300), max_length=64)
+
+
 class InventoryReportSerializer(serializers.Serializer):
     hostname = serializers.CharField(max_length=255)
     cpus = serializers.IntegerField(min_value=0, max_value=100_000)
@@ -46,6 +57,7 @@ class InventoryReportSerializer(serializers.Serializer):
     ssh_ports = serializers.ListField(
         child=serializers.IntegerField(), min_length=2, max_length=2, allow_null=True, required=False
     )
+    health_check = HealthCheckReportSerializer(allow_null=True, required=False)
 
     def validate_ssh_ports(self, ports):
         if ports is None:

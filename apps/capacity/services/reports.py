@@ -20,9 +20,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.accounts.selectors import token_digest
+from provisioning.protocol import F_HEALTH_CHECK
 
 from ..live import telemetry_changed
 from ..models import Node, NodeState, RegistrationToken
+from .health import node_health_apply
 from .inventory import node_inventory_apply
 from .nodes import node_state_transition
 
@@ -64,6 +66,8 @@ def node_register(*, token: str, inventory: dict[str, Any]) -> tuple[Node, str]:
     )
     RegistrationToken.objects.filter(pk=record.pk).update(used_at=timezone.now(), node=node)
     node_inventory_apply(node=node, inventory=inventory)
+    if inventory.get(F_HEALTH_CHECK):
+        node_health_apply(node=node, result=inventory[F_HEALTH_CHECK])
     return node, credential
 
 
@@ -114,6 +118,8 @@ def node_heartbeat_apply(*, node: Node, seq: int, inventory: dict[str, Any] | No
             )
             if accepted:
                 node_inventory_apply(node=node, inventory=inventory)
+                if inventory.get(F_HEALTH_CHECK):
+                    node_health_apply(node=node, result=inventory[F_HEALTH_CHECK])
     if not accepted:
         raise ReportRejected("Stale heartbeat: a newer one was already accepted.", 409)
     node.last_seq, node.last_heartbeat_at, node.heartbeat_interval_s = seq, now, interval
