@@ -5,6 +5,7 @@ import copy
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.capacity.models import Node, NodeEvent, NodeState
@@ -13,6 +14,7 @@ from apps.catalog.models import Region
 from provisioning.agent.health import node_health_check
 from provisioning.agent.simulate import simulated_inventory_raw, simulation_spec_parse
 from tests.capacity.test_agent_api import H100, heartbeat, register
+from tests.factories.accounts import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -98,3 +100,16 @@ def test_an_older_check_never_overwrites_a_newer_one(node_client):
 def test_a_malformed_check_is_400(node_client, bad):
     health = {**check("8xH100-80GB"), **bad}
     assert heartbeat(node_client, 10, inventory_with(health)).status_code == 400
+
+
+def test_the_operators_node_page_shows_the_last_check(api_client, token, client):
+    # given a node cordoned by a failed check
+    reply = register(api_client, token, inventory_with(check("8xH100-80GB,bad=3")))
+    node = Node.objects.get(pk=reply.json()["node_id"])
+    client.force_login(UserFactory(is_staff=True))
+    # when an operator opens its page
+    page = client.get(reverse("capacity:node-detail", args=[node.pk])).content.decode()
+    # then the check's result, time and reasons are there
+    assert 'data-testid="node-health"' in page
+    assert "failed</span>" in page and "row remapping failed" in page
+    assert node.health_checked_at.strftime("%Y-%m-%d %H:%M:%S") in page
