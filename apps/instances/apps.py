@@ -9,11 +9,13 @@ class InstancesConfig(AppConfig):
     def ready(self) -> None:
         # Registering the driver is what makes notebook offerings launchable in the catalog.
         from provisioning.drivers.agent_notebook import AGENT_NOTEBOOK_DRIVER
+        from provisioning.drivers.agent_ssh import AGENT_SSH_DRIVER
         from provisioning.drivers.registry import driver_register
 
         from .hooks import in_transaction_subscribe
         from .services.desired import desired_follow_transition
 
         driver_register(AGENT_NOTEBOOK_DRIVER)
+        driver_register(AGENT_SSH_DRIVER)  # gpu_slice offerings: GPU instances over SSH
         # A node's desired-state version goes up in the transaction that changes its list.
         in_transaction_subscribe(desired_follow_transition)

@@ -69,6 +69,10 @@ class Instance(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Idle culling: when the owner was warned that the notebook will be stopped.
     idle_warned_at = models.DateTimeField(null=True, blank=True)
+    # An SSH instance's (gpu_slice) public key lines, copied from the owner's keys at launch: a
+    # copy, not a relation, so that deleting or renaming a key later never changes who may log
+    # in to an instance that is already running. Empty for other kinds.
+    ssh_authorized_keys = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

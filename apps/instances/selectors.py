@@ -90,6 +90,7 @@ def node_desired_workloads(*, node_id: UUID) -> list[dict]:
             desired=desired,
             gpus=tuple(s.mig_device.uuid if s.mig_device_id else s.gpu.uuid for s in slices if s.live),
             image_args=tuple(instance.image.notebook_args or []),
+            authorized_keys=tuple(instance.ssh_authorized_keys or []),
         )
         workloads.append(driver_for_kind(facts.kind).workload_spec(facts).to_wire())
     return workloads

@@ -41,6 +41,8 @@ class WorkloadFacts:
     desired: str  # provisioning.protocol.DESIRED_*
     gpus: tuple[str, ...]  # NVML UUIDs of the held GPUs or MIG devices; empty unless running
     image_args: tuple[str, ...]  # the image's extra options for the workload's program
+    # The public key lines chosen at launch (an SSH workload's; empty for other kinds).
+    authorized_keys: tuple[str, ...] = ()
 
 
 class Driver(ABC):

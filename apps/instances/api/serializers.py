@@ -62,6 +62,12 @@ class LaunchSerializer(serializers.Serializer):
     image = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.all())
     region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.filter(is_active=True))
     name = serializers.CharField(max_length=63)
+    ssh_keys = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        max_length=50,
+        default=list,
+        help_text="For GPU instances (gpu_slice): ids of your own SSH keys that may log in; at least one.",
+    )
     queue = serializers.BooleanField(
         default=False,
         help_text="Wait for capacity if none is free: answered 202 with the instance queued, instead of 409.",

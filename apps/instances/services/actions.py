@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 
 from celery import signature
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -16,10 +17,11 @@ from django.utils import timezone
 
 from apps.accounts.models import Project
 from apps.accounts.roles import OrgAccess
+from apps.accounts.selectors import ssh_keys_list
 from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
-from apps.catalog.models import Flavor, Image, Region
+from apps.catalog.models import Flavor, Image, OfferingKind, Region
 from apps.catalog.selectors import offering_is_launchable
 from portal.db import atomic_retry
 from provisioning.drivers.registry import driver_for_kind
@@ -64,6 +66,20 @@ def _queued_message(flavor: Flavor, region: Region) -> str:
 
 
 @atomic_retry
+def _authorized_keys(*, access: OrgAccess, kind: str, key_ids: Sequence[int]) -> list[str]:
+    """The public key lines of the launching user's own keys `key_ids`, for an SSH instance."""
+    if kind != OfferingKind.GPU_SLICE:
+        return []
+    wanted = set(key_ids)
+    if not wanted:
+        raise ValidationError({"ssh_keys": "Choose at least one of your SSH keys to log in with."})
+    keys = list(ssh_keys_list(user=access.user_id).filter(pk__in=wanted).order_by("pk"))
+    if len(keys) != len(wanted):
+        # Another person's key (or a deleted one) reads the same as a missing one.
+        raise ValidationError({"ssh_keys": "Choose only your own SSH keys (see your account's SSH keys)."})
+    return [key.public_key.strip() for key in keys]
+
+
 def instance_launch(
     *,
     access: OrgAccess,
@@ -73,6 +89,7 @@ def instance_launch(
     name: str,
     project: Project | None = None,
     queue: bool = False,
+    ssh_keys: Sequence[int] = (),
 ) -> Instance:
     """Launch: capacity is held in this transaction, so the instance comes back REQUESTED with its
     GPUs (the provision task hands them to the node). Without capacity it raises
@@ -87,6 +104,7 @@ def instance_launch(
         raise ValidationError({"flavor": f"{offering.name} workloads cannot be placed here yet."})
     if not image.applies_to(offering.kind):
         raise ValidationError({"image": f"{image.name} cannot run on {offering.name}."})
+    authorized_keys = _authorized_keys(access=access, kind=offering.kind, key_ids=ssh_keys)
     name = (name or "").strip().lower()
     if not NAME_PATTERN.match(name):
         raise ValidationError({"name": "Use 1–63 lower-case letters, digits and hyphens, e.g. my-notebook."})
@@ -135,6 +153,7 @@ def instance_launch(
         state=S.REQUESTED,
         state_reason="Launch requested",
         allocation=allocation,
+        ssh_authorized_keys=authorized_keys,
     )
     InstanceEvent.objects.create(
         instance=instance, to_state=S.REQUESTED, message="Launch requested", actor_id=access.user_id, source="user"
