@@ -6,8 +6,11 @@ import json
 import pytest
 
 from provisioning.agent.health import CUDA_NOT_RUN, node_health_check
+from provisioning.agent.main import main
 from provisioning.agent.simulate import simulated_inventory_raw, simulation_spec_parse
+from provisioning.protocol import F_HEALTH_CHECK
 from tests.agent.fixture_files import FIXTURES, fixture_load
+from tests.agent.portal_double import portal_double_running
 
 
 def _simulated(spec_text: str) -> dict:
@@ -63,3 +66,20 @@ def test_lost_gpu_fails():
     result = node_health_check(raw)
     assert not result.passed
     assert any("GPU 1" in r and "lost" in r for r in result.reasons)
+
+
+def test_agent_registers_with_its_health_check(tmp_path):
+    # given an agent whose simulated GPU 1 is bad, against the portal's transport stand-in
+    with portal_double_running() as portal:
+        code = main(["--portal", portal.url, "--simulate", "2xH100-80GB,bad=1", "--hostname",
+                     "sim-h", "--state-file", str(tmp_path / "state.json"), "--once",
+                     "--token", "tok-1"])
+    # then the registration carries the failed check with GPU 1's reason
+    assert code == 0
+    register = portal.requests_to("/api/v1/agent/register")[0]
+    health = register.body["inventory"][F_HEALTH_CHECK]
+    assert health["passed"] is False and health["simulated"] is True
+    assert health["reasons"][0].startswith("GPU 1 (GPU-SIM-")
+    assert [gpu["passed"] for gpu in health["gpus"]] == [True, False]
+    # and the first heartbeat does not resend the unchanged inventory (the check did not re-run)
+    assert portal.requests_to("/api/v1/agent/heartbeat")[0].body["inventory"] is None
