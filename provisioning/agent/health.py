@@ -110,6 +110,12 @@ def _cuda_check(gpus: list[GpuHealthResult], size: int) -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA here: torch sees no CUDA device, the matrix multiply was not run"
     by_uuid = _cuda_devices_by_uuid(torch)
+    matched_by = "UUID"
+    if not by_uuid and torch.cuda.device_count() == len(gpus):
+        # An older torch without device UUIDs: NVML's order (PCI bus) is CUDA's on a node of
+        # identical GPUs; said in the note so a reader knows the match is by position.
+        by_uuid = {gpu.uuid or "": gpu_position for gpu_position, gpu in enumerate(gpus)}
+        matched_by = "position (torch gives no device UUIDs)"
     torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would need a looser tolerance
     generator = torch.Generator().manual_seed(12)
     a = torch.randn(size, size, generator=generator, dtype=torch.float32)
@@ -138,7 +144,8 @@ def _cuda_check(gpus: list[GpuHealthResult], size: int) -> tuple[bool, str]:
             gpu.cuda, gpu.passed = CUDA_FAILED, False
             gpu.reasons.append(f"CUDA matrix multiply ({size}x{size}) is wrong: relative error "
                                f"{error:.2e} > {MATMUL_TOLERANCE:.0e}")
-    return True, f"CUDA matrix multiply {size}x{size} fp32 run on {len(by_uuid)} device(s)"
+    return True, (f"CUDA matrix multiply {size}x{size} fp32 run on {len(by_uuid)} device(s), "
+                  f"matched to NVML by {matched_by}")
 
 
 def _cuda_devices_by_uuid(torch: Any) -> dict[str, int]:
