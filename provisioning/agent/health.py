@@ -28,6 +28,8 @@ CUDA_NOT_RUN = "not_run"
 MATMUL_SIZE = 1024
 # fp32 with TF32 off: a correct GPU agrees with the float64 CPU product to ~1e-6 relative.
 MATMUL_TOLERANCE = 1e-4
+# What the portal takes (apps/capacity/api/serializers.py HealthCheckReportSerializer).
+MAX_REASONS, MAX_REASON_CHARS = 64, 300
 
 
 @dataclass
@@ -51,7 +53,14 @@ class HealthResult:
     gpus: list[GpuHealthResult] = field(default_factory=list)
 
     def to_payload(self) -> dict:
-        return asdict(self)
+        """The wire form: at most MAX_REASONS reasons of MAX_REASON_CHARS each (the portal's
+        limits), the last one saying how many more there were; per-GPU details as they are."""
+        payload = asdict(self)
+        reasons = [reason[:MAX_REASON_CHARS] for reason in self.reasons]
+        if len(reasons) > MAX_REASONS:
+            reasons = [*reasons[:MAX_REASONS - 1], f"and {len(reasons) - MAX_REASONS + 1} more"]
+        payload["reasons"] = reasons
+        return payload
 
 
 def node_health_check(raw_inventory: dict, *, cuda: bool = True,

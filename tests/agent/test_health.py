@@ -83,3 +83,14 @@ def test_agent_registers_with_its_health_check(tmp_path):
     assert [gpu["passed"] for gpu in health["gpus"]] == [True, False]
     # and the first heartbeat does not resend the unchanged inventory (the check did not re-run)
     assert portal.requests_to("/api/v1/agent/heartbeat")[0].body["inventory"] is None
+
+
+def test_the_wire_form_keeps_within_the_portals_limits():
+    raw = _simulated("16xH100-80GB,bad=" + "+".join(str(i) for i in range(16)))
+    for gpu in raw["gpus"]:
+        gpu["retired_pages_pending"] = 1
+        gpu["remapped_rows"]["pending"] = True
+        gpu["errors"] = {"name": "NVMLError_Unknown: " + "x" * 400}
+    payload = node_health_check(raw).to_payload()
+    assert len(payload["reasons"]) == 64 and payload["reasons"][-1].startswith("and ")
+    assert max(len(reason) for reason in payload["reasons"]) <= 300
