@@ -145,9 +145,12 @@ def agent_start(
     token: str | None,
     simulate: str = "8xH100-80GB",
     notebook_pool: int = 0,
+    address: str | None = None,
+    ssh_ports: tuple[int, int] | None = None,
 ) -> ManagedProcess:
     """A real node agent process (provisioning/agent) reporting a simulated host; it runs real
-    JupyterLab servers for notebook workloads, `notebook_pool` of them pre-started."""
+    JupyterLab servers for notebook workloads, `notebook_pool` of them pre-started, and SSH
+    instances on `address` and `ssh_ports` when given."""
     workload_root = workload_root_new(name)
     command = agent_command(
         portal_url=portal_url,
@@ -158,6 +161,8 @@ def agent_start(
         simulate=simulate,
         hostname=name,
         telemetry_interval_s=1,
+        address=address,
+        ssh_ports=ssh_ports,
     )
     agent = spawn(f"agent-{name}", command, process_env(), log_dir)
     agent.leaves_behind = str(workload_root)
