@@ -126,10 +126,11 @@ class InstanceRuntime(models.Model):
     # Where an SSH workload (a gpu_slice instance) is reached, as its agent reported it while it
     # runs (provisioning.protocol.SSH_ENDPOINT_FIELDS); null for notebooks and once it stopped.
     # The host key lets the instance page offer a known_hosts line instead of trust on first use.
+    # All four null together (not "" for the strings), so "no endpoint" reads one way.
     ssh_host = models.GenericIPAddressField(null=True, blank=True)
     ssh_port = models.PositiveIntegerField(null=True, blank=True)
-    ssh_user = models.CharField(max_length=32, null=True, blank=True)
-    ssh_host_key = models.CharField(max_length=100, null=True, blank=True)
+    ssh_user = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    ssh_host_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

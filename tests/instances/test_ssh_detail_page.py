@@ -37,7 +37,9 @@ def test_a_running_ssh_instance_shows_the_command_and_known_hosts_line(client, u
     assert f"[10.0.0.7]:22001 {HOST_KEY}</code>" in html
     assert 'data-testid="open"' not in html  # no JupyterLab to open
     # The live partial the socket sends is the same, so the lines appear without a reload.
-    partial = render_to_string(DETAIL_PARTIAL, detail_context(organization_access_get(user=user, slug=org.slug), ssh_instance.pk))
+    partial = render_to_string(
+        DETAIL_PARTIAL, detail_context(organization_access_get(user=user, slug=org.slug), ssh_instance.pk)
+    )
     assert 'data-testid="ssh-command"' in partial
 
 
@@ -55,8 +57,12 @@ def test_a_stopped_ssh_instance_shows_no_login(client, user, org, ssh_instance, 
 def test_a_running_notebook_page_is_unchanged(client, user, org, launch, notebook_setup):
     notebook = launch()
     workload_report_apply(
-        node=notebook_setup["node"], instance_id=notebook.pk, seq=1, state="running",
-        route_slot="slot-1", socket="/run/neocloud/0123456789ab/0123456789abcdef/jupyter.sock",
+        node=notebook_setup["node"],
+        instance_id=notebook.pk,
+        seq=1,
+        state="running",
+        route_slot="slot-1",
+        socket="/run/neocloud/0123456789ab/0123456789abcdef/jupyter.sock",
     )
     client.force_login(user)
 

@@ -23,8 +23,10 @@ from tests.support.waiting import wait_until
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="per-instance accounts need the agent to be root"),
-    pytest.mark.skipif(ssh_available() is not None or shutil.which("ssh") is None,
-                       reason="OpenSSH (server and client) is not installed"),
+    pytest.mark.skipif(
+        ssh_available() is not None or shutil.which("ssh") is None,
+        reason="OpenSSH (server and client) is not installed",
+    ),
 ]
 S = InstanceState
 PORTS = (42240, 42249)
@@ -38,19 +40,47 @@ def _key(folder: Path, name: str) -> Path:
 
 def _ssh(key: Path, runtime: InstanceRuntime, command: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["ssh", "-i", str(key), "-p", str(runtime.ssh_port), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-         "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-F", "/dev/null",
-         f"{runtime.ssh_user}@{runtime.ssh_host}", command],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        [
+            "ssh",
+            "-i",
+            str(key),
+            "-p",
+            str(runtime.ssh_port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            "-F",
+            "/dev/null",
+            f"{runtime.ssh_user}@{runtime.ssh_host}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture
 def ssh_node(live_portal, celery_worker, transactional_db, demo_catalog, tmp_path, process_logs):
     _, token = registration_token_create(region=Region.objects.get(code="us-east-1"), actor=None)
     agent = agent_start(
-        process_logs, portal_url=live_portal.url, name="ssh-node", state_file=tmp_path / "state.json",
-        token=token, address="127.0.0.1", ssh_ports=PORTS,
+        process_logs,
+        portal_url=live_portal.url,
+        name="ssh-node",
+        state_file=tmp_path / "state.json",
+        token=token,
+        address="127.0.0.1",
+        ssh_ports=PORTS,
     )
     wait_until(lambda: Gpu.objects.filter(node__hostname="ssh-node").count() == 8)
     yield agent
@@ -68,8 +98,13 @@ def test_launch_log_in_with_the_chosen_key_only(live_portal, ssh_node, tmp_path)
     # When the owner launches a GPU instance through the API with that key
     launched = client.post(
         f"/api/v1/organizations/{org.slug}/instances/",
-        json={"flavor": "gpu-instances/1x-h100", "image": image.slug, "region": "us-east-1",
-              "name": "it-ssh", "ssh_keys": [key.pk]},
+        json={
+            "flavor": "gpu-instances/1x-h100",
+            "image": image.slug,
+            "region": "us-east-1",
+            "name": "it-ssh",
+            "ssh_keys": [key.pk],
+        },
     )
     assert launched.status_code == 201, launched.text
     instance_id = launched.json()["id"]

@@ -38,12 +38,16 @@ def ssh_launch(api_client, user, org, notebook_setup):
 
     def post(name="gpu-1", **body):
         payload = {"flavor": f"{flavor.offering.slug}/{flavor.slug}", "image": image.slug, "region": "us-east-1"}
-        return api_client.post(f"/api/v1/organizations/{org.slug}/instances/", {**payload, "name": name, **body}, format="json")
+        return api_client.post(
+            f"/api/v1/organizations/{org.slug}/instances/", {**payload, "name": name, **body}, format="json"
+        )
 
     return post
 
 
-def test_a_gpu_instance_launches_with_the_chosen_keys_and_its_agent_gets_them(ssh_launch, user, public_key, notebook_setup):
+def test_a_gpu_instance_launches_with_the_chosen_keys_and_its_agent_gets_them(
+    ssh_launch, user, public_key, notebook_setup
+):
     laptop = ssh_key_add(user=user, name="laptop", public_key=public_key("laptop"))
     ssh_key_add(user=user, name="desktop", public_key=public_key("desktop"))
 
@@ -88,7 +92,12 @@ def test_a_gpu_instance_without_a_valid_key_choice_is_a_400(ssh_launch, keys):
 def test_a_notebook_launch_needs_no_keys(api_client, user, org, notebook_setup):
     api_client.force_login(user)
     flavor, image = notebook_setup["flavor"], notebook_setup["image"]
-    payload = {"flavor": f"{flavor.offering.slug}/{flavor.slug}", "image": image.slug, "region": "us-east-1", "name": "nb"}
+    payload = {
+        "flavor": f"{flavor.offering.slug}/{flavor.slug}",
+        "image": image.slug,
+        "region": "us-east-1",
+        "name": "nb",
+    }
 
     reply = api_client.post(f"/api/v1/organizations/{org.slug}/instances/", payload, format="json")
 

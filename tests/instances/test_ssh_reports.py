@@ -24,7 +24,9 @@ def agent(notebook_setup):
     client.credentials(HTTP_AUTHORIZATION=f"Node {node.pk}:cred")
 
     def post(instance, seq, state, **body):
-        return client.post(f"/api/v1/agent/workloads/{instance.pk}/status", {"seq": seq, "state": state, **body}, format="json")
+        return client.post(
+            f"/api/v1/agent/workloads/{instance.pk}/status", {"seq": seq, "state": state, **body}, format="json"
+        )
 
     return post
 
@@ -46,7 +48,11 @@ def test_a_running_ssh_report_is_accepted_and_its_endpoint_stored(agent, ssh_ins
     assert response.json()["instance_state"] == InstanceState.RUNNING
     runtime = InstanceRuntime.objects.get(instance=ssh_instance)
     assert (runtime.ssh_host, runtime.ssh_port, runtime.ssh_user, runtime.ssh_host_key) == (
-        "10.0.0.7", 22001, "nc-0123456789ab", HOST_KEY)
+        "10.0.0.7",
+        22001,
+        "nc-0123456789ab",
+        HOST_KEY,
+    )
     assert runtime.route_slot is None
 
 

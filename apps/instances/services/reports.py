@@ -105,12 +105,14 @@ def _running_report_check(*, instance: Instance, route_slot: str | None, host: s
 
 def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: str, reason: str | None) -> None:
     where = f"{instance.node.hostname}" if instance.node_id else "its node"
+    ssh = instance.offering.kind == OfferingKind.GPU_SLICE
+    server = "the SSH server" if ssh else "Jupyter"
     if state == STARTING and instance.state == S.SCHEDULED:
         instance_transition(
             instance_id=instance.pk,
             to_state=S.PROVISIONING,
             expected_from=[S.SCHEDULED],
-            message=f"Starting Jupyter on {where}",
+            message=f"Starting {server} on {where}",
             source="agent",
         )
     elif state == RUNNING and instance.state in (S.SCHEDULED, S.PROVISIONING):
@@ -133,7 +135,8 @@ def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: st
         )
         instance_capacity_release(instance=instance)
     elif state in (STOPPED, FAILED) and instance.state in (S.SCHEDULED, S.PROVISIONING, S.RUNNING):
-        message = reason or "The notebook server stopped unexpectedly."
+        unexpected = "The SSH server stopped unexpectedly." if ssh else "The notebook server stopped unexpectedly."
+        message = reason or unexpected
         instance_transition(
             instance_id=instance.pk,
             to_state=S.FAILED,
