@@ -18,7 +18,7 @@ from django.db.models import F, Prefetch, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from provisioning.drivers import launchable_kinds
+from provisioning.drivers import form_launchable_kinds, launchable_kinds
 
 from .models import (
     Flavor,
@@ -192,6 +192,8 @@ class OfferingListing:
     flavors: list[FlavorListing]
     launchable: bool
     region: Region | None = None  # the region of the prices and availability; None: all regions
+    # Launchable from the portal's form; a launchable kind without it is launched through the API.
+    form_launchable: bool = False
 
     @property
     def is_token_endpoint(self) -> bool:
@@ -260,7 +262,11 @@ def _availability_regions(
 
 
 def _offering_listing(
-    offering: Offering, launchable: frozenset[str], available: dict[int, int], region: Region | None
+    offering: Offering,
+    launchable: frozenset[str],
+    available: dict[int, int],
+    region: Region | None,
+    form_launchable: frozenset[str] = frozenset(),
 ) -> OfferingListing:
     flavors = [
         FlavorListing(
@@ -269,7 +275,11 @@ def _offering_listing(
         for f in offering.flavors.all()
     ]
     return OfferingListing(
-        offering=offering, flavors=flavors, launchable=offering.kind in launchable, region=region
+        offering=offering,
+        flavors=flavors,
+        launchable=offering.kind in launchable,
+        region=region,
+        form_launchable=offering.kind in form_launchable,
     )
 
 
@@ -284,7 +294,7 @@ def storefront_list(
     or inactive region raises ValidationError with a message fit to show the user.
     """
     region = region_get_active(code=region_code, regions=regions) if region_code else None
-    launchable = launchable_kinds()
+    launchable, in_form = launchable_kinds(), form_launchable_kinds()
     offerings = list(offerings_public_list(region=region, currency=currency))
     available = flavors_availability_get(
         flavors=[f for offering in offerings for f in offering.flavors.all()],
@@ -292,7 +302,8 @@ def storefront_list(
     )
     by_kind: dict[str, list[OfferingListing]] = {}
     for offering in offerings:
-        by_kind.setdefault(offering.kind, []).append(_offering_listing(offering, launchable, available, region))
+        listing = _offering_listing(offering, launchable, available, region, in_form)
+        by_kind.setdefault(offering.kind, []).append(listing)
     groups = [
         KindGroup(kind=kind.value, label=kind.label, offerings=by_kind[kind.value])
         for kind in OfferingKind
@@ -314,4 +325,4 @@ def offering_listing_get(
     available = flavors_availability_get(
         flavors=offering.flavors.all(), regions=_availability_regions(region=region, regions=regions)
     )
-    return _offering_listing(offering, launchable_kinds(), available, region)
+    return _offering_listing(offering, launchable_kinds(), available, region, form_launchable_kinds())

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.capacity.selectors.availability import flavors_availability_by_region
-from apps.catalog.models import Flavor, Image, OfferingKind, Price, PriceUnit, Region
-from provisioning.drivers.registry import driver_for_kind, launchable_kinds
+from apps.catalog.models import Flavor, Image, Price, PriceUnit, Region
+from provisioning.drivers.registry import driver_for_kind, form_launchable_kinds
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,11 @@ class LaunchOptions:
         return next((f for f in self.flavors if f.disabled_reason is None), self.flavors[0] if self.flavors else None)
 
 
-# Kinds the form cannot launch yet: an SSH instance needs the owner's keys chosen, which only
-# the API takes so far (its `ssh_keys`); the form would only answer "choose a key" for them.
-FORM_LATER_KINDS = frozenset({OfferingKind.GPU_SLICE})
-
-
 def _placeable_kinds() -> set[str]:
     # A kind some driver serves and whose workloads the allocator can place (GPUs on one node).
     return {
         kind
-        for kind in launchable_kinds() - FORM_LATER_KINDS
+        for kind in form_launchable_kinds()
         if driver_for_kind(kind).placement_needs().gpus_on_one_node
     }
 

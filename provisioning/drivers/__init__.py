@@ -6,7 +6,14 @@ answers questions with plain data, and provisioning/tasks.py acts on the answers
 """
 
 from .base import KNOWN_OFFERING_KINDS, Driver, PlacementNeeds, WorkloadFacts
-from .registry import driver_register, driver_unregister, drivers_for_kind, drivers_registered, launchable_kinds
+from .registry import (
+    driver_register,
+    driver_unregister,
+    drivers_for_kind,
+    drivers_registered,
+    form_launchable_kinds,
+    launchable_kinds,
+)
 
 __all__ = [
     "KNOWN_OFFERING_KINDS",
@@ -17,5 +24,6 @@ __all__ = [
     "driver_unregister",
     "drivers_for_kind",
     "drivers_registered",
+    "form_launchable_kinds",
     "launchable_kinds",
 ]

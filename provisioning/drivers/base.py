@@ -51,6 +51,9 @@ class Driver(ABC):
 
     name: ClassVar[str]
     offering_kinds: ClassVar[frozenset[str]]
+    # Whether the portal's launch form can launch these kinds yet; False: the API only (the
+    # storefront then points to it instead of the form).
+    form_launchable: ClassVar[bool] = True
 
     def placement_needs(self) -> PlacementNeeds:
         """What an instance of this driver's kinds needs placed before it runs."""

@@ -53,6 +53,11 @@ def launchable_kinds() -> frozenset[str]:
     return frozenset().union(*(d.offering_kinds for d in _drivers.values()))
 
 
+def form_launchable_kinds() -> frozenset[str]:
+    """The launchable kinds the portal's launch form offers (the rest: through the API)."""
+    return frozenset().union(*(d.offering_kinds for d in _drivers.values() if d.form_launchable))
+
+
 def drivers_registered() -> tuple[Driver, ...]:
     """Every registered driver, in registration order."""
     return tuple(_drivers.values())

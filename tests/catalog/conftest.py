@@ -6,9 +6,10 @@ from provisioning.drivers import Driver, driver_register, driver_unregister, dri
 
 
 class FakeDriver(Driver):
-    def __init__(self, name: str, kinds: frozenset[str]):
+    def __init__(self, name: str, kinds: frozenset[str], form_launchable: bool = True):
         self.name = name
         self.offering_kinds = kinds
+        self.form_launchable = form_launchable
 
     def start(self, instance_id: int) -> None:
         pass
@@ -22,8 +23,8 @@ def register_driver():
     """Call with offering kinds to make them launchable for this test only."""
     names: list[str] = []
 
-    def register(*kinds: str) -> FakeDriver:
-        driver = FakeDriver(name=f"fake-{len(names)}", kinds=frozenset(kinds))
+    def register(*kinds: str, form_launchable: bool = True) -> FakeDriver:
+        driver = FakeDriver(name=f"fake-{len(names)}", kinds=frozenset(kinds), form_launchable=form_launchable)
         driver_register(driver)
         names.append(driver.name)
         return driver

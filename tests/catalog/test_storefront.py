@@ -70,6 +70,22 @@ def test_an_offering_whose_kind_has_a_driver_offers_launch(client, register_driv
     assert html.count("Not yet available") == 1
 
 
+def test_a_kind_the_form_cannot_launch_yet_points_to_the_api(client, register_driver):
+    # given GPU instances, whose driver serves them through the API only (no key picker in the form)
+    PriceFactory(flavor__offering__kind=OfferingKind.NOTEBOOK)
+    PriceFactory(flavor__offering__kind=OfferingKind.GPU_SLICE)
+    register_driver(OfferingKind.NOTEBOOK)
+    register_driver(OfferingKind.GPU_SLICE, form_launchable=False)
+
+    # when the storefront is shown
+    html = client.get(STOREFRONT).content.decode()
+
+    # then only the notebook's Launch goes to the form; the GPU instance says to use the API
+    assert html.count('data-testid="launch"') == 1
+    assert html.count('data-testid="launch-api"') == 1 and "Launch with the API" in html
+    assert "Not yet available" not in html
+
+
 def test_offerings_are_grouped_by_kind_and_private_ones_hidden(client):
     # given offerings of two kinds and one that is not public
     OfferingFactory(kind=OfferingKind.TOKEN_ENDPOINT, name="Endpoints")
