@@ -9,7 +9,6 @@ import logging
 import time
 
 from provisioning.protocol import (
-    FAILED,
     KIND_GPU_SLICE,
     RUNNING,
     STARTING,
@@ -35,13 +34,14 @@ from .supervisor import Supervisor, Workload
 log = logging.getLogger("neocloud.agent")
 
 
-
 class SshSupervisor(Supervisor):
     """Converges this node's SSH instances; the workload lifecycle (threads, reports, stop on
     404, no retry of a failed spec) is the notebook supervisor's, documented there."""
 
     kind = KIND_GPU_SLICE
     spec_type = GpuSliceSpec
+    noun = "ssh"
+    reports_activity = False  # no idle culling for SSH instances: a session is not a kernel
 
     def __init__(self, config: SshConfig, report, **kwargs):
         super().__init__(config, report, pool=None, **kwargs)
@@ -86,33 +86,14 @@ class SshSupervisor(Supervisor):
                  time.monotonic() - began, server.host, server.port, server.run_as.name)
         self._report(workload, RUNNING)
 
-    def _watch(self, workload: Workload) -> None:
-        server = workload.server
-        if server is None:
-            if workload.unsent is not None:
-                self._send(workload, workload.unsent)
-            return
-        if not ssh_alive(server):
-            reason = ssh_exit_reason(server, "unexpectedly")
-            log.warning("ssh %s: %s", workload.id, reason.splitlines()[0])
-            self._server_stop(workload)
-            if workload.desired is not None and workload.desired.wants_running:
-                workload.failed_spec = workload.desired
-                self._report(workload, FAILED, reason=reason)
-            return
-        if workload.unsent is not None:
-            self._report(workload, RUNNING)
+    def _server_alive(self, server) -> bool:
+        return ssh_alive(server)
 
-    def _fail(self, workload: Workload, spec: WorkloadSpec, reason: str) -> None:
-        log.warning("ssh %s: start failed: %s", workload.id, reason)
-        workload.failed_spec = spec
-        self._report(workload, FAILED, reason=reason)
+    def _server_exit_reason(self, server, when: str) -> str:
+        return ssh_exit_reason(server, when)
 
-    def _server_stop(self, workload: Workload) -> None:
-        server, workload.server = workload.server, None
-        if server is not None:
-            ssh_stop(server)
-            log.info("ssh %s: sshd stopped", workload.id)
+    def _server_halt(self, server) -> None:
+        ssh_stop(server)
 
     def _report_body(self, workload: Workload, state: str, reason: str | None,
                      activity: dict | None) -> dict:

@@ -93,6 +93,10 @@ class Supervisor:
     # stopped as. A runner of another kind (ssh.py's) subclasses this one and swaps the server.
     kind: str = KIND_NOTEBOOK
     spec_type: type[WorkloadSpec] = NotebookSpec
+    noun: str = "notebook"  # what the log lines call one workload
+    # Whether a running server's idle-culling facts (`_server_activity`) go to the portal
+    # every activity_interval_s.
+    reports_activity: bool = True
 
     def __init__(self, config: NotebookConfig, report: Report, *, pool: WarmPool | None = None,
                  activity_interval_s: float = 10.0,
@@ -286,17 +290,17 @@ class Supervisor:
             if workload.unsent is not None:
                 self._send(workload, workload.unsent)
             return
-        if not server_alive(server):
-            reason = server_exit_reason(server, "unexpectedly")
-            log.warning("notebook %s: %s", workload.id, reason.splitlines()[0])
+        if not self._server_alive(server):
+            reason = self._server_exit_reason(server, "unexpectedly")
+            log.warning("%s %s: %s", self.noun, workload.id, reason.splitlines()[0])
             self._server_stop(workload)
             if workload.desired is not None and workload.desired.wants_running:
                 workload.failed_spec = workload.desired
                 self._report(workload, FAILED, reason=reason)
             return
-        if time.monotonic() >= workload.next_activity:
+        if self.reports_activity and time.monotonic() >= workload.next_activity:
             workload.next_activity = time.monotonic() + self.activity_interval_s
-            self._report(workload, RUNNING, activity=server_activity(server))
+            self._report(workload, RUNNING, activity=self._server_activity(server))
         elif workload.unsent is not None:
             self._report(workload, RUNNING)
 
@@ -305,15 +309,30 @@ class Supervisor:
                 and workload.desired.wants_running)
 
     def _fail(self, workload: Workload, spec: WorkloadSpec, reason: str) -> None:
-        log.warning("notebook %s: start failed: %s", workload.id, reason)
+        log.warning("%s %s: start failed: %s", self.noun, workload.id, reason)
         workload.failed_spec = spec
         self._report(workload, FAILED, reason=reason)
 
     def _server_stop(self, workload: Workload) -> None:
         server, workload.server = workload.server, None
         if server is not None:
-            server_stop(server)
-            log.info("notebook %s: server stopped", workload.id)
+            self._server_halt(server)
+            log.info("%s %s: server stopped", self.noun, workload.id)
+
+    # --- what a server of this kind is: a runner of another kind overrides these ------------------
+
+    def _server_alive(self, server) -> bool:
+        return server_alive(server)
+
+    def _server_exit_reason(self, server, when: str) -> str:
+        return server_exit_reason(server, when)
+
+    def _server_activity(self, server) -> dict | None:
+        """Idle-culling facts for the periodic running report; None when they cannot be read."""
+        return server_activity(server)
+
+    def _server_halt(self, server) -> None:
+        server_stop(server)
 
     # --- reports --------------------------------------------------------------------------------
 
@@ -322,8 +341,8 @@ class Supervisor:
         body = self._report_body(workload, state, reason, activity)
         if not report_transition_allowed(workload.reported, state):
             # Our own bug, not the portal's: say so; the portal still gets the truth.
-            log.error("notebook %s: reporting %s after %s, which the protocol does not expect",
-                      workload.id, state, workload.reported)
+            log.error("%s %s: reporting %s after %s, which the protocol does not expect",
+                      self.noun, workload.id, state, workload.reported)
         workload.reported = state
         self._send(workload, body)
 
