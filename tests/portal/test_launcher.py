@@ -18,7 +18,7 @@ import pytest
 
 from devtools.launcher import DEMO_LOGIN, main
 from devtools.processes import free_port
-from tests.support.launcher import output_line_wait
+from tests.support.launcher import demo_notebook_running, output_line_wait, portal_log_in
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -37,31 +37,11 @@ def test_a_busy_port_gets_one_line_and_starts_nothing(capsys, tmp_path, monkeypa
 
 
 
-def _log_in(client: httpx.Client, email: str, password: str) -> httpx.Response:
-    page = client.get("/accounts/login/")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    response = client.post(
-        "/accounts/login/", data={"csrfmiddlewaretoken": token, "login": email, "password": password}
-    )
-    client.headers.update({"X-CSRFToken": client.cookies["csrftoken"], "Referer": str(client.base_url)})
-    return response
-
 
 def _notebook_runs(client: httpx.Client, timeout: float = 90) -> dict:
     """Launch the demo user's notebook in Acme AI and wait until its Jupyter answers."""
-    orgs = client.get("/api/v1/organizations/").json()["results"]
-    slug = next(o["slug"] for o in orgs if o["name"] == "Acme AI")
-    launched = client.post(f"/api/v1/organizations/{slug}/instances/", json={
-        "flavor": "notebooks/notebook-1x-h100", "image": "jupyterlab-4-host", "region": "us-east-1",
-        "name": "launcher-check"})
-    assert launched.status_code == 201, launched.text
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        detail = client.get(f"/api/v1/organizations/{slug}/instances/{launched.json()['id']}/").json()
-        if detail["state"] in ("running", "failed"):
-            break
-        time.sleep(0.2)
-    assert detail["state"] == "running", detail
+    detail = demo_notebook_running(client, flavor="notebooks/notebook-1x-h100", name="launcher-check",
+                                   timeout=timeout)
     status = client.get(detail["notebook_url"].removesuffix("lab") + "api/status")
     assert status.status_code == 200
     return detail
@@ -129,7 +109,7 @@ def test_run_command_serves_the_portal_and_ctrl_c_stops_everything():
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "database": "ok", "redis": "ok"}
         assert _local_node(tmp_path / "data") == ("local-simulated-node", True, 8)
         with httpx.Client(base_url=url, timeout=30) as client:
-            login = _log_in(client, *DEMO_LOGIN)
+            login = portal_log_in(client, *DEMO_LOGIN)
             assert login.status_code == 302 and login.headers["location"].endswith("/dashboard/")
             # A notebook launched on the run command's own pieces: worker, agent, JupyterLab, nginx.
             _notebook_runs(client)

@@ -20,7 +20,7 @@ from devtools.launcher import DEMO_LOGIN, main
 from devtools.processes import free_port
 from provisioning.agent.workloads.identity import accounts_of_root
 from provisioning.agent.workloads.notebook import workload_root_clear
-from tests.support.launcher import output_line_wait, processes_mentioning
+from tests.support.launcher import demo_notebook_running, output_line_wait, portal_log_in, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,28 +131,6 @@ def _ready_nodes(data: Path, count: int, timeout: float = 60) -> list[tuple]:
     raise AssertionError(f"not {count} nodes with GPUs within {timeout} s: {rows}")
 
 
-def _log_in(client: httpx.Client, email: str, password: str) -> None:
-    page = client.get("/accounts/login/")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    client.post("/accounts/login/", data={"csrfmiddlewaretoken": token, "login": email, "password": password})
-    client.headers.update({"X-CSRFToken": client.cookies["csrftoken"], "Referer": str(client.base_url)})
-
-
-def _notebook_running(client: httpx.Client, flavor: str, timeout: float = 120) -> dict:
-    """Launch a notebook of `flavor` for the demo user in Acme AI; its details once it runs."""
-    orgs = client.get("/api/v1/organizations/").json()["results"]
-    slug = next(o["slug"] for o in orgs if o["name"] == "Acme AI")
-    launched = client.post(f"/api/v1/organizations/{slug}/instances/", json={
-        "flavor": flavor, "image": "jupyterlab-4-host", "region": "us-east-1", "name": flavor.split("/")[-1]})
-    assert launched.status_code == 201, launched.text
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        detail = client.get(f"/api/v1/organizations/{slug}/instances/{launched.json()['id']}/").json()
-        if detail["state"] in ("running", "failed"):
-            break
-        time.sleep(0.3)
-    assert detail["state"] == "running", detail
-    return detail
 
 
 @pytest.mark.integration
@@ -194,9 +172,9 @@ def test_a_two_host_fleet_registers_two_nodes_and_ctrl_c_leaves_nothing_of_eithe
 
         # And a notebook runs on each host
         with httpx.Client(base_url=url, timeout=30) as client:
-            _log_in(client, *DEMO_LOGIN)
-            whole = _notebook_running(client, "notebooks/notebook-1x-h100")
-            mig = _notebook_running(client, "notebooks/notebook-mig-1g-10gb")
+            portal_log_in(client, *DEMO_LOGIN)
+            whole = demo_notebook_running(client, flavor="notebooks/notebook-1x-h100", name="notebook-1x-h100")
+            mig = demo_notebook_running(client, flavor="notebooks/notebook-mig-1g-10gb", name="notebook-mig-1g-10gb")
         assert (whole["node"], mig["node"]) == ("local-simulated-node", "local-simulated-node-2")
         for host in fleet:
             workloads = processes_mentioning(f"{host.folder(data)}/workloads/")

@@ -6,6 +6,7 @@ import re
 import subprocess
 import time
 
+import httpx
 import psutil
 
 
@@ -36,3 +37,31 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return found
+
+
+def portal_log_in(client: httpx.Client, email: str, password: str) -> httpx.Response:
+    """Log in through the real form; later unsafe requests of `client` carry the CSRF token."""
+    page = client.get("/accounts/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    response = client.post(
+        "/accounts/login/", data={"csrfmiddlewaretoken": token, "login": email, "password": password}
+    )
+    client.headers.update({"X-CSRFToken": client.cookies["csrftoken"], "Referer": str(client.base_url)})
+    return response
+
+
+def demo_notebook_running(client: httpx.Client, *, flavor: str, name: str, timeout: float = 120) -> dict:
+    """Launch a notebook of `flavor` for the demo user in Acme AI; its details once it runs."""
+    orgs = client.get("/api/v1/organizations/").json()["results"]
+    slug = next(o["slug"] for o in orgs if o["name"] == "Acme AI")
+    launched = client.post(f"/api/v1/organizations/{slug}/instances/", json={
+        "flavor": flavor, "image": "jupyterlab-4-host", "region": "us-east-1", "name": name})
+    assert launched.status_code == 201, launched.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        detail = client.get(f"/api/v1/organizations/{slug}/instances/{launched.json()['id']}/").json()
+        if detail["state"] in ("running", "failed"):
+            break
+        time.sleep(0.3)
+    assert detail["state"] == "running", detail
+    return detail
