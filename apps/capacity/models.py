@@ -90,6 +90,12 @@ class Node(models.Model):
     health_passed = models.BooleanField(null=True, blank=True)
     health_reasons = models.JSONField(default=list, blank=True)
     health_note = models.CharField(max_length=200, blank=True)  # e.g. whether CUDA ran
+    # Bare metal: the instance whose tenant data (account, home, processes) the agent has still to
+    # wipe. Set in the transaction that releases that instance's allocation, cleared (with a
+    # NodeEvent) when the agent reports the wipe (services/wipe.py); while set, the placement
+    # functions place nothing on the node. A plain id: capacity sits below instances.
+    wipe_pending_instance = models.UUIDField(null=True, blank=True)
+    wipe_pending_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["region__code", "hostname"]
@@ -370,3 +376,111 @@ class Quota(models.Model):
 
     def __str__(self) -> str:
         return f"quota {self.organization} {self.project or ''}: max {self.max_gpus}"
+
+
+# --- reservations: capacity promised for a future window -----------------------------------------
+
+
+class ReservationState(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"  # booked; its window has not started
+    ACTIVE = "active", "Active"  # its capacity is held (a gang allocation, holder reservation:<id>)
+    SHORT = "short", "Short"  # its window started but the capacity could not be held; retried
+    ENDED = "ended", "Ended"  # its window is over; capacity given back
+    CANCELLED = "cancelled", "Cancelled"  # called off before it started
+
+
+# States whose window counts against the region's capacity when a new reservation is booked. A
+# short one still counts: it is owed capacity, and is given it as soon as some frees.
+BOOKED_RESERVATION_STATES = (ReservationState.SCHEDULED, ReservationState.ACTIVE, ReservationState.SHORT)
+
+
+class Reservation(models.Model):
+    """`gpus` whole GPUs of the flavor's GPU model, or `whole_nodes` whole nodes, in `region` from
+    `starts_at` to `ends_at`. Booked only if, at every instant of the window, it fits the region's
+    capacity beside every other booked reservation (services.reservations); held as a gang
+    allocation while active. `gpu_model` is the flavor's, copied so that the overlap query and the
+    booking lock need no join.
+
+    The quote (`hourly_amount` × `units`) is the flavor's list price when booked: billing charges
+    the held window at it, whatever the list price does afterwards."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="reservations")
+    project = models.ForeignKey("accounts.Project", on_delete=models.PROTECT, related_name="reservations")
+    flavor = models.ForeignKey("catalog.Flavor", on_delete=models.PROTECT, related_name="+")
+    region = models.ForeignKey("catalog.Region", on_delete=models.PROTECT, related_name="reservations")
+    gpu_model = models.ForeignKey("catalog.GpuModel", on_delete=models.PROTECT, related_name="+")
+    gpus = models.PositiveIntegerField(null=True, blank=True)
+    whole_nodes = models.PositiveIntegerField(null=True, blank=True)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=ReservationState.choices, default=ReservationState.SCHEDULED)
+    reason = models.CharField(max_length=300, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    # The gang allocation holding it while active; null before and after.
+    gang_id = models.UUIDField(null=True, blank=True, editable=False)
+    # When its capacity was first held (its start, or later when it was short): billing charges from here.
+    held_from = models.DateTimeField(null=True, blank=True)
+    units = models.PositiveIntegerField(help_text="flavors' worth the quote counts: gpus / flavor GPUs, or nodes")
+    hourly_amount = models.DecimalField(max_digits=12, decimal_places=6, help_text="per unit, when booked")
+    currency = models.CharField(max_length=3)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["starts_at", "created_at"]
+        indexes = [
+            # The booking check: booked reservations of a region and GPU model overlapping a window.
+            models.Index(
+                fields=["region", "gpu_model", "starts_at", "ends_at"],
+                condition=Q(state__in=["scheduled", "active", "short"]),
+                name="reservation_booked_idx",
+            ),
+            models.Index(fields=["organization", "starts_at"]),
+            # The periodic pass: what is due to start or end.
+            models.Index(fields=["state", "starts_at"], name="reservation_due_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=models.F("starts_at")), name="reservation_ends_after_start"),
+            models.CheckConstraint(
+                condition=Q(gpus__isnull=False, gpus__gte=1, whole_nodes__isnull=True)
+                | Q(gpus__isnull=True, whole_nodes__isnull=False, whole_nodes__gte=1),
+                name="reservation_gpus_xor_whole_nodes",
+            ),
+            models.CheckConstraint(condition=Q(hourly_amount__gte=0), name="reservation_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reservation {self.pk} ({self.state}): {self.what}"
+
+    @property
+    def what(self) -> str:
+        model = self.gpu_model.name
+        if self.gpus is not None:
+            return f"{self.gpus} × {model} GPU{'s' if self.gpus != 1 else ''}"
+        return f"{self.whole_nodes} whole {model} node{'s' if self.whole_nodes != 1 else ''}"
+
+    @property
+    def holder(self) -> str:
+        return f"reservation:{self.pk}"
+
+
+class ReservationEvent(models.Model):
+    """One row per reservation state transition: what, why, who (null: the portal itself)."""
+
+    reservation = models.ForeignKey(Reservation, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=16, choices=ReservationState.choices, blank=True)
+    to_state = models.CharField(max_length=16, choices=ReservationState.choices)
+    reason = models.CharField(max_length=300)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.reservation_id}: {self.from_state or '∅'} → {self.to_state}"

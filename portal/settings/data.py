@@ -91,6 +91,11 @@ CELERY_BEAT_SCHEDULE = {
         # Deletes the hour of GPU history that passed PORTAL_TELEMETRY_RETENTION_DAYS.
         "schedule": 3600,
     },
+    "capacity-reservations-due": {
+        "task": "apps.capacity.tasks.reservations_due",
+        # Holds reservations at their start (an ETA task does it on time; this catches any it missed).
+        "schedule": env_int("PORTAL_RESERVATIONS_EVERY_S", 30),
+    },
     "billing-usage-meter": {
         "task": "apps.billing.tasks.metering.usage_meter",
         "schedule": env_int("PORTAL_METER_EVERY_S", 60),

@@ -1,0 +1,174 @@
+"""Reads of reservations: the fleet a reservation may count on, what is booked over a window, and
+the capacity calendar (a customer's own reservations; the operators' view of every tenant).
+
+The fleet capacity of a region and GPU model is what a reservation is booked against: whole GPUs
+of the model (healthy, not MIG) on nodes that are neither down nor in maintenance. Cordoned and
+draining nodes count: they are expected back, and a reservation is for later. Reads take no locks;
+the booking (services.reservations) reads the same under its region+model lock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from django.db.models import Count, QuerySet
+from django.http import Http404
+
+from apps.accounts.models import Organization
+from apps.catalog.models import GpuModel, Region
+
+from ..models import BOOKED_RESERVATION_STATES, Gpu, GpuHealth, NodeState, Reservation
+
+OUT_OF_FLEET_NODE_STATES = (NodeState.DOWN, NodeState.MAINTENANCE)
+
+
+@dataclass(frozen=True)
+class FleetCapacity:
+    """Whole GPUs of one model in one region a reservation may count on, per node (largest first)."""
+
+    node_gpus: tuple[int, ...]
+
+    @property
+    def gpus(self) -> int:
+        return sum(self.node_gpus)
+
+    @property
+    def nodes(self) -> int:
+        return len(self.node_gpus)
+
+    def gpus_needed(self, *, gpus: int, whole_nodes: int) -> int | None:
+        """GPUs that `gpus` loose GPUs plus `whole_nodes` whole nodes need, counting each whole
+        node as one of the largest (the allocator may give any; the largest is the worst case for
+        what is left); None when there are not that many nodes."""
+        if whole_nodes > self.nodes:
+            return None
+        return gpus + sum(self.node_gpus[:whole_nodes])
+
+    def fits(self, *, gpus: int, whole_nodes: int) -> bool:
+        needed = self.gpus_needed(gpus=gpus, whole_nodes=whole_nodes)
+        return needed is not None and needed <= self.gpus
+
+
+def _fleet_rows(*, region_ids: Iterable[int] | None = None, gpu_model_ids: Iterable[int] | None = None):
+    gpus = Gpu.objects.filter(health=GpuHealth.OK, mig_enabled=False, gpu_model__isnull=False).exclude(
+        node__state__in=OUT_OF_FLEET_NODE_STATES
+    )
+    if region_ids is not None:
+        gpus = gpus.filter(node__region_id__in=list(region_ids))
+    if gpu_model_ids is not None:
+        gpus = gpus.filter(gpu_model_id__in=list(gpu_model_ids))
+    return gpus.values_list("node__region_id", "gpu_model_id", "node_id").annotate(n=Count("id")).order_by()
+
+
+def fleet_capacity_get(*, region: Region, gpu_model: GpuModel) -> FleetCapacity:
+    """One query: the per-node GPU counts of the model in the region."""
+    sizes = sorted((n for _r, _m, _node, n in _fleet_rows(region_ids=[region.pk], gpu_model_ids=[gpu_model.pk])),
+                   reverse=True)
+    return FleetCapacity(node_gpus=tuple(sizes))
+
+
+def fleet_capacity_map() -> dict[tuple[int, int], FleetCapacity]:
+    """Every (region id, GPU model id) with capacity, in one query (the operators' calendar)."""
+    sizes: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for region_id, model_id, _node, n in _fleet_rows():
+        sizes[(region_id, model_id)].append(n)
+    return {key: FleetCapacity(node_gpus=tuple(sorted(v, reverse=True))) for key, v in sizes.items()}
+
+
+def reservations_overlapping(
+    *, region: Region, gpu_model: GpuModel, starts_at: datetime, ends_at: datetime, exclude_id: UUID | None = None
+) -> list[Reservation]:
+    """Booked reservations of the region and model whose window overlaps [starts_at, ends_at)."""
+    booked = Reservation.objects.filter(
+        region=region, gpu_model=gpu_model, state__in=BOOKED_RESERVATION_STATES,
+        starts_at__lt=ends_at, ends_at__gt=starts_at,
+    )
+    if exclude_id is not None:
+        booked = booked.exclude(pk=exclude_id)
+    return list(booked.only("id", "starts_at", "ends_at", "gpus", "whole_nodes"))
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """The first stretch of a window where a request does not fit, and what is free there."""
+
+    starts_at: datetime
+    ends_at: datetime
+    free: int  # GPUs (a GPU request) or whole nodes (a whole-node request) not reserved there
+    total: int  # the fleet's GPUs or nodes
+
+
+def window_shortfall(
+    *,
+    fleet: FleetCapacity,
+    booked: Sequence[Reservation],
+    starts_at: datetime,
+    ends_at: datetime,
+    gpus: int | None,
+    whole_nodes: int | None,
+) -> Shortfall | None:
+    """None when `gpus` (or `whole_nodes`) fit beside `booked` at every instant of the window; else
+    the first stretch where they do not. A sweep over the window's change points: between two of
+    them the set of overlapping reservations is constant."""
+    points = sorted({starts_at, ends_at} | {t for r in booked for t in (r.starts_at, r.ends_at) if starts_at < t < ends_at})
+    failing: list[tuple[datetime, datetime, int]] = []
+    for left, right in zip(points, points[1:]):
+        covering = [r for r in booked if r.starts_at < right and r.ends_at > left]
+        taken_gpus = sum(r.gpus or 0 for r in covering)
+        taken_nodes = sum(r.whole_nodes or 0 for r in covering)
+        if fleet.fits(gpus=taken_gpus + (gpus or 0), whole_nodes=taken_nodes + (whole_nodes or 0)):
+            if failing:
+                break
+            continue
+        failing.append((left, right, _free(fleet=fleet, taken_gpus=taken_gpus, taken_nodes=taken_nodes,
+                                           whole=whole_nodes is not None)))
+    if not failing:
+        return None
+    return Shortfall(
+        starts_at=failing[0][0], ends_at=failing[-1][1], free=min(f for _l, _r, f in failing),
+        total=fleet.nodes if whole_nodes is not None else fleet.gpus,
+    )
+
+
+def _free(*, fleet: FleetCapacity, taken_gpus: int, taken_nodes: int, whole: bool) -> int:
+    """How many more GPUs (or whole nodes) would still fit beside what is taken."""
+    if not whole:
+        needed = fleet.gpus_needed(gpus=taken_gpus, whole_nodes=taken_nodes)
+        return 0 if needed is None else max(fleet.gpus - needed, 0)
+    free = 0
+    while fleet.fits(gpus=taken_gpus, whole_nodes=taken_nodes + free + 1):
+        free += 1
+    return free
+
+
+# --- the calendar --------------------------------------------------------------------------------
+
+
+def reservations_list(*, organization: Organization) -> QuerySet[Reservation]:
+    """A customer's reservations, newest window first; related rows joined (no query per row)."""
+    return (
+        Reservation.objects.filter(organization=organization)
+        .select_related("flavor__offering", "region", "gpu_model", "project")
+        .order_by("-starts_at", "-created_at")
+    )
+
+
+def reservation_get(*, organization: Organization, reservation_id: UUID) -> Reservation:
+    """One of the organization's reservations; another tenant's is a 404."""
+    reservation = reservations_list(organization=organization).filter(pk=reservation_id).first()
+    if reservation is None:
+        raise Http404("No such reservation.")
+    return reservation
+
+
+def reservations_all_list(*, since: datetime, until: datetime) -> QuerySet[Reservation]:
+    """Every tenant's reservations overlapping [since, until) (operators only)."""
+    return (
+        Reservation.objects.filter(starts_at__lt=until, ends_at__gt=since)
+        .select_related("organization", "flavor__offering", "region", "gpu_model", "project")
+        .order_by("region__code", "gpu_model__name", "starts_at")
+    )
