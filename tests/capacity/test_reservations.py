@@ -58,9 +58,7 @@ def book(organization, flavor, region, *, starts_at=START, ends_at=END, now=NOW,
 
 
 def held_gpus(reservation) -> int:
-    return Gpu.objects.filter(
-        slices__live=True, slices__allocation__holder=f"reservation:{reservation.pk}"
-    ).count()
+    return Gpu.objects.filter(slices__live=True, slices__allocation__holder=f"reservation:{reservation.pk}").count()
 
 
 def test_two_overlapping_reservations_over_capacity_second_refused_held_at_start_free_after_end(
@@ -73,8 +71,14 @@ def test_two_overlapping_reservations_over_capacity_second_refused_held_at_start
     first = book(first_customer, one_gpu, eu_west, gpus=8)
     # and the second asks for 8 GPUs from 14:00 to 20:00, overlapping it
     with pytest.raises(ValidationError) as refused:
-        book(second_customer, one_gpu, eu_west, gpus=8, starts_at=START + timedelta(hours=4),
-             ends_at=END + timedelta(hours=2))
+        book(
+            second_customer,
+            one_gpu,
+            eu_west,
+            gpus=8,
+            starts_at=START + timedelta(hours=4),
+            ends_at=END + timedelta(hours=2),
+        )
 
     # then the second is refused with the reason, naming the conflicting time, and nothing is written
     assert refused.value.messages == [
@@ -100,7 +104,9 @@ def test_two_overlapping_reservations_over_capacity_second_refused_held_at_start
     assert Gpu.objects.filter(allocated_milli=0).count() == 12
     assert not Allocation.objects.filter(holder=first.holder, state=AllocationState.ACTIVE).exists()
     assert list(first.events.values_list("from_state", "to_state")) == [
-        ("", R.SCHEDULED), (R.SCHEDULED, R.ACTIVE), (R.ACTIVE, R.ENDED)
+        ("", R.SCHEDULED),
+        (R.SCHEDULED, R.ACTIVE),
+        (R.ACTIVE, R.ENDED),
     ]
 
 
@@ -195,7 +201,9 @@ def test_a_reservation_never_started_in_its_window_just_ends(fleet, eu_west, one
         ({"gpus": None}, "gpus", "not both"),
     ],
 )
-def test_bad_requests_are_refused_with_the_field_and_nothing_is_written(fleet, eu_west, one_gpu, change, field, message):
+def test_bad_requests_are_refused_with_the_field_and_nothing_is_written(
+    fleet, eu_west, one_gpu, change, field, message
+):
     request = {"starts_at": START, "ends_at": END, "gpus": 4, **change}
     with pytest.raises(ValidationError) as refused:
         reservation_create(organization=OrganizationFactory(), flavor=one_gpu, region=eu_west, now=NOW, **request)
@@ -237,8 +245,9 @@ def test_cancel_before_start_frees_the_window_but_a_started_one_cannot_be_cancel
     owner = UserFactory()
     customer = OrganizationFactory(owner=owner)
     access = OrgAccess(organization=customer, role=Role.OWNER, user_id=owner.pk)
-    first = reservation_request(access=access, flavor=one_gpu, region=eu_west, starts_at=START, ends_at=END,
-                                gpus=12, now=NOW)
+    first = reservation_request(
+        access=access, flavor=one_gpu, region=eu_west, starts_at=START, ends_at=END, gpus=12, now=NOW
+    )
     reservation_cancel(access=access, reservation_id=first.pk, now=NOW)
     first.refresh_from_db()
     assert first.state == R.CANCELLED
@@ -248,7 +257,9 @@ def test_cancel_before_start_frees_the_window_but_a_started_one_cannot_be_cancel
         reservation_cancel(access=access, reservation_id=second.pk, now=START)
     viewer = OrgAccess(organization=customer, role=Role.VIEWER, user_id=owner.pk)
     with pytest.raises(PermissionDenied):
-        reservation_request(access=viewer, flavor=one_gpu, region=eu_west, starts_at=START, ends_at=END, gpus=1, now=NOW)
+        reservation_request(
+            access=viewer, flavor=one_gpu, region=eu_west, starts_at=START, ends_at=END, gpus=1, now=NOW
+        )
 
 
 def test_launching_into_a_reservation_is_checked(fleet, eu_west, one_gpu, h100):

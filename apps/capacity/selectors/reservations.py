@@ -66,8 +66,9 @@ def _fleet_rows(*, region_ids: Iterable[int] | None = None, gpu_model_ids: Itera
 
 def fleet_capacity_get(*, region: Region, gpu_model: GpuModel) -> FleetCapacity:
     """One query: the per-node GPU counts of the model in the region."""
-    sizes = sorted((n for _r, _m, _node, n in _fleet_rows(region_ids=[region.pk], gpu_model_ids=[gpu_model.pk])),
-                   reverse=True)
+    sizes = sorted(
+        (n for _r, _m, _node, n in _fleet_rows(region_ids=[region.pk], gpu_model_ids=[gpu_model.pk])), reverse=True
+    )
     return FleetCapacity(node_gpus=tuple(sizes))
 
 
@@ -84,8 +85,11 @@ def reservations_overlapping(
 ) -> list[Reservation]:
     """Booked reservations of the region and model whose window overlaps [starts_at, ends_at)."""
     booked = Reservation.objects.filter(
-        region=region, gpu_model=gpu_model, state__in=BOOKED_RESERVATION_STATES,
-        starts_at__lt=ends_at, ends_at__gt=starts_at,
+        region=region,
+        gpu_model=gpu_model,
+        state__in=BOOKED_RESERVATION_STATES,
+        starts_at__lt=ends_at,
+        ends_at__gt=starts_at,
     )
     if exclude_id is not None:
         booked = booked.exclude(pk=exclude_id)
@@ -114,9 +118,11 @@ def window_shortfall(
     """None when `gpus` (or `whole_nodes`) fit beside `booked` at every instant of the window; else
     the first stretch where they do not. A sweep over the window's change points: between two of
     them the set of overlapping reservations is constant."""
-    points = sorted({starts_at, ends_at} | {t for r in booked for t in (r.starts_at, r.ends_at) if starts_at < t < ends_at})
+    points = sorted(
+        {starts_at, ends_at} | {t for r in booked for t in (r.starts_at, r.ends_at) if starts_at < t < ends_at}
+    )
     failing: list[tuple[datetime, datetime, int]] = []
-    for left, right in zip(points, points[1:]):
+    for left, right in zip(points, points[1:], strict=False):
         covering = [r for r in booked if r.starts_at < right and r.ends_at > left]
         taken_gpus = sum(r.gpus or 0 for r in covering)
         taken_nodes = sum(r.whole_nodes or 0 for r in covering)
@@ -124,12 +130,19 @@ def window_shortfall(
             if failing:
                 break
             continue
-        failing.append((left, right, _free(fleet=fleet, taken_gpus=taken_gpus, taken_nodes=taken_nodes,
-                                           whole=whole_nodes is not None)))
+        failing.append(
+            (
+                left,
+                right,
+                _free(fleet=fleet, taken_gpus=taken_gpus, taken_nodes=taken_nodes, whole=whole_nodes is not None),
+            )
+        )
     if not failing:
         return None
     return Shortfall(
-        starts_at=failing[0][0], ends_at=failing[-1][1], free=min(f for _l, _r, f in failing),
+        starts_at=failing[0][0],
+        ends_at=failing[-1][1],
+        free=min(f for _l, _r, f in failing),
         total=fleet.nodes if whole_nodes is not None else fleet.gpus,
     )
 

@@ -72,8 +72,13 @@ class ReservationTransitionRefused(ValidationError):
 
 
 def _transition(
-    *, reservation: Reservation, to_state: str, reason: str, actor_id: int | None = None,
-    at: datetime | None = None, **fields,
+    *,
+    reservation: Reservation,
+    to_state: str,
+    reason: str,
+    actor_id: int | None = None,
+    at: datetime | None = None,
+    **fields,
 ) -> Reservation:
     """The one way a reservation changes state: compare-and-set from the state it was read in, plus
     an event row. Raises ReservationTransitionRefused when the row is no longer in that state or the
@@ -91,7 +96,11 @@ def _transition(
     if not changed:
         raise ReservationTransitionRefused("The reservation changed meanwhile; reload and try again.")
     ReservationEvent.objects.create(
-        reservation=reservation, from_state=from_state, to_state=to_state, reason=reason, actor_id=actor_id,
+        reservation=reservation,
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        actor_id=actor_id,
         created_at=at,
     )
     reservation.state, reservation.reason, reservation.state_changed_at = to_state, reason, at
@@ -111,8 +120,14 @@ class _Quote:
 
 
 def _request_check(
-    *, flavor: Flavor, region: Region, gpus: int | None, whole_nodes: int | None, starts_at: datetime,
-    ends_at: datetime, now: datetime,
+    *,
+    flavor: Flavor,
+    region: Region,
+    gpus: int | None,
+    whole_nodes: int | None,
+    starts_at: datetime,
+    ends_at: datetime,
+    now: datetime,
 ) -> None:
     """What a request must satisfy before the fleet is looked at; ValidationError names the field."""
     if flavor.gpu_model_id is None or flavor.slice_kind != SliceKind.WHOLE:
@@ -153,13 +168,16 @@ def _quote(*, flavor: Flavor, region: Region, gpus: int | None, whole_nodes: int
 
 def _booking_lock(*, region: Region, gpu_model_id: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [BOOKING_LOCK, f"{region.pk}:{gpu_model_id}"]
-        )
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [BOOKING_LOCK, f"{region.pk}:{gpu_model_id}"])
 
 
 def reservation_feasibility_check(
-    *, flavor: Flavor, region: Region, starts_at: datetime, ends_at: datetime, gpus: int | None = None,
+    *,
+    flavor: Flavor,
+    region: Region,
+    starts_at: datetime,
+    ends_at: datetime,
+    gpus: int | None = None,
     whole_nodes: int | None = None,
 ) -> None:
     """Raise ValidationError with the reason when the window cannot be met beside what is booked.
@@ -219,14 +237,30 @@ def reservation_create(
         flavor=flavor, region=region, starts_at=starts_at, ends_at=ends_at, gpus=gpus, whole_nodes=whole_nodes
     )
     reservation = Reservation.objects.create(
-        organization=organization, project=project, flavor=flavor, region=region, gpu_model_id=flavor.gpu_model_id,
-        gpus=gpus, whole_nodes=whole_nodes, starts_at=starts_at, ends_at=ends_at, state=R.SCHEDULED,
-        reason=f"Booked for {when(starts_at)} to {when(ends_at)}", state_changed_at=now,
-        units=quote.units, hourly_amount=quote.hourly_amount, currency=quote.currency,
-        created_by_id=actor_id, created_at=now,
+        organization=organization,
+        project=project,
+        flavor=flavor,
+        region=region,
+        gpu_model_id=flavor.gpu_model_id,
+        gpus=gpus,
+        whole_nodes=whole_nodes,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        state=R.SCHEDULED,
+        reason=f"Booked for {when(starts_at)} to {when(ends_at)}",
+        state_changed_at=now,
+        units=quote.units,
+        hourly_amount=quote.hourly_amount,
+        currency=quote.currency,
+        created_by_id=actor_id,
+        created_at=now,
     )
     ReservationEvent.objects.create(
-        reservation=reservation, from_state="", to_state=R.SCHEDULED, reason=reservation.reason, actor_id=actor_id,
+        reservation=reservation,
+        from_state="",
+        to_state=R.SCHEDULED,
+        reason=reservation.reason,
+        actor_id=actor_id,
         created_at=now,
     )
     transaction.on_commit(lambda: _start_enqueue(reservation))
@@ -263,7 +297,9 @@ def reservation_cancel(*, access: OrgAccess, reservation_id: UUID, now: datetime
         )
     if reservation.state == R.SHORT and reservation.gang_id is not None:
         allocation_gang_release(gang_id=reservation.gang_id)
-    return _transition(reservation=reservation, to_state=R.CANCELLED, reason="Cancelled", actor_id=access.user_id, at=now)
+    return _transition(
+        reservation=reservation, to_state=R.CANCELLED, reason="Cancelled", actor_id=access.user_id, at=now
+    )
 
 
 def _locked(*, reservation_id: UUID, organization: Organization | None = None) -> Reservation:
@@ -294,8 +330,12 @@ def reservation_start(*, reservation_id: UUID, now: datetime | None = None) -> R
         return _end(reservation=reservation, now=now)
     try:
         gang = allocation_gang_create(
-            organization=reservation.organization, project=reservation.project, flavor=reservation.flavor,
-            region=reservation.region, gpus=reservation.gpus, whole_nodes=reservation.whole_nodes,
+            organization=reservation.organization,
+            project=reservation.project,
+            flavor=reservation.flavor,
+            region=reservation.region,
+            gpus=reservation.gpus,
+            whole_nodes=reservation.whole_nodes,
             holder=reservation.holder,
         )
     except (AllocationRefused, ValidationError) as refused:
@@ -308,7 +348,11 @@ def reservation_start(*, reservation_id: UUID, now: datetime | None = None) -> R
     # On time, it is held from its start; held late (it was short), from now: billing charges from here.
     held_from = reservation.starts_at if reservation.state == R.SCHEDULED else now
     return _transition(
-        reservation=reservation, to_state=R.ACTIVE, at=now, gang_id=gang.gang_id, held_from=held_from,
+        reservation=reservation,
+        to_state=R.ACTIVE,
+        at=now,
+        gang_id=gang.gang_id,
+        held_from=held_from,
         reason=f"Held until {when(reservation.ends_at)}",
     )
 
@@ -359,7 +403,8 @@ def reservation_launch_check(
     now = now or timezone.now()
     reservation = (
         Reservation.objects.select_related("gpu_model", "region")
-        .filter(pk=reservation_id, organization=organization).first()
+        .filter(pk=reservation_id, organization=organization)
+        .first()
     )
     if reservation is None:
         raise ValidationError({"reservation": "No such reservation in this organization."})
