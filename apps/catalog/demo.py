@@ -79,9 +79,12 @@ def _whole(
     )
 
 
-def _mig(slug: str, profile: str, vcpus: int, ram: int, disk: int, hourly: str) -> DemoFlavor:
+def _mig(
+    slug: str, profile: str, vcpus: int, ram: int, disk: int, hourly: str, gpu: str = H100
+) -> DemoFlavor:
+    label = {H100: "H100", A100: "A100"}[gpu]
     return DemoFlavor(
-        slug=slug, name=f"H100 MIG {profile}", gpu=H100, count=1, slice_kind=SliceKind.MIG,
+        slug=slug, name=f"{label} MIG {profile}", gpu=gpu, count=1, slice_kind=SliceKind.MIG,
         mig_profile=profile, vcpus=vcpus, ram_gib=ram, disk_gib=disk, hourly=Decimal(hourly),
     )
 
@@ -115,6 +118,9 @@ OFFERINGS = [
             _whole("1x-a100", A100, 1, 30, 200, 1000, "1× A100 80GB"),
             _mig("h100-mig-1g-10gb", "1g.10gb", 4, 30, 100, "0.39"),
             _mig("h100-mig-3g-40gb", "3g.40gb", 12, 110, 400, "1.19"),
+            # The profiles `make run`'s A100 host is split into (devtools/fleet.py), so it sells.
+            _mig("a100-mig-1g-10gb", "1g.10gb", 4, 30, 100, "0.25", gpu=A100),
+            _mig("a100-mig-3g-40gb", "3g.40gb", 12, 110, 400, "0.69", gpu=A100),
             DemoFlavor(
                 slug="half-l40s", name="½ L40S 48GB", gpu=L40S, count=1,
                 slice_kind=SliceKind.FRACTION, fraction=Decimal("0.50"),

@@ -1,12 +1,14 @@
 """The launch form: it offers only what this cloud can run (apps.instances.launch_options),
 preselects a region with free capacity for the chosen flavor, and says why a choice is off
 ("sold out in eu-north-1"). Sold-out choices are disabled unless the launch may wait in the
-queue (static/js/launch-form.js turns them back on when that box is ticked)."""
+queue (static/js/launch-form.js turns them back on when that box is ticked). A flavor whose kind
+is logged in to over SSH (its driver's needs_ssh_keys) adds a picker of the user's own keys."""
 
 from __future__ import annotations
 
 from django import forms
 
+from apps.accounts.models import SshKey
 from apps.catalog.models import Flavor, Image, Region
 
 from .launch_options import FlavorChoice, LaunchOptions
@@ -35,10 +37,35 @@ class LaunchForm(forms.Form):
     image = forms.ModelChoiceField(queryset=Image.objects.none(), empty_label=None)
     name = forms.CharField(max_length=63, help_text="Lower-case letters, digits and hyphens.")
     queue = forms.BooleanField(required=False, label="Wait in the queue if no capacity is free")
+    # Required only for a flavor that needs keys (clean); the queryset is the user's own keys, so a
+    # tampered POST with someone else's key id is an invalid choice, never a launch.
+    ssh_keys = forms.ModelMultipleChoiceField(
+        queryset=SshKey.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="SSH keys",
+        help_text="The keys that may log in to it; they are copied onto the instance at launch.",
+        error_messages={
+            "invalid_choice": "Choose only your own SSH keys.",
+            "invalid_pk_value": "Choose only your own SSH keys.",
+        },
+    )
 
-    def __init__(self, *args, options: LaunchOptions, chosen: FlavorChoice | None, refresh_url: str = "", **kwargs):
+    NO_KEYS = "You have no SSH keys yet. Add one on your SSH keys page, then launch."
+    NO_KEY_CHOSEN = "Choose at least one of your SSH keys to log in with."
+
+    def __init__(
+        self,
+        *args,
+        options: LaunchOptions,
+        chosen: FlavorChoice | None,
+        ssh_keys: list[SshKey] | None = None,
+        refresh_url: str = "",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.options, self.chosen = options, chosen
+        self.user_ssh_keys = list(ssh_keys or [])
         waiting = self._wants_queue()
         flavor_attrs, region_attrs = {}, {}
         for choice in options.flavors:
@@ -62,14 +89,25 @@ class LaunchForm(forms.Form):
         )
         flavor.widget = ChoiceAttrsSelect(option_attrs=flavor_attrs, attrs=refresh)
         flavor.label_from_instance = self._flavor_label
-        flavor.queryset = Flavor.objects.filter(pk__in=[c.flavor.pk for c in options.flavors]).select_related(
-            "offering", "gpu_model"
+        # In the catalog's order, offering by offering (not the flavors' own order across offerings).
+        flavor.queryset = (
+            Flavor.objects.filter(pk__in=[c.flavor.pk for c in options.flavors])
+            .select_related("offering", "gpu_model")
+            .order_by("offering__sort_order", "sort_order", "id")
         )
         region = self.fields["region"]
         region.widget = ChoiceAttrsSelect(option_attrs=region_attrs)
         region.label_from_instance = self._region_label
         region.queryset = Region.objects.filter(pk__in=[r.pk for r in options.regions])
-        self.fields["image"].queryset = Image.objects.filter(pk__in=[i.pk for i in options.images])
+        # Only the images that run the chosen flavor's kind (re-rendered with the region choices).
+        self.fields["image"].queryset = Image.objects.filter(pk__in=[i.pk for i in options.images_for(chosen)])
+        keys = self.fields["ssh_keys"]
+        keys.queryset = SshKey.objects.filter(pk__in=[k.pk for k in self.user_ssh_keys])
+        keys.label_from_instance = lambda key: f"{key.name} · {key.fingerprint}"
+
+    @property
+    def needs_ssh_keys(self) -> bool:
+        return bool(self.chosen and self.chosen.needs_ssh_keys)
 
     def _wants_queue(self) -> bool:
         if self.is_bound:
@@ -114,6 +152,11 @@ class LaunchForm(forms.Form):
         if flavor and image and not image.applies_to(flavor.offering.kind):
             self.add_error("image", f"{image.name} cannot run on {flavor.offering.name}.")
         choice = self.options.flavor(flavor.pk) if flavor else None
+        if choice is not None and choice.needs_ssh_keys and "ssh_keys" not in self.errors:
+            if not self.user_ssh_keys:
+                self.add_error("ssh_keys", self.NO_KEYS)
+            elif not data.get("ssh_keys"):
+                self.add_error("ssh_keys", self.NO_KEY_CHOSEN)
         where = choice.region(region.code) if choice and region else None
         if where is not None and where.disabled_reason:
             if where.hourly is None:
@@ -123,4 +166,12 @@ class LaunchForm(forms.Form):
                     "region",
                     f"Sold out in {region.code}. Choose a region with free capacity, or tick “Wait in the queue”.",
                 )
+        return data
+
+    def launch_arguments(self) -> dict:
+        """The cleaned data as instance_launch takes it: key ids, and only for a kind that needs them."""
+        data = dict(self.cleaned_data)
+        keys = data.pop("ssh_keys", None) or []
+        choice = self.options.flavor(data["flavor"].pk)
+        data["ssh_keys"] = [key.pk for key in keys] if choice and choice.needs_ssh_keys else []
         return data

@@ -37,6 +37,8 @@ class RegionChoice:
 class FlavorChoice:
     flavor: Flavor
     regions: list[RegionChoice] = field(default_factory=list)
+    # Its kind is logged in to over SSH with keys chosen at launch (the driver's needs_ssh_keys).
+    needs_ssh_keys: bool = False
 
     @property
     def available(self) -> int:
@@ -76,10 +78,20 @@ class LaunchOptions:
     def flavor(self, flavor_id) -> FlavorChoice | None:
         return next((f for f in self.flavors if str(f.flavor.pk) == str(flavor_id)), None)
 
-    @property
-    def default_flavor(self) -> FlavorChoice | None:
-        """The first flavor that can be launched somewhere now, else the first."""
-        return next((f for f in self.flavors if f.disabled_reason is None), self.flavors[0] if self.flavors else None)
+    def default_flavor(self, *, has_ssh_keys: bool = True) -> FlavorChoice | None:
+        """The first flavor that can be launched somewhere now, else the first. Someone without
+        SSH keys is first offered one they can launch as they are (a notebook before a GPU
+        instance), not a form that can only say "add a key first"."""
+        open_ = [f for f in self.flavors if f.disabled_reason is None]
+        if not has_ssh_keys:
+            open_ = [f for f in open_ if not f.needs_ssh_keys] or open_
+        return open_[0] if open_ else (self.flavors[0] if self.flavors else None)
+
+    def images_for(self, choice: FlavorChoice | None) -> list[Image]:
+        """The images that run the chosen flavor's kind (every image when none is chosen)."""
+        if choice is None:
+            return self.images
+        return [i for i in self.images if i.applies_to(choice.flavor.offering.kind)]
 
 
 def _placeable_kinds() -> set[str]:
@@ -125,6 +137,7 @@ def launch_options_get(*, currency: str | None = None) -> LaunchOptions:
                 )
                 for region in regions
             ],
+            needs_ssh_keys=driver_for_kind(flavor.offering.kind).needs_ssh_keys,
         )
         for flavor in flavors
     ]

@@ -15,8 +15,8 @@ from .base import Driver, PlacementNeeds, WorkloadFacts
 class AgentSshDriver(Driver):
     name = "agent-ssh"
     offering_kinds = frozenset({KIND_GPU_SLICE})
-    # The form has no key picker yet: the keys are chosen through the API's `ssh_keys`.
-    form_launchable = False
+    # Logged in to with the keys chosen at launch: the form's key picker, the API's `ssh_keys`.
+    needs_ssh_keys = True
 
     def placement_needs(self) -> PlacementNeeds:
         return PlacementNeeds(gpus_on_one_node=True)

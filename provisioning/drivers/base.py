@@ -54,6 +54,9 @@ class Driver(ABC):
     # Whether the portal's launch form can launch these kinds yet; False: the API only (the
     # storefront then points to it instead of the form).
     form_launchable: ClassVar[bool] = True
+    # Whether a launch of these kinds takes the launching user's SSH keys (reached over SSH):
+    # the launch form shows its key picker and the launch refuses none, from this one flag.
+    needs_ssh_keys: ClassVar[bool] = False
 
     def placement_needs(self) -> PlacementNeeds:
         """What an instance of this driver's kinds needs placed before it runs."""

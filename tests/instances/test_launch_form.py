@@ -27,7 +27,8 @@ def test_only_launchable_flavors_and_images_that_run_them_are_offered(client, us
     html = _page(client, org).content.decode()
     flavors = " ".join(_options(html, "flavor"))
     assert "Notebook · 1× H100 80GB" in flavors
-    assert "Ray" not in flavors and "Kubeflow" not in flavors and "8× H100 80GB SXM node" not in flavors
+    assert "GPU instances · 1× H100 80GB" in flavors  # reached over SSH: the form has a key picker
+    assert "Ray" not in flavors and "Kubeflow" not in flavors
     images = " ".join(_options(html, "image"))
     assert "JupyterLab 4 (node" in images
     assert "Ray" not in images and "Kubeflow" not in images and "Ubuntu" not in images

@@ -1,14 +1,28 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.catalog.models import Flavor, Image, Region
 
 from ..models import Instance, InstanceEvent
+from ..ssh_endpoint import instance_ssh_endpoint
 
 
 class InstanceEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = InstanceEvent
         fields = ["created_at", "from_state", "to_state", "message", "source"]
+
+
+class SshEndpointSerializer(serializers.Serializer):
+    """How to log in to a running SSH instance (apps.instances.ssh_endpoint, as its page shows it)."""
+
+    host = serializers.CharField()
+    port = serializers.IntegerField()
+    user = serializers.CharField()
+    command = serializers.CharField(help_text="e.g. ssh -p 22001 nc-0123456789ab@10.0.0.7")
+    known_hosts = serializers.CharField(
+        allow_null=True, help_text="a ~/.ssh/known_hosts line with the instance's host key"
+    )
 
 
 class InstanceSerializer(serializers.ModelSerializer):
@@ -20,6 +34,7 @@ class InstanceSerializer(serializers.ModelSerializer):
     node = serializers.CharField(source="node.hostname", read_only=True, default=None, allow_null=True)
     node_simulated = serializers.BooleanField(source="node.simulated", read_only=True, default=None, allow_null=True)
     notebook_url = serializers.SerializerMethodField()
+    ssh = serializers.SerializerMethodField()
 
     class Meta:
         model = Instance
@@ -38,6 +53,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "node_simulated",
             "created_at",
             "notebook_url",
+            "ssh",
         ]
 
     def get_flavor(self, instance) -> str:
@@ -48,6 +64,12 @@ class InstanceSerializer(serializers.ModelSerializer):
         if instance.state == "running" and runtime is not None and runtime.route_slot:
             return f"/nb/{runtime.route_slot}/lab"
         return None
+
+    @extend_schema_field(SshEndpointSerializer(allow_null=True))
+    def get_ssh(self, instance) -> dict | None:
+        """The SSH endpoint while it runs (null otherwise, and for notebooks)."""
+        endpoint = instance_ssh_endpoint(instance=instance)
+        return endpoint.as_dict() if endpoint else None
 
 
 class InstanceDetailSerializer(InstanceSerializer):

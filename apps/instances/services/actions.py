@@ -21,7 +21,7 @@ from apps.accounts.selectors import ssh_keys_list
 from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
-from apps.catalog.models import Flavor, Image, OfferingKind, Region
+from apps.catalog.models import Flavor, Image, Region
 from apps.catalog.selectors import offering_is_launchable
 from portal.db import atomic_retry
 from provisioning.drivers.registry import driver_for_kind
@@ -68,7 +68,7 @@ def _queued_message(flavor: Flavor, region: Region) -> str:
 @atomic_retry
 def _authorized_keys(*, access: OrgAccess, kind: str, key_ids: Sequence[int]) -> list[str]:
     """The public key lines of the launching user's own keys `key_ids`, for an SSH instance."""
-    if kind != OfferingKind.GPU_SLICE:
+    if not driver_for_kind(kind).needs_ssh_keys:  # the one flag the launch form reads too
         return []
     wanted = set(key_ids)
     if not wanted:

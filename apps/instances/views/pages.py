@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.accounts.roles import OrgAccess
-from apps.accounts.selectors import organization_access_get
+from apps.accounts.selectors import organization_access_get, ssh_keys_list
 from apps.accounts.views.common import add_service_errors
 
 from ..forms import LaunchForm
@@ -20,6 +20,7 @@ from ..models import InstanceRuntime
 from ..selectors import instance_events, instance_get, instance_gpus
 from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
 from ..services.placement import LaunchUnplaceable
+from ..ssh_endpoint import instance_ssh_endpoint
 from .instance_list import instance_list_page, list_context  # noqa: F401 - the list lives there (urls, consumers)
 from .proxy_auth import notebook_may_open
 
@@ -43,6 +44,8 @@ def detail_context(access: OrgAccess, instance_id) -> dict:
         "organization": access.organization,
         "instance": instance,
         "runtime": runtime,
+        # The same endpoint the API's `ssh` field gives (apps.instances.ssh_endpoint).
+        "ssh": instance_ssh_endpoint(instance=instance, runtime=runtime),
         "events": events,
         "gpus": instance_gpus(instance=instance),
         "can_operate": instance.owner_id == access.user_id or access.can_manage_members,
@@ -62,12 +65,12 @@ def launch_redirect(request):
     return target
 
 
-def _launch_chosen(options, request) -> tuple[FlavorChoice | None, str | None]:
+def _launch_chosen(options, request, *, has_ssh_keys: bool) -> tuple[FlavorChoice | None, str | None]:
     """The flavor the form is about (posted, asked for in the URL, or the default) and its region:
     the one asked for when it has capacity for that flavor (or the launch may wait), else the
     region with the most free."""
     source = request.POST if request.method == "POST" else request.GET
-    chosen = options.flavor(source.get("flavor")) or options.default_flavor
+    chosen = options.flavor(source.get("flavor")) or options.default_flavor(has_ssh_keys=has_ssh_keys)
     if chosen is None:
         return None, None
     asked = chosen.region(source.get("region"))
@@ -90,20 +93,35 @@ def launch_page(request, slug: str):
         status = 400 if request.method == "POST" else 200
         return render(request, "instances/launch.html", {**context, "gate": gate}, status=status)
     options = launch_options_get()
-    chosen, region_code = _launch_chosen(options, request)
+    ssh_keys = list(ssh_keys_list(user=request.user))
+    chosen, region_code = _launch_chosen(options, request, has_ssh_keys=bool(ssh_keys))
+    images = [i.pk for i in options.images_for(chosen)]
+    asked_image = request.GET.get("image", "")
+    asked_keys = {k for k in request.GET.getlist("ssh_keys") if k.isdigit()}
     initial = {
         "flavor": chosen.flavor.pk if chosen else None,
         "region": region_code,
-        "image": next((i.pk for i in options.images if chosen and i.applies_to(chosen.flavor.offering.kind)), None),
+        # A flavor change (htmx GET with the form's values) keeps the image when it still applies.
+        "image": int(asked_image) if asked_image.isdigit() and int(asked_image) in images else next(iter(images), None),
         "name": request.GET.get("name", ""),
         "queue": bool(request.GET.get("queue")),
+        # The keys ticked before a flavor change; none ticked and only one key: that one.
+        "ssh_keys": [k.pk for k in ssh_keys if str(k.pk) in asked_keys]
+        or ([ssh_keys[0].pk] if len(ssh_keys) == 1 else []),
     }
-    form = LaunchForm(request.POST or None, options=options, chosen=chosen, initial=initial, refresh_url=request.path)
+    form = LaunchForm(
+        request.POST or None,
+        options=options,
+        chosen=chosen,
+        ssh_keys=ssh_keys,
+        initial=initial,
+        refresh_url=request.path,
+    )
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                instance = instance_launch(access=access, **form.cleaned_data)
+                instance = instance_launch(access=access, **form.launch_arguments())
             except LaunchUnplaceable as refused:
                 form.add_error("region", refused.message)
             except ValidationError as error:
