@@ -32,6 +32,9 @@ KIND_NOTEBOOK = "notebook"
 # A GPU instance reached over SSH (the catalog's `gpu_slice` offerings; a driver maps offering
 # kinds to protocol kinds by this value, as it does for notebooks).
 KIND_GPU_SLICE = "gpu_slice"
+# A whole node reached over SSH (the catalog's `bare_metal` offerings): every GPU of the node, a
+# health check right before hand-over, and the tenant's data wiped when it ends (no persistent home).
+KIND_BARE_METAL = "bare_metal"
 
 # --- desired states (what the portal wants of a workload) ---------------------------------------
 
@@ -109,12 +112,37 @@ def ssh_endpoint_check(host: object, port: object, user: object,
     return address, port, user, host_key
 
 
+# Only in a bare-metal workload's reports (KIND_BARE_METAL), so other kinds' bodies are unchanged:
+# `health_check` (F_HEALTH_CHECK, the node fact's payload) in the "failed" report of a start whose
+# hand-over health check failed, and `wiped` in a "stopped" or "failed" report once the tenant's
+# data is gone: {"account": the removed account or null, "home": the removed home folder,
+# "files": how many files were removed}.
+F_WIPED = "wiped"
+WIPE_FIELDS: tuple[str, ...] = ("account", "home", "files")
+
+
+def wipe_check(wiped: object) -> dict:
+    """A `wiped` report value; ValueError saying what is wrong."""
+    if not isinstance(wiped, dict) or set(wiped) != set(WIPE_FIELDS):
+        raise ValueError(f"wiped must be an object with exactly {', '.join(WIPE_FIELDS)}")
+    account, home, files = wiped["account"], wiped["home"], wiped["files"]
+    if account is not None and not (isinstance(account, str) and re.match(SSH_USER_PATTERN, account)):
+        raise ValueError(f"wiped account must be an account name or null, not {account!r}")
+    if not (isinstance(home, str) and home.startswith("/") and len(home) <= 300):
+        raise ValueError(f"wiped home must be an absolute path, not {home!r}")
+    if type(files) is not int or files < 0:  # noqa: E721 (a bool is not a count)
+        raise ValueError(f"wiped files must be a count, not {files!r}")
+    return {"account": account, "home": home, "files": files}
+
+
 def report_body(state: str, *, reason: str | None = None, route_slot: str | None = None,
                 socket: str | None = None, pooled: bool = False, started_at: str | None = None,
                 activity: dict | None = None,
-                ssh_endpoint: tuple[str, int, str, str] | None = None) -> dict:
+                ssh_endpoint: tuple[str, int, str, str] | None = None,
+                health_check: dict | None = None, wiped: dict | None = None) -> dict:
     """A status report without its `seq` (taken when it is sent); `ssh_endpoint` (host, port,
-    user, host key) adds SSH_ENDPOINT_FIELDS."""
+    user, host key) adds SSH_ENDPOINT_FIELDS; `health_check` (a failed start) and `wiped` (a
+    stopped or failed bare-metal workload) add their fields."""
     if state not in REPORTED_STATES:
         raise ValueError(f"not a reported state: {state!r}")
     body = {
@@ -128,6 +156,14 @@ def report_body(state: str, *, reason: str | None = None, route_slot: str | None
     }
     if ssh_endpoint is not None:
         body.update(zip(SSH_ENDPOINT_FIELDS, ssh_endpoint_check(*ssh_endpoint), strict=True))
+    if health_check is not None:
+        if state != FAILED:
+            raise ValueError("only a failed report carries a health check")
+        body[F_HEALTH_CHECK] = health_check
+    if wiped is not None:
+        if state not in (STOPPED, FAILED):
+            raise ValueError("only a stopped or failed report says what was wiped")
+        body[F_WIPED] = wipe_check(wiped)
     return body
 
 
@@ -215,8 +251,18 @@ class GpuSliceSpec(WorkloadSpec):
         return {"authorized_keys": keys}
 
 
+@dataclass(frozen=True)
+class BareMetalSpec(GpuSliceSpec):
+    """A whole node over SSH: as a GPU instance, with every GPU of the node in `gpus`; the agent
+    runs its node health check before the hand-over and wipes the account and its home when the
+    workload stops (bare metal keeps nothing between tenants, nor between stop and start)."""
+
+    kind_name: ClassVar[str] = KIND_BARE_METAL
+
+
 SPEC_TYPES: dict[str, type[WorkloadSpec]] = {KIND_NOTEBOOK: NotebookSpec,
-                                             KIND_GPU_SLICE: GpuSliceSpec}
+                                             KIND_GPU_SLICE: GpuSliceSpec,
+                                             KIND_BARE_METAL: BareMetalSpec}
 WORKLOAD_KINDS: frozenset[str] = frozenset(SPEC_TYPES)
 
 

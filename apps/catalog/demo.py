@@ -100,7 +100,9 @@ OFFERINGS = [
     (
         "bare-metal", OfferingKind.BARE_METAL, "Bare-metal GPU nodes",
         "Whole HGX servers with 8 SXM GPUs on NVLink/NVSwitch, 3.2 Tbit/s InfiniBand and local "
-        "NVMe. Root access, no hypervisor.",
+        "NVMe, all GPUs yours, reached over SSH with your keys. Every node passes a health check "
+        "right before it is handed to you. Nothing persists: when you stop or delete it, your "
+        "account and home folder are wiped, so keep your data elsewhere.",
         [
             _whole("8x-h100", H100, 8, 224, 2048, 30720, "8× H100 80GB SXM node"),
             _whole("8x-h200", H200, 8, 224, 3072, 30720, "8× H200 141GB SXM node"),

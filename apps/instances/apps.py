@@ -8,6 +8,7 @@ class InstancesConfig(AppConfig):
 
     def ready(self) -> None:
         # Registering the driver is what makes notebook offerings launchable in the catalog.
+        from provisioning.drivers.agent_bare_metal import AGENT_BARE_METAL_DRIVER
         from provisioning.drivers.agent_notebook import AGENT_NOTEBOOK_DRIVER
         from provisioning.drivers.agent_ssh import AGENT_SSH_DRIVER
         from provisioning.drivers.registry import driver_register
@@ -17,5 +18,6 @@ class InstancesConfig(AppConfig):
 
         driver_register(AGENT_NOTEBOOK_DRIVER)
         driver_register(AGENT_SSH_DRIVER)  # gpu_slice offerings: GPU instances over SSH
+        driver_register(AGENT_BARE_METAL_DRIVER)  # bare_metal offerings: whole nodes over SSH
         # A node's desired-state version goes up in the transaction that changes its list.
         in_transaction_subscribe(desired_follow_transition)

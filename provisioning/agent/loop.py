@@ -5,6 +5,8 @@ for the desired state and one thread per active workload (see `workloads/`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -86,10 +88,23 @@ def sources_simulated(spec_text: str, hostname: str | None, disk_path: str, *,
         telemetry_read=lambda: telemetry_from_nvml(
             simulate.simulated_telemetry_raw(spec, host["hostname"])
         ),
-        health_check=lambda: node_health_check(
-            simulate.simulated_inventory_raw(spec, host["hostname"])
-        ),
+        health_check=_simulated_health_check(spec, host["hostname"]),
     )
+
+
+def _simulated_health_check(spec, hostname: str) -> Callable[[], HealthResult]:
+    """The check over the simulated inventory; GPUs the spec breaks late (late_bad=) are bad
+    from the second check on (threads share it: the periodic check and bare-metal hand-overs)."""
+    from . import simulate
+
+    checks = itertools.count()  # next() is atomic under the GIL
+    broken = dataclasses.replace(spec, bad_gpus=tuple(sorted({*spec.bad_gpus, *spec.late_bad_gpus})))
+
+    def check() -> HealthResult:
+        current = spec if next(checks) == 0 or not spec.late_bad_gpus else broken
+        return node_health_check(simulate.simulated_inventory_raw(current, hostname))
+
+    return check
 
 
 def seq_start() -> int:
@@ -145,7 +160,7 @@ def agent_run(run: AgentRun, *, once: bool = False) -> int:
         if once or run.workloads is None:
             return _loop(run, once=once)
         run.workloads.start(run.client, run.seq_take, run.stop, run.telemetry_interval_s,
-                            run.fatal_set)
+                            run.fatal_set, health_check=run.sources.health_check)
         try:
             return _loop(run, once=False)
         finally:

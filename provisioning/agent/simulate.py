@@ -90,6 +90,10 @@ class SimulationSpec:
     mig_layout: tuple[tuple[str, int], ...] = ()  # ((profile, count), ...) on every GPU
     # GPU indexes given broken health counters (bad=3+5), so a failed health check is testable
     bad_gpus: tuple[int, ...] = ()
+    # GPU indexes that break after the node's first health check (late_bad=0): the inventory and
+    # the check at registration see them healthy, every later check (the one before a bare-metal
+    # hand-over included) sees them as bad_gpus. So a check failing only at hand-over is testable.
+    late_bad_gpus: tuple[int, ...] = ()
 
 
 def simulation_spec_parse(text: str) -> SimulationSpec:
@@ -108,12 +112,19 @@ def simulation_spec_parse(text: str) -> SimulationSpec:
 
     mig_layout: tuple[tuple[str, int], ...] = ()
     bad_gpus: tuple[int, ...] = ()
+    late_bad_gpus: tuple[int, ...] = ()
     for option in parts[1:]:
         key, _, value = option.partition("=")
         key = key.strip().lower()
-        if key not in ("mig", "bad") or not value.strip():
+        if key not in ("mig", "bad", "late_bad") or not value.strip():
             raise ValueError(f"bad --simulate spec {text!r}: unknown option {option!r} "
-                             "(options: mig=<profile>*<n>[+...], bad=<gpu index>[+...])")
+                             "(options: mig=<profile>*<n>[+...], bad=<gpu index>[+...], "
+                             "late_bad=<gpu index>[+...])")
+        if key == "late_bad":
+            if late_bad_gpus:
+                raise ValueError(f"bad --simulate spec {text!r}: late_bad= given twice")
+            late_bad_gpus = _bad_gpus_parse(value.strip(), count, text)
+            continue
         if key == "bad":
             if bad_gpus:
                 raise ValueError(f"bad --simulate spec {text!r}: bad= given twice")
@@ -123,7 +134,7 @@ def simulation_spec_parse(text: str) -> SimulationSpec:
             raise ValueError(f"bad --simulate spec {text!r}: mig= given twice")
         mig_layout = _mig_layout_parse(value.strip(), model, text)
     return SimulationSpec(text=text, model=model, gpu_count=count, mig_layout=mig_layout,
-                          bad_gpus=bad_gpus)
+                          bad_gpus=bad_gpus, late_bad_gpus=late_bad_gpus)
 
 
 def _bad_gpus_parse(value: str, count: int, text: str) -> tuple[int, ...]:

@@ -27,9 +27,13 @@ class PlacementNeeds:
     """What must be held before the workload can run. `gpus_on_one_node`: the flavor's GPUs
     (whole, fractions or MIG devices) on one node of the instance's region, whose agent then
     runs the workload; the only placement the allocator makes today, so the placement service
-    refuses a driver that asks for anything else rather than pretend."""
+    refuses a driver that asks for anything else rather than pretend. `whole_node`: the flavor's
+    GPUs are a whole node: every GPU of one node of the flavor's model and size, each free and
+    healthy, the node READY, wiped of its last tenant and not failing its last health check
+    (bare metal; placed as a one-node gang, allocation_gang_create(whole_nodes=1))."""
 
     gpus_on_one_node: bool = True
+    whole_node: bool = False
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,9 @@ def _tables() -> dict[str, str]:
     }
 
 
-_READY = f"n.state = '{NodeState.READY.value}'"
+# A node waiting for its last bare-metal tenant's wipe is placed nothing (capacity_place v2), so
+# it offers nothing either.
+_READY = f"n.state = '{NodeState.READY.value}' AND n.wipe_pending_instance IS NULL"
 # Nodes with free whole GPUs of a model, from the summary (nodecapacity_rank_idx): `c` is the
 # summary row, `n` its node, which must be READY (the state is read here, not copied: see
 # NodeCapacity) and in the region (copied, but the node's own word is the one that counts).

@@ -190,6 +190,7 @@ def allocation_gang_create(
     region: Region,
     gpus: int | None = None,
     whole_nodes: int | None = None,
+    node_gpus: int | None = None,
     project: Project | None = None,
     holder: str = "",
     strategy: str = PlacementStrategy.BEST_FIT,
@@ -204,6 +205,10 @@ def allocation_gang_create(
     operators and agents read per node; a gang keeps that, and `gang_id` ties its members together
     (allocation_gang_release gives all of them back; allocation_release gives back one member, as
     a cluster shrinking by one worker would).
+
+    `node_gpus` (whole nodes only): take only nodes of exactly that many GPUs (bare metal: the
+    flavor's size). Whole nodes are never ones waiting for a tenant's wipe or whose last stored
+    health check failed (capacity_place_gang v2).
     """
     if flavor.gpu_model_id is None or flavor.slice_kind != SliceKind.WHOLE:
         raise AllocationRefused(
@@ -213,6 +218,8 @@ def allocation_gang_create(
         gpus = flavor.gpu_count
     if (whole_nodes is None) == (gpus is None):
         raise ValidationError("Ask for a number of GPUs or a number of whole nodes, not both.")
+    if node_gpus is not None and (whole_nodes is None or not isinstance(node_gpus, int) or node_gpus < 1):
+        raise ValidationError({"node_gpus": "A node size goes with whole nodes, and is at least 1 GPU."})
     count = gpus if gpus is not None else whole_nodes
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValidationError({"gpus" if gpus is not None else "whole_nodes": "Ask for at least 1."})
@@ -234,16 +241,18 @@ def allocation_gang_create(
     gang_id = uuid.uuid4()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT * FROM capacity_place_gang(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "SELECT * FROM capacity_place_gang(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 region.pk, flavor.gpu_model_id, gpus or 0, whole_nodes or 0,
                 strategy == PlacementStrategy.BEST_FIT, MAX_CLAIM_ATTEMPTS, organization.pk,
                 project.pk if project is not None else None, flavor.pk, holder, gang_id, timezone.now(),
+                node_gpus or 0,
             ],
         )
         status, allocation_ids, _nodes = cursor.fetchone()
     model = flavor.gpu_model.name
-    what = f"{gpus} {model} GPUs" if gpus is not None else f"{whole_nodes} whole {model} nodes"
+    size = f"{node_gpus}-GPU " if node_gpus else ""
+    what = f"{gpus} {model} GPUs" if gpus is not None else f"{whole_nodes} whole {size}{model} node(s)"
     if status == "no_capacity":
         raise AllocationRefused(
             RefusalReason.NO_CAPACITY, f"Not enough free capacity for {what} in {region.code} right now."

@@ -21,6 +21,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 
 from apps.capacity.api.authentication import NodeAuthentication
+from apps.capacity.api.serializers import HealthCheckReportSerializer
 from apps.capacity.api.views import STALE, AgentView, _too_large
 from portal.api import error_response
 from provisioning import protocol as P
@@ -96,6 +97,14 @@ class ActivitySerializer(serializers.Serializer):
     connections = serializers.IntegerField(min_value=0, max_value=100_000, required=False)
 
 
+class WipedSerializer(serializers.Serializer):
+    """What a bare-metal workload's agent removed when it ended (P.F_WIPED, P.wipe_check)."""
+
+    account = serializers.RegexField(P.SSH_USER_PATTERN, allow_null=True)
+    home = serializers.CharField(max_length=300)
+    files = serializers.IntegerField(min_value=0)
+
+
 class WorkloadStatusSerializer(serializers.Serializer):
     seq = serializers.IntegerField(min_value=1)
     state = serializers.ChoiceField(choices=list(P.REPORTED_STATES))
@@ -115,6 +124,9 @@ class WorkloadStatusSerializer(serializers.Serializer):
     port = serializers.IntegerField(allow_null=True, required=False)
     user = serializers.CharField(max_length=64, allow_null=True, required=False)
     host_key = serializers.CharField(max_length=200, allow_null=True, required=False)
+    # Bare metal only: the hand-over health check of a failed start, and what a stop wiped.
+    health_check = HealthCheckReportSerializer(allow_null=True, required=False)
+    wiped = WipedSerializer(allow_null=True, required=False)
 
     def validate_socket(self, value):
         if value and any(part in (".", "..") for part in value.split("/")):
@@ -122,6 +134,10 @@ class WorkloadStatusSerializer(serializers.Serializer):
         return value
 
     def validate(self, data):
+        if data.get(P.F_HEALTH_CHECK) is not None and data["state"] != P.FAILED:
+            raise serializers.ValidationError("Only a failed report carries a health check.")
+        if data.get(P.F_WIPED) is not None and data["state"] not in (P.STOPPED, P.FAILED):
+            raise serializers.ValidationError("Only a stopped or failed report says what was wiped.")
         given = [field for field in P.SSH_ENDPOINT_FIELDS if data.get(field) is not None]
         if given and data["state"] != P.RUNNING:
             raise serializers.ValidationError("Only a running report carries an SSH endpoint.")

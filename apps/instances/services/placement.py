@@ -26,7 +26,7 @@ from apps.accounts.models import Organization, Project
 from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.models import Allocation, AllocationState
 from apps.capacity.selectors.availability import flavors_availability_by_region
-from apps.capacity.services.allocations import allocation_create, allocation_release
+from apps.capacity.services.allocations import allocation_create, allocation_gang_create, allocation_release
 from apps.catalog.models import Flavor, Region
 from provisioning.drivers import PlacementNeeds
 from provisioning.drivers.registry import driver_for_kind
@@ -65,13 +65,30 @@ def availability_by_region(*, flavor: Flavor) -> list[dict]:
     ]
 
 
+def capacity_take(
+    *, organization: Organization, project: Project, flavor: Flavor, region: Region, holder: str
+) -> Allocation:
+    """Hold what the flavor's driver needs placed: the flavor's GPUs on one node, or, for a
+    driver that asks for a whole node (bare metal), every GPU of one node of the flavor's model
+    and size (a one-node gang: every GPU free and healthy, the node READY, wiped of its last
+    tenant and not failing its last health check). Either way the instance holds ONE allocation
+    on ONE node. Raises AllocationRefused."""
+    if driver_for_kind(flavor.offering.kind).placement_needs().whole_node:
+        gang = allocation_gang_create(
+            organization=organization, flavor=flavor, region=region, project=project, holder=holder,
+            whole_nodes=1, node_gpus=flavor.gpu_count,
+        )
+        return gang.allocations[0]
+    return allocation_create(organization=organization, flavor=flavor, region=region, project=project, holder=holder)
+
+
 def launch_capacity_hold(
     *, holder_id: UUID, organization: Organization, project: Project, flavor: Flavor, region: Region
 ) -> Allocation:
     """Hold `flavor` in `region` for the instance about to be created as `holder_id`, inside the
     caller's transaction (a savepoint, so a refusal leaves it usable). Raises AllocationRefused."""
     with transaction.atomic():
-        return allocation_create(
+        return capacity_take(
             organization=organization, flavor=flavor, region=region, project=project, holder=f"instance:{holder_id}"
         )
 
@@ -132,7 +149,7 @@ def instance_schedule(
         )
     try:
         with transaction.atomic():
-            allocation = allocation_create(
+            allocation = capacity_take(
                 organization=instance.organization,
                 flavor=instance.flavor,
                 region=instance.region,

@@ -14,6 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.capacity.models import Node
+from apps.capacity.services.health import node_health_apply
+from apps.capacity.services.wipe import node_wipe_done, node_wipe_pending_set
 from apps.catalog.models import OfferingKind
 from provisioning.protocol import FAILED, RUNNING, STARTING, STOPPED
 
@@ -23,6 +25,18 @@ from .lifecycle import instance_transition
 from .placement import instance_capacity_release
 
 S = InstanceState
+# Kinds reached over SSH: a running report carries an endpoint, not a route.
+SSH_KINDS = (OfferingKind.GPU_SLICE, OfferingKind.BARE_METAL)
+
+
+def handover_failed_message(reason: str) -> str:
+    """What the owner of a bare-metal launch reads when its node failed the hand-over check."""
+    if len(reason) > 250:  # the whole message fits the event's 500 characters, its advice too
+        reason = reason[:249] + "…"
+    return (
+        f"The node failed its health check before hand-over ({reason}); it was taken out of service and you "
+        "were not given it. Nothing is billed; launch again to get another node."
+    )
 
 
 class UnknownWorkload(Exception):
@@ -60,6 +74,8 @@ def workload_report_apply(
     port: int | None = None,
     user: str | None = None,
     host_key: str | None = None,
+    health_check: dict | None = None,
+    wiped: dict | None = None,
 ) -> Instance:
     # NO KEY UPDATE, as instance_transition locks it: see the lock order in portal/db.py.
     instance = Instance.objects.select_for_update(no_key=True).filter(pk=instance_id, node=node).first()
@@ -89,14 +105,21 @@ def workload_report_apply(
         runtime.ssh_host = runtime.ssh_port = runtime.ssh_user = runtime.ssh_host_key = None
         runtime.stopped_at = runtime.stopped_at or now
     runtime.save()
-    _lifecycle_follow(instance=instance, runtime=runtime, state=state, reason=reason)
+    if health_check is not None and instance.offering.kind == OfferingKind.BARE_METAL and state == FAILED:
+        _handover_check_failed(instance=instance, node=node, result=health_check)
+    else:
+        _lifecycle_follow(instance=instance, runtime=runtime, state=state, reason=reason)
+    if wiped is not None and instance.offering.kind == OfferingKind.BARE_METAL:
+        # After the release above set the mark: a stop's report both ends the tenancy and says the
+        # tenant's data is gone, so the node is placeable again once this commits, never before.
+        node_wipe_done(node_id=node.pk, instance_id=instance.pk, account=wiped["account"], files=wiped["files"])
     instance.refresh_from_db()
     return instance
 
 
 def _running_report_check(*, instance: Instance, route_slot: str | None, host: str | None) -> None:
     # The serializer checked each shape; only the instance knows which one it must be.
-    ssh = instance.offering.kind == OfferingKind.GPU_SLICE
+    ssh = instance.offering.kind in SSH_KINDS
     if ssh and not host:
         raise InvalidWorkloadReport("A running SSH workload's report needs host, port, user and host_key.")
     if not ssh and (host or not route_slot):
@@ -105,7 +128,7 @@ def _running_report_check(*, instance: Instance, route_slot: str | None, host: s
 
 def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: str, reason: str | None) -> None:
     where = f"{instance.node.hostname}" if instance.node_id else "its node"
-    ssh = instance.offering.kind == OfferingKind.GPU_SLICE
+    ssh = instance.offering.kind in SSH_KINDS
     server = "the SSH server" if ssh else "Jupyter"
     if state == STARTING and instance.state == S.SCHEDULED:
         instance_transition(
@@ -133,7 +156,7 @@ def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: st
             message="Stopped; capacity released",
             source="agent",
         )
-        instance_capacity_release(instance=instance)
+        _release(instance=instance)
     elif state in (STOPPED, FAILED) and instance.state in (S.SCHEDULED, S.PROVISIONING, S.RUNNING):
         unexpected = "The SSH server stopped unexpectedly." if ssh else "The notebook server stopped unexpectedly."
         message = reason or unexpected
@@ -144,7 +167,7 @@ def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: st
             message=f"Failed: {message}",
             source="agent",
         )
-        instance_capacity_release(instance=instance)
+        _release(instance=instance)
     elif state == FAILED and instance.state == S.STOPPING:
         instance_transition(
             instance_id=instance.pk,
@@ -153,6 +176,34 @@ def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: st
             message="Stopped; capacity released",
             source="agent",
         )
-        instance_capacity_release(instance=instance)
+        _release(instance=instance)
     elif state == RUNNING and instance.idle_warned_at and runtime.busy_kernels:
         instance_idle_clear(instance_id=instance.pk, message="Busy again: idle stop cancelled", source="agent")
+
+
+def _release(*, instance: Instance) -> None:
+    """Give the instance's capacity back; a bare-metal node first waits for its tenant's wipe (the
+    mark is set in this same transaction, before the allocation is released: see services/wipe.py
+    in the capacity app for the lock order)."""
+    if instance.offering.kind == OfferingKind.BARE_METAL and instance.node_id and instance.allocation_id:
+        node_wipe_pending_set(node_id=instance.node_id, instance_id=instance.pk)
+    instance_capacity_release(instance=instance)
+
+
+def _handover_check_failed(*, instance: Instance, node: Node, result: dict) -> None:
+    """The agent's health check right before a bare-metal hand-over failed: the node is cordoned
+    with the reason (as a failed periodic check would be), the instance fails with a message for
+    its owner, and its capacity goes back. Nothing was handed over (the check runs before the
+    account exists) and it never ran, so nothing is metered and there is nothing to wipe."""
+    node_health_apply(node=node, result=result)
+    reasons = result.get("reasons") or ["no reason given"]
+    more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    moved = instance_transition(
+        instance_id=instance.pk,
+        to_state=S.FAILED,
+        expected_from=[S.SCHEDULED, S.PROVISIONING],
+        message=handover_failed_message(f"{reasons[0]}{more}"),
+        source="agent",
+    )
+    if moved is not None:
+        instance_capacity_release(instance=instance)

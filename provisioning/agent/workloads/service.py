@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioning.protocol import KIND_GPU_SLICE, KIND_NOTEBOOK
+from provisioning.protocol import KIND_BARE_METAL, KIND_GPU_SLICE, KIND_NOTEBOOK
 
 from ..client import PortalClient
+from ..health import HealthResult
+from .bare_metal import BareMetalSupervisor
 from .identity import (
     DEFAULT_PROXY_GROUP,
     account_remove,
@@ -37,7 +39,7 @@ log = logging.getLogger("neocloud.agent")
 
 # The kinds this agent runs, each by one runner (an object with `desired_set(list)`): adding a
 # kind adds its runner here.
-RUNNER_KINDS: tuple[str, ...] = (KIND_NOTEBOOK, KIND_GPU_SLICE)
+RUNNER_KINDS: tuple[str, ...] = (KIND_NOTEBOOK, KIND_GPU_SLICE, KIND_BARE_METAL)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class WorkloadService:
     supervisor: Supervisor | None = None
     pool: WarmPool | None = None
     ssh: SshSupervisor | None = None
+    bare_metal: BareMetalSupervisor | None = None
 
     def prepare(self) -> None:
         """Check the options and create the workload root; ValueError says what is wrong."""
@@ -71,7 +74,10 @@ class WorkloadService:
         self.prepared = True
 
     def start(self, client: PortalClient, seq_take: Callable[[], int], stop: threading.Event,
-              activity_interval_s: float, on_fatal: Callable[[Exception], None]) -> None:
+              activity_interval_s: float, on_fatal: Callable[[Exception], None], *,
+              health_check: Callable[[], HealthResult] | None = None) -> None:
+        """`health_check`: the node health check (the agent's Sources), run before every
+        bare-metal hand-over."""
         if not self.prepared:
             self.prepare()
         config = NotebookConfig(workload_root=self.options.workload_root, proxy_gid=self.proxy_gid,
@@ -90,7 +96,13 @@ class WorkloadService:
                                            ssh_ports=self.options.ssh_ports),
                                  report, activity_interval_s=activity_interval_s,
                                  on_fatal=on_fatal)
-        adopted = self.supervisor.adopt() + self.ssh.adopt()
+        # Whole nodes over SSH: the same sshd, every GPU, a health check before each hand-over.
+        self.bare_metal = BareMetalSupervisor(
+            SshConfig(workload_root=self.options.workload_root, address=self.options.address,
+                      ssh_ports=self.options.ssh_ports),
+            report, health_check=health_check, activity_interval_s=activity_interval_s,
+            on_fatal=on_fatal)
+        adopted = self.supervisor.adopt() + self.ssh.adopt() + self.bare_metal.adopt()
         self._accounts_orphaned_remove()
         self.pool.start()
         watch_start(client, self.desired, self.desired_set, stop, on_fatal,
@@ -116,7 +128,8 @@ class WorkloadService:
                 account_remove(account)
 
     def runners(self) -> dict:
-        runners = {KIND_NOTEBOOK: self.supervisor, KIND_GPU_SLICE: self.ssh}
+        runners = {KIND_NOTEBOOK: self.supervisor, KIND_GPU_SLICE: self.ssh,
+                   KIND_BARE_METAL: self.bare_metal}
         return {kind: runner for kind, runner in runners.items() if runner is not None}
 
     def desired_set(self, workloads: list) -> None:

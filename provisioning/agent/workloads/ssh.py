@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioning.protocol import REASON_LIMIT
+from provisioning.protocol import KIND_GPU_SLICE, REASON_LIMIT
 
 from . import slot
 from .identity import RunAs, account_create, account_remove, isolation_available, processes_kill
@@ -90,6 +90,8 @@ class SshServer:
     pid_start: str | None = None
     started_at: str | None = None
     host_key: str = ""  # its public host key, "ssh-ed25519 AAAA..." (reported with the endpoint)
+    # The workload kind it serves (gpu_slice, bare_metal): which runner re-adopts it.
+    kind: str = KIND_GPU_SLICE
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
     dir: Path | None = field(default=None, repr=False, compare=False)
 
@@ -160,7 +162,7 @@ def sshd_config_text(*, directory: Path, host: str, port: int, user: str, gpus: 
 
 
 def ssh_start(config: SshConfig, *, instance_id: str, gpus: list[str],
-              authorized_keys: list[str]) -> SshServer:
+              authorized_keys: list[str], kind: str = KIND_GPU_SLICE) -> SshServer:
     """Start the instance's sshd under a fresh account; returns at once (see `ssh_ready_wait`)."""
     missing = ssh_available()
     if missing:
@@ -181,7 +183,7 @@ def ssh_start(config: SshConfig, *, instance_id: str, gpus: list[str],
         raise StartFailed(f"cannot create the instance's account: {exc}") from exc
     server = SshServer(instance_id=instance_id, workload_root=str(config.workload_root),
                        host=config.address, port=0,
-                       account=run_as.record(), gpus=list(gpus), dir=directory)
+                       account=run_as.record(), gpus=list(gpus), dir=directory, kind=kind)
     try:
         slot.work_dir_prepare(config.workload_root, instance_id, run_as)
         directory.mkdir(mode=0o711)
@@ -262,6 +264,16 @@ def ssh_stop(server: SshServer) -> None:
     account_remove(server.run_as)
     if server.dir is not None:
         _slot_remove(server.dir)
+
+
+def ssh_slot_kind(directory: Path) -> str:
+    """The kind of the workload whose slot this is (a record without one, or none readable: a
+    GPU instance's, whose runner then clears it)."""
+    try:
+        kind = json.loads((directory / "slot.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return KIND_GPU_SLICE
+    return kind if isinstance(kind, str) else KIND_GPU_SLICE
 
 
 def ssh_adopt(config: SshConfig, directory: Path) -> SshServer | None:

@@ -25,6 +25,7 @@ from .ssh import (
     ssh_alive,
     ssh_exit_reason,
     ssh_ready_wait,
+    ssh_slot_kind,
     ssh_slots_list,
     ssh_start,
     ssh_stop,
@@ -49,6 +50,8 @@ class SshSupervisor(Supervisor):
     def adopt(self) -> list[str]:
         adopted = []
         for directory in ssh_slots_list(self.config.workload_root):
+            if ssh_slot_kind(directory) != self.kind:  # another SSH runner's (bare metal's)
+                continue
             server = ssh_adopt(self.config, directory)
             if server is None:
                 continue
@@ -64,10 +67,14 @@ class SshSupervisor(Supervisor):
         self._report(workload, STARTING)
         if workload.unknown or not self._wants_running(workload):
             return
+        self._sshd_start(workload, spec)
+
+    def _sshd_start(self, workload: Workload, spec: WorkloadSpec) -> None:
+        """Start the workload's sshd and report it running, or failed with why."""
         began = time.monotonic()
         try:
             server = ssh_start(self.config, instance_id=workload.id, gpus=list(spec.gpus),
-                               authorized_keys=list(spec.authorized_keys))
+                               authorized_keys=list(spec.authorized_keys), kind=self.kind)
         except StartFailed as exc:
             self._fail(workload, spec, str(exc))
             return
