@@ -15,6 +15,7 @@ api_v1 = [
     path("agent/", include("apps.instances.api.agent")),
     path("organizations/<slug:org_slug>/", include("apps.instances.api.urls")),
     path("organizations/<slug:org_slug>/", include("apps.billing.api.urls")),
+    path("organizations/<slug:org_slug>/", include("apps.capacity.api.urls_reservations")),
 ]
 
 # The API comes first: agents' heartbeats are the most frequent requests, and URL resolution
@@ -25,6 +26,7 @@ urlpatterns = [
     path("", include("apps.accounts.urls")),
     path("", include("apps.instances.urls")),
     path("", include("apps.billing.urls")),
+    path("", include("apps.capacity.urls_reservations")),
     path("accounts/", include("allauth.urls")),
     path("ops/", include("apps.capacity.urls")),
     path("admin/", admin.site.urls),

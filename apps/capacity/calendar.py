@@ -1,0 +1,121 @@
+"""The capacity calendar's charts, built from reservations already read (no queries here).
+
+- A Gantt spec for static/js/reservation_calendar.js: one floating bar per reservation from its
+  start to its end, in epoch milliseconds, coloured by state, with a "now" marker.
+- The operators' load chart per region and GPU model (`{% chart %}`, portal.ui.charts): GPUs
+  reserved at each change point of the range against the fleet's capacity line.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from portal.ui.charts import Series, chart_spec
+
+from .models import BOOKED_RESERVATION_STATES, Reservation
+from .selectors.reservations import FleetCapacity
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def gantt_spec(
+    *,
+    reservations: Sequence[Reservation],
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    with_organization: bool = False,
+) -> dict:
+    bars = []
+    for r in reservations:
+        who = f"{r.organization.name} · " if with_organization else ""
+        bars.append(
+            {
+                "label": f"{who}{r.what} · {r.region.code}",
+                "start": _ms(max(r.starts_at, since)),
+                "end": _ms(min(r.ends_at, until)),
+                "state": r.state,
+                "stateLabel": r.get_state_display(),
+            }
+        )
+    # Room for every bar's label: the canvas grows with the rows.
+    height = 80 + 28 * len(bars)
+    return {"bars": bars, "since": _ms(since), "until": _ms(until), "now": _ms(now), "height": height}
+
+
+@dataclass(frozen=True)
+class PoolLoad:
+    """One region × GPU model of the operators' view: its reservations and the load chart."""
+
+    key: str
+    region_code: str
+    gpu_model_name: str
+    fleet: FleetCapacity
+    reservations: list[Reservation]
+    chart: dict
+    gantt: dict
+    peak_reserved_gpus: int
+
+
+def _load_points(
+    *, reservations: Iterable[Reservation], fleet: FleetCapacity, since: datetime, until: datetime
+) -> list[tuple[datetime, int]]:
+    """GPUs reserved from each change point on (whole nodes counted as the largest nodes, as
+    booking counts them)."""
+    booked = [r for r in reservations if r.state in BOOKED_RESERVATION_STATES]
+    points = sorted({since} | {t for r in booked for t in (r.starts_at, r.ends_at) if since < t < until})
+    load = []
+    for moment in points:
+        covering = [r for r in booked if r.starts_at <= moment < r.ends_at]
+        gpus = sum(r.gpus or 0 for r in covering)
+        nodes = sum(r.whole_nodes or 0 for r in covering)
+        needed = fleet.gpus_needed(gpus=gpus, whole_nodes=nodes)
+        load.append((moment, needed if needed is not None else gpus + nodes * max(fleet.node_gpus or (0,))))
+    return load
+
+
+def pools_load(
+    *,
+    reservations: Sequence[Reservation],
+    fleets: dict[tuple[int, int], FleetCapacity],
+    since: datetime,
+    until: datetime,
+    now: datetime,
+) -> list[PoolLoad]:
+    """Per region × GPU model with a fleet or a reservation in the range, in region, model order."""
+    grouped: dict[tuple[int, int], list[Reservation]] = defaultdict(list)
+    for r in reservations:
+        grouped[(r.region_id, r.gpu_model_id)].append(r)
+    names = {(r.region_id, r.gpu_model_id): (r.region.code, r.gpu_model.name) for r in reservations}
+    pools = []
+    for key in sorted(set(grouped), key=lambda k: names[k]):
+        fleet = fleets.get(key, FleetCapacity(node_gpus=()))
+        members = grouped[key]
+        load = _load_points(reservations=members, fleet=fleet, since=since, until=until)
+        load.append((until, load[-1][1] if load else 0))
+        labels = [f"{m.astimezone(UTC):%m-%d %H:%M}" for m, _ in load]
+        chart = chart_spec(
+            kind="line",
+            labels=labels,
+            unit="GPUs",
+            series=[Series("Reserved GPUs", [n for _, n in load]), Series("Fleet capacity", [fleet.gpus] * len(load))],
+        )
+        region_code, model_name = names[key]
+        pools.append(
+            PoolLoad(
+                key=f"{region_code}-{key[1]}",
+                region_code=region_code,
+                gpu_model_name=model_name,
+                fleet=fleet,
+                reservations=members,
+                chart=chart,
+                gantt=gantt_spec(reservations=members, since=since, until=until, now=now, with_organization=True),
+                peak_reserved_gpus=max((n for _, n in load), default=0),
+            )
+        )
+    return pools

@@ -1,0 +1,103 @@
+"""The capacity calendar: a customer's reservations of their organization (book, cancel), and the
+operators' view of every tenant's, per region and GPU model, against the fleet's capacity.
+
+Thin: the form parses, services.reservations books and cancels (its refusal is the form's error),
+selectors read. Each page reads a fixed number of queries, however many reservations it shows.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.middleware.csrf import get_token
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from apps.accounts.selectors import organization_access_get
+from apps.accounts.views.common import add_service_errors
+from portal.ui.tables import table_configure
+
+from .calendar import gantt_spec, pools_load
+from .forms_reservations import ReservationForm
+from .selectors.reservations import fleet_capacity_map, reservation_get, reservations_all_list, reservations_list
+from .services.reservations import reservation_cancel, reservation_request
+from .tables_reservations import OperatorReservationTable, ReservationTable
+from .views import staff_required
+
+PAST_SHOWN = timedelta(days=1)  # the calendar starts a day back, so what just ended still shows
+AHEAD_SHOWN = timedelta(days=14)
+OPS_AHEAD_SHOWN = timedelta(days=30)
+
+
+@login_required
+def reservations_page(request, slug: str):
+    access = organization_access_get(user=request.user, slug=slug)
+    form = ReservationForm(request.POST or None)
+    if request.method == "POST":
+        if not access.can_launch:
+            raise PermissionDenied("Your role cannot reserve capacity; ask an owner or admin.")
+        if form.is_valid():
+            try:
+                reservation = reservation_request(access=access, **form.request())
+            except ValidationError as refused:
+                add_service_errors(form, refused)
+            else:
+                messages.success(request, f"Reserved {reservation.what} in {reservation.region.code}.")
+                return redirect("capacity-reservations:list", slug=slug)
+    now = timezone.now()
+    rows = list(reservations_list(organization=access.organization))
+    since = now - PAST_SHOWN
+    until = max([now + AHEAD_SHOWN, *(r.ends_at for r in rows if r.ends_at > since)])
+    shown = [r for r in rows if r.ends_at > since]
+    return render(
+        request,
+        "capacity/reservations.html",
+        {
+            "organization": access.organization,
+            "access": access,
+            "form": form,
+            "table": table_configure(
+                ReservationTable(rows, slug=slug, can_cancel=access.can_launch, csrf_token=get_token(request)),
+                params=request.GET,
+            ),
+            "gantt": gantt_spec(reservations=shown, since=since, until=until, now=now),
+            "has_bars": bool(shown),
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@login_required
+@require_POST
+def reservation_cancel_view(request, slug: str, reservation_id: UUID):
+    access = organization_access_get(user=request.user, slug=slug)
+    reservation = reservation_get(organization=access.organization, reservation_id=reservation_id)
+    try:
+        reservation_cancel(access=access, reservation_id=reservation.pk)
+    except ValidationError as refused:
+        messages.error(request, " ".join(refused.messages))
+    else:
+        messages.success(request, f"Cancelled the reservation of {reservation.what}.")
+    return redirect("capacity-reservations:list", slug=slug)
+
+
+@staff_required
+def ops_reservations_page(request):
+    now = timezone.now()
+    since, until = now - PAST_SHOWN, now + OPS_AHEAD_SHOWN
+    rows = list(reservations_all_list(since=since, until=until))
+    return render(
+        request,
+        "capacity/ops_reservations.html",
+        {
+            "pools": pools_load(reservations=rows, fleets=fleet_capacity_map(), since=since, until=until, now=now),
+            "table": table_configure(OperatorReservationTable(rows), params=request.GET),
+            "since": since,
+            "until": until,
+        },
+    )
