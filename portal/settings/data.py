@@ -100,6 +100,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.billing.tasks.metering.usage_meter",
         "schedule": env_int("PORTAL_METER_EVERY_S", 60),
     },
+    "billing-reservation-charges": {
+        "task": "apps.billing.tasks.reservations.reservation_charges",
+        "schedule": env_int("PORTAL_METER_EVERY_S", 60),
+    },
     "billing-budgets-enforce": {
         "task": "apps.billing.tasks.budgets.budgets_enforce",
         "schedule": env_int("PORTAL_BUDGETS_EVERY_S", 60),

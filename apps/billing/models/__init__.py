@@ -5,6 +5,7 @@ from .budgets import Budget, BudgetAlert
 from .credits import CreditApplication, CreditGrant, CreditKind
 from .invoices import Invoice, InvoicedUsage, InvoiceKind, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from .onboarding import OnboardingDismissal
+from .reservations import InvoicedReservationCharge, ReservationCharge
 from .usage import InstancePrice, MeteredRun, RunEndReason, UsageKind, UsageRecord
 from .webhooks import WebhookEvent, WebhookEventStatus
 
@@ -22,12 +23,14 @@ __all__ = [
     "InvoiceLine",
     "InvoiceLineKind",
     "InvoiceStatus",
+    "InvoicedReservationCharge",
     "InvoicedUsage",
     "MeteredRun",
     "OnboardingDismissal",
     "PaymentMethod",
     "PaymentStanding",
     "PaymentTerms",
+    "ReservationCharge",
     "RunEndReason",
     "UsageKind",
     "UsageRecord",

@@ -1,4 +1,4 @@
 """Billing's Celery tasks, one module per concern. Celery discovers `apps.billing.tasks`, so every
 module is imported here."""
 
-from . import budgets, invoicing, metering, stripe  # noqa: F401
+from . import budgets, invoicing, metering, reservations, stripe  # noqa: F401

@@ -34,6 +34,12 @@ from ...money import usage_cost, usage_cost_exact
 from ...selectors.usage import month_bounds
 from ..accounts import billing_account_get_or_create, billing_account_lock
 from ..credits import credits_apply
+from .reservations import (
+    organizations_with_charges,
+    reservation_charges_exact,
+    reservation_charges_uninvoiced,
+    reservation_lines_add,
+)
 from .status import invoice_transition
 
 INVOICED_BATCH = 5000
@@ -100,7 +106,8 @@ def invoice_lines_plan(*, rows: list, currency: str) -> list[LinePlan]:
 
 
 def _invoice_build(
-    *, account: BillingAccount, kind: str, period_start: datetime, period_end: datetime, rows: list, now: datetime
+    *, account: BillingAccount, kind: str, period_start: datetime, period_end: datetime, rows: list, now: datetime,
+    charges: list | None = None,
 ) -> Invoice:
     plan = invoice_lines_plan(rows=rows, currency=account.currency)
     invoice = Invoice.objects.create(
@@ -134,6 +141,7 @@ def _invoice_build(
     ]
     # A record some other invoice already holds makes this INSERT fail and the whole invoice roll back.
     InvoicedUsage.objects.bulk_create(ties, batch_size=INVOICED_BATCH)
+    lines += reservation_lines_add(invoice=invoice, charges=charges or [])  # reservations' windows (reservations.py)
     subtotal = sum((line.amount for line in lines), Decimal("0.00"))
     credits = credits_apply(invoice=invoice, up_to=subtotal)
     if credits > 0:
@@ -191,10 +199,12 @@ def invoice_monthly_create(
     if existing is not None:
         return existing
     rows = _rows(records_uninvoiced(organization_id=account.pk, before=month_end))
-    if not rows:
+    charges = list(reservation_charges_uninvoiced(organization_id=account.pk, before=month_end))
+    if not rows and not charges:
         return None
     return _invoice_build(
-        account=account, kind=InvoiceKind.MONTHLY, period_start=month_start, period_end=month_end, rows=rows, now=now
+        account=account, kind=InvoiceKind.MONTHLY, period_start=month_start, period_end=month_end, rows=rows, now=now,
+        charges=charges,
     )
 
 
@@ -212,16 +222,19 @@ def invoice_threshold_create(*, account: BillingAccount, now: datetime | None = 
     if not account_is_young(account=account, now=now):
         return None
     rows = _rows(records_uninvoiced(organization_id=account.pk, before=now))
+    charges = list(reservation_charges_uninvoiced(organization_id=account.pk, before=now))
     exact = sum((usage_cost_exact(seconds=r[3], hourly_amount=r[2]) for r in rows), Decimal(0))
-    if not rows or exact < settings.BILLING["THRESHOLD_AMOUNT"]:
+    exact += reservation_charges_exact(charges)
+    if not (rows or charges) or exact < settings.BILLING["THRESHOLD_AMOUNT"]:
         return None
     return _invoice_build(
         account=account,
         kind=InvoiceKind.THRESHOLD,
-        period_start=rows[0][5],
-        period_end=max(r[6] for r in rows),
+        period_start=min([r[5] for r in rows] + [c.period_start for c in charges]),
+        period_end=max([r[6] for r in rows] + [c.period_end for c in charges]),
         rows=rows,
         now=now,
+        charges=charges,
     )
 
 
@@ -234,7 +247,13 @@ def organizations_to_close(*, month_start: datetime, month_end: datetime) -> lis
     invoiced = Invoice.objects.filter(
         account_id=OuterRef("organization_id"), kind=InvoiceKind.MONTHLY, period_start=month_start
     )
-    return list(ran.filter(~Exists(invoiced)).values_list("organization_id", flat=True).distinct())
+    ran_ids = set(ran.filter(~Exists(invoiced)).values_list("organization_id", flat=True).distinct())
+    reserved = organizations_with_charges(month_start=month_start, month_end=month_end)
+    already = set(
+        Invoice.objects.filter(account_id__in=reserved, kind=InvoiceKind.MONTHLY, period_start=month_start)
+        .values_list("account_id", flat=True)
+    )
+    return sorted(ran_ids | (reserved - already))
 
 
 def young_accounts_over_threshold(*, now: datetime) -> list[int]:
