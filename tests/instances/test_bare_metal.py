@@ -13,10 +13,12 @@ from rest_framework.test import APIClient
 from apps.accounts.selectors import token_digest
 from apps.accounts.ssh_keys import ssh_key_add
 from apps.capacity.models import Allocation, AllocationState, Gpu, GpuHealth, Node, NodeEvent, NodeState
+from apps.capacity.services.nodes import node_state_transition
 from apps.catalog.models import Flavor, Image, Region
 from apps.instances.models import Instance, InstanceState
 from apps.instances.selectors import node_desired_workloads
 from apps.instances.services.placement import instance_schedule
+from apps.instances.services.reconcile import instances_reconcile
 from tests.factories.capacity import node_with_gpus
 
 pytestmark = pytest.mark.django_db
@@ -267,3 +269,24 @@ def test_a_report_field_out_of_place_is_a_400(launch, region, flavor, body):
 
     assert reply.status_code == 400, reply.content
     assert Instance.objects.get(pk=instance.pk).state == S.SCHEDULED
+
+
+def test_a_node_back_from_down_is_not_placed_until_the_lost_tenants_data_is_wiped(launch, region, flavor):
+    node = node_with_gpus(region, flavor.gpu_model, n=8)
+    agent = agent_for(node)
+    instance = running(launch, agent)
+
+    # When its node stops answering, the instance is lost; when the node is back its capacity is freed
+    node_state_transition(node_id=node.pk, to_state=NodeState.DOWN, reason="missed 2 heartbeats")
+    instances_reconcile()
+    assert Instance.objects.get(pk=instance.pk).state == S.LOST
+    node_state_transition(node_id=node.pk, to_state=NodeState.READY, reason="heartbeat")
+    assert Allocation.objects.get(pk=instance.allocation_id).state == AllocationState.RELEASED
+
+    # Then the node is still not placed: the lost tenant's data may be on it
+    assert launch(name="metal-2").status_code == 409
+
+    # Until its agent, told to stop the lost workload, reports the wipe
+    wiped = {"account": "nc-0123456789ab", "home": "/w/work", "files": 2}
+    assert agent(instance.pk, 3, "stopped", wiped=wiped).status_code == 202
+    assert launch(name="metal-2").status_code == 201

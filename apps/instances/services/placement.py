@@ -27,7 +27,8 @@ from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.models import Allocation, AllocationState
 from apps.capacity.selectors.availability import flavors_availability_by_region
 from apps.capacity.services.allocations import allocation_create, allocation_gang_create, allocation_release
-from apps.catalog.models import Flavor, Region
+from apps.capacity.services.wipe import node_wipe_pending_set
+from apps.catalog.models import Flavor, OfferingKind, Region
 from provisioning.drivers import PlacementNeeds
 from provisioning.drivers.registry import driver_for_kind
 
@@ -187,6 +188,15 @@ def _allocation_held(instance: Instance) -> Allocation | None:
     if allocation is None or allocation.state == AllocationState.RELEASED:
         return None
     return allocation
+
+
+def instance_node_wipe_mark(*, instance: Instance) -> None:
+    """A bare-metal instance whose workload may have left data on its node (it was handed to the
+    node and ends now): the node is placed nothing until its agent reports the wipe
+    (apps/capacity/services/wipe.py). Call it in the transaction that ends the instance, before
+    its capacity is released, so the node row is locked before the allocation and GPU rows."""
+    if instance.node_id and instance.offering.kind == OfferingKind.BARE_METAL:
+        node_wipe_pending_set(node_id=instance.node_id, instance_id=instance.pk)
 
 
 def instance_capacity_release(*, instance: Instance) -> None:

@@ -20,7 +20,7 @@ from apps.capacity.models import Gpu, NodeState
 from ..models import Instance, InstanceState
 from .idle import instance_idle_clear, instance_idle_warn
 from .lifecycle import instance_note, instance_transition
-from .placement import instance_capacity_release
+from .placement import instance_capacity_release, instance_node_wipe_mark
 
 S = InstanceState
 
@@ -80,6 +80,8 @@ def instances_reconcile() -> dict[str, int]:
             source="reconciler",
             message=f"Lost: node {instance.node.hostname} stopped responding",
         ):
+            # Its data may still be on the node when it comes back: not placed until wiped.
+            instance_node_wipe_mark(instance=instance)
             done["lost"] += 1
 
     # Never became ready: fail it and give the capacity back; the agent is told to stop it.
@@ -95,6 +97,7 @@ def instances_reconcile() -> dict[str, int]:
             message=f"Failed: the notebook did not become ready within {cfg['START_TIMEOUT_S']} s",
         )
         if moved:
+            instance_node_wipe_mark(instance=moved)  # bare metal: its start may have left data
             instance_capacity_release(instance=moved)
             done["failed"] += 1
 
@@ -114,6 +117,7 @@ def instances_reconcile() -> dict[str, int]:
             message="Stopped (its node is unreachable); capacity released",
         )
         if moved:
+            instance_node_wipe_mark(instance=moved)  # bare metal: its data may be there when it is back
             instance_capacity_release(instance=moved)
             done["stopped"] += 1
 

@@ -15,14 +15,14 @@ from django.utils import timezone
 
 from apps.capacity.models import Node
 from apps.capacity.services.health import node_health_apply
-from apps.capacity.services.wipe import node_wipe_done, node_wipe_pending_set
+from apps.capacity.services.wipe import node_wipe_done
 from apps.catalog.models import OfferingKind
 from provisioning.protocol import FAILED, RUNNING, STARTING, STOPPED
 
 from ..models import Instance, InstanceRuntime, InstanceState
 from .idle import instance_idle_clear
 from .lifecycle import instance_transition
-from .placement import instance_capacity_release
+from .placement import instance_capacity_release, instance_node_wipe_mark
 
 S = InstanceState
 # Kinds reached over SSH: a running report carries an endpoint, not a route.
@@ -182,11 +182,9 @@ def _lifecycle_follow(*, instance: Instance, runtime: InstanceRuntime, state: st
 
 
 def _release(*, instance: Instance) -> None:
-    """Give the instance's capacity back; a bare-metal node first waits for its tenant's wipe (the
-    mark is set in this same transaction, before the allocation is released: see services/wipe.py
-    in the capacity app for the lock order)."""
-    if instance.offering.kind == OfferingKind.BARE_METAL and instance.node_id and instance.allocation_id:
-        node_wipe_pending_set(node_id=instance.node_id, instance_id=instance.pk)
+    """Give the capacity of an instance whose workload ran back; a bare-metal node first waits for
+    its tenant's wipe (marked in this same transaction, before the allocation is released)."""
+    instance_node_wipe_mark(instance=instance)
     instance_capacity_release(instance=instance)
 
 
