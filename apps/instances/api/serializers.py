@@ -94,6 +94,12 @@ class LaunchSerializer(serializers.Serializer):
         default=False,
         help_text="Wait for capacity if none is free: answered 202 with the instance queued, instead of 409.",
     )
+    reservation = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="Launch into this reservation of yours: refused (400) unless it has started and is of the "
+        "flavor's GPU model and region.",
+    )
 
     def validate_flavor(self, value: str) -> Flavor:
         offering_slug, _, flavor_slug = value.partition("/")

@@ -21,6 +21,7 @@ from apps.accounts.selectors import ssh_keys_list
 from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
+from apps.capacity.services.reservations import reservation_launch_check
 from apps.catalog.models import Flavor, Image, Region
 from apps.catalog.selectors import offering_is_launchable
 from portal.db import atomic_retry
@@ -90,6 +91,7 @@ def instance_launch(
     project: Project | None = None,
     queue: bool = False,
     ssh_keys: Sequence[int] = (),
+    reservation: uuid.UUID | None = None,
 ) -> Instance:
     """Launch: capacity is held in this transaction, so the instance comes back REQUESTED with its
     GPUs (the provision task hands them to the node). Without capacity it raises
@@ -119,6 +121,9 @@ def instance_launch(
         raise ValidationError({"project": "That project belongs to another organization."})
     if not region.is_active:
         raise ValidationError({"region": f"{region.name} is not taking new launches."})
+    if reservation is not None:
+        # Refused before anything is written: not started, over, another tenant's, another GPU model.
+        reservation_launch_check(organization=organization, flavor=flavor, region=region, reservation_id=reservation)
     launch_eligibility_check(organization=organization, project=project)
     try:
         # An early answer for the user; the allocator checks again, under a lock, when it places.

@@ -1,0 +1,73 @@
+"""Launching into a reservation (API `reservation` on the launch): refused with a 400 and the
+reason, nothing half-made, unless the reservation is the caller's, has started, and is of the
+flavor's GPU model and region."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.capacity.services.reservations import reservation_create, reservation_start
+from apps.instances.models import Instance
+from tests.factories.accounts import OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+FLAVOR = "notebooks/notebook-1x-h100"
+
+
+def _url(org) -> str:
+    return f"/api/v1/organizations/{org.slug}/instances/"
+
+
+def _body(reservation, name="in-reservation") -> dict:
+    return {
+        "flavor": FLAVOR,
+        "image": "jupyterlab-4-host",
+        "region": "us-east-1",
+        "name": name,
+        "reservation": str(reservation.pk),
+    }
+
+
+def _reserve(organization, setup, *, starts_in: timedelta):
+    start = timezone.now() + starts_in
+    return reservation_create(
+        organization=organization,
+        flavor=setup["flavor"],
+        region=setup["region"],
+        gpus=2,
+        starts_at=start,
+        ends_at=start + timedelta(hours=2),
+    )
+
+
+def test_launching_into_a_reservation_not_yet_started_is_a_400_and_creates_nothing(
+    api_client, user, org, notebook_setup
+):
+    # given a reservation of the organization starting tomorrow
+    reservation = _reserve(org, notebook_setup, starts_in=timedelta(days=1))
+    api_client.force_login(user)
+    # when a launch names it
+    reply = api_client.post(_url(org), _body(reservation), format="json")
+    # then it is refused with the reason, and nothing was made or held
+    assert reply.status_code == 400
+    assert reply.json()["reservation"][0].startswith("This reservation starts at ")
+    assert not Instance.objects.exists()
+
+
+def test_another_tenants_or_an_unknown_reservation_is_a_400(api_client, user, org, notebook_setup):
+    theirs = _reserve(OrganizationFactory(), notebook_setup, starts_in=timedelta(0))
+    api_client.force_login(user)
+    reply = api_client.post(_url(org), _body(theirs), format="json")
+    assert reply.status_code == 400 and reply.json()["reservation"] == ["No such reservation in this organization."]
+    reply = api_client.post(_url(org), {**_body(theirs), "reservation": "not-a-uuid"}, format="json")
+    assert reply.status_code == 400 and "reservation" in reply.json()
+    assert not Instance.objects.exists()
+
+
+def test_a_started_reservation_lets_the_launch_through(api_client, user, org, notebook_setup):
+    reservation = _reserve(org, notebook_setup, starts_in=timedelta(0))
+    reservation_start(reservation_id=reservation.pk)
+    api_client.force_login(user)
+    reply = api_client.post(_url(org), _body(reservation), format="json")
+    assert reply.status_code == 201, reply.json()
