@@ -19,6 +19,8 @@ TAGS: list[tuple[str, str, str]] = [
     ("Catalog", "What can be launched: offerings, flavors, GPU models, images, regions and prices.", r"/catalog/"),
     ("Instances", "Launch, list, start, stop and terminate instances of an organization.",
      r"/organizations/[^/]+/instances/"),
+    ("Reservations", "Reserve whole GPUs or whole nodes of a region for a future window: book (answered at once), "
+     "list, cancel.", r"/organizations/[^/]+/reservations/"),
     ("Organizations", "Organizations the caller belongs to.", r"/organizations/([^/]+/)?$"),
     ("Members", "Members of an organization and their roles.", r"/organizations/[^/]+/members/"),
     ("Invitations", "Invitations to join an organization.", r"/organizations/[^/]+/invitations/"),
