@@ -5,9 +5,12 @@ same raw dicts as `nvml.py` (so the same parsers build the payload) with `"simul
 which the payload carries as `simulated: true` for the portal to label and never sell.
 
 Spec grammar:  <count>x<MODEL>[,mig=<profile>[*<n>][+<profile>[*<n>]...]][,bad=<i>[+<i>...]]
+               [,late_bad=<i>[+<i>...]]
     8xH100-80GB   4xH200-141GB   8xA100-80GB   2xL40S-48GB   8xH100-80GB,mig=1g.10gb*7
     2xH100-80GB,mig=3g.40gb+2g.20gb+1g.10gb*2      (the same MIG layout on every GPU)
     8xH100-80GB,bad=3      (GPU 3 reports a row-remapping failure and uncorrected ECC errors)
+    8xH100-80GB,late_bad=0 (GPU 0 looks healthy to the inventory and the node's first health
+                            check, and fails every later check: one before a bare-metal hand-over)
 
 UUIDs are derived from hostname and index and start with `GPU-SIM-` / `MIG-SIM-`: real NVML
 UUIDs are `GPU-` + hex, and "SIM" is not hex, so a simulated GPU can never collide with a real one.
@@ -123,7 +126,7 @@ def simulation_spec_parse(text: str) -> SimulationSpec:
         if key == "late_bad":
             if late_bad_gpus:
                 raise ValueError(f"bad --simulate spec {text!r}: late_bad= given twice")
-            late_bad_gpus = _bad_gpus_parse(value.strip(), count, text)
+            late_bad_gpus = _bad_gpus_parse(value.strip(), count, text, key="late_bad")
             continue
         if key == "bad":
             if bad_gpus:
@@ -137,11 +140,11 @@ def simulation_spec_parse(text: str) -> SimulationSpec:
                           bad_gpus=bad_gpus, late_bad_gpus=late_bad_gpus)
 
 
-def _bad_gpus_parse(value: str, count: int, text: str) -> tuple[int, ...]:
+def _bad_gpus_parse(value: str, count: int, text: str, key: str = "bad") -> tuple[int, ...]:
     indexes = []
     for item in value.split("+"):
         if not item.strip().isdigit() or int(item) >= count:
-            raise ValueError(f"bad --simulate spec {text!r}: bad= takes GPU indexes 0..{count - 1} "
+            raise ValueError(f"bad --simulate spec {text!r}: {key}= takes GPU indexes 0..{count - 1} "
                              f"joined by '+', not {item!r}")
         indexes.append(int(item))
     return tuple(sorted(set(indexes)))

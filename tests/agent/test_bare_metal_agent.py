@@ -177,3 +177,15 @@ def test_a_restarted_agent_gives_each_sshd_back_to_its_own_runner(portal, key):
     finally:
         (second or first).close(stop_servers=True)
         ssh_root_clear(root)
+
+
+def test_late_bad_breaks_a_simulated_gpu_after_the_first_check_and_never_in_the_inventory():
+    sources = sources_simulated("8xH100-80GB,late_bad=2+5", "late-host", "/")
+
+    first, second = sources.health_check(), sources.health_check()
+
+    assert first.passed and not second.passed
+    assert [reason.split(" (")[0] for reason in second.reasons[::2]] == ["GPU 2", "GPU 5"]
+    assert all(gpu["health"] == "ok" for gpu in sources.inventory_read().to_payload()["gpus"])
+    with pytest.raises(ValueError, match="late_bad= takes GPU indexes 0..7"):
+        sources_simulated("8xH100-80GB,late_bad=8", "late-host", "/")
