@@ -78,14 +78,16 @@ class LaunchOptions:
     def flavor(self, flavor_id) -> FlavorChoice | None:
         return next((f for f in self.flavors if str(f.flavor.pk) == str(flavor_id)), None)
 
-    def default_flavor(self, *, has_ssh_keys: bool = True) -> FlavorChoice | None:
-        """The first flavor that can be launched somewhere now, else the first. Someone without
-        SSH keys is first offered one they can launch as they are (a notebook before a GPU
-        instance), not a form that can only say "add a key first"."""
-        open_ = [f for f in self.flavors if f.disabled_reason is None]
+    def default_flavor(self, *, has_ssh_keys: bool = True, offering: str | None = None) -> FlavorChoice | None:
+        """The first flavor that can be launched somewhere now, else the first; of `offering` (a
+        slug: the storefront card's Launch) when it has any. Someone without SSH keys is first
+        offered one they can launch as they are (a notebook before a GPU instance), not a form
+        that can only say "add a key first"."""
+        flavors = [f for f in self.flavors if f.flavor.offering.slug == offering] or self.flavors
+        open_ = [f for f in flavors if f.disabled_reason is None]
         if not has_ssh_keys:
             open_ = [f for f in open_ if not f.needs_ssh_keys] or open_
-        return open_[0] if open_ else (self.flavors[0] if self.flavors else None)
+        return open_[0] if open_ else (flavors[0] if flavors else None)
 
     def images_for(self, choice: FlavorChoice | None) -> list[Image]:
         """The images that run the chosen flavor's kind (every image when none is chosen)."""

@@ -136,13 +136,34 @@ def test_a_user_without_keys_is_first_offered_a_notebook(client, user, org, note
     assert selected == str(notebook_setup["flavor"].pk)
 
 
-def test_the_storefront_launches_gpu_instances_from_the_form(client, user, demo_catalog):
+def test_the_storefront_launches_gpu_instances_from_the_form(client, user, org, demo_catalog):
     client.force_login(user)
 
     html = client.get("/").content.decode()
 
-    gpu = html.split("GPU instances", 1)[1].split("</article>", 1)[0]
+    gpu = html.split('id="offering-gpu-instances"', 1)[1].split("</article>", 1)[0]
     assert 'data-testid="launch"' in gpu and "Launch with the API" not in gpu
+    href = re.search(r'data-testid="launch" href="([^"]+)"', gpu).group(1).replace("&amp;", "&")
+    assert client.get(href)["Location"] == f"/orgs/{org.slug}/instances/new/?offering=gpu-instances"
+
+
+@pytest.mark.parametrize("has_key", [True, False])
+def test_the_gpu_instances_card_preselects_a_gpu_instance_flavor(
+    client, user, org, notebook_setup, gpu_flavor, public_key, has_key
+):
+    # Given a user with or without a key (without: the picker says how to add one)
+    if has_key:
+        ssh_key_add(user=user, name="laptop", public_key=public_key("laptop"))
+    client.force_login(user)
+
+    # When the GPU instances card's Launch opens the form
+    html = client.get(_url(org), {"offering": "gpu-instances"}).content.decode()
+
+    # Then a GPU instance flavor with free capacity is chosen, with the key picker
+    selected = re.search(r'<option value="(\d+)"[^>]*selected', html).group(1)
+    assert selected == str(gpu_flavor.pk)
+    assert 'data-testid="field-ssh_keys"' in html
+    assert ('data-testid="no-ssh-keys"' in html) is not has_key
 
 
 # --- launching, and every refusal leaving nothing behind ----------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -60,8 +62,10 @@ def launch_redirect(request):
     if not membership:
         raise Http404("You are not a member of any organization.")
     target = redirect("instances:launch", slug=membership.organization.slug)
-    if request.GET.get("flavor"):
-        target["Location"] += f"?flavor={request.GET['flavor']}"
+    # The flavor, or the offering whose card was clicked (the form then preselects one of its flavors).
+    asked = {key: request.GET[key] for key in ("flavor", "offering") if request.GET.get(key)}
+    if asked:
+        target["Location"] += f"?{urlencode(asked)}"
     return target
 
 
@@ -70,7 +74,9 @@ def _launch_chosen(options, request, *, has_ssh_keys: bool) -> tuple[FlavorChoic
     the one asked for when it has capacity for that flavor (or the launch may wait), else the
     region with the most free."""
     source = request.POST if request.method == "POST" else request.GET
-    chosen = options.flavor(source.get("flavor")) or options.default_flavor(has_ssh_keys=has_ssh_keys)
+    chosen = options.flavor(source.get("flavor")) or options.default_flavor(
+        has_ssh_keys=has_ssh_keys, offering=source.get("offering")
+    )
     if chosen is None:
         return None, None
     asked = chosen.region(source.get("region"))
