@@ -8,6 +8,8 @@ import shutil
 import subprocess
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.accounts.selectors import token_digest
@@ -19,6 +21,7 @@ from apps.instances.models import Instance, InstanceState
 from apps.instances.selectors import node_desired_workloads
 from apps.instances.services.placement import instance_schedule
 from apps.instances.services.reconcile import instances_reconcile
+from tests.factories.accounts import UserFactory
 from tests.factories.capacity import node_with_gpus
 
 pytestmark = pytest.mark.django_db
@@ -187,6 +190,11 @@ def test_the_wipe_mark_blocks_placement_until_the_agent_reports_the_wipe(launch,
     assert launch(name="metal-2").status_code == 409
     one_gpu = launch(name="gpu-1", flavor="gpu-instances/1x-h100")
     assert one_gpu.status_code == 409, one_gpu.json()
+    # and the operators' node page says what it waits for
+    operator = Client()
+    operator.force_login(UserFactory(is_staff=True))
+    page = operator.get(reverse("capacity:node-detail", args=[node.pk])).content.decode()
+    assert 'data-testid="node-wipe-pending"' in page and str(instance.pk) in page
 
     # When the agent reports the wipe
     wiped = {"account": "nc-0123456789ab", "home": f"/var/lib/neocloud/{instance.pk}/work", "files": 3}
@@ -195,6 +203,7 @@ def test_the_wipe_mark_blocks_placement_until_the_agent_reports_the_wipe(launch,
     # Then the node says so in an event and is placed again
     node.refresh_from_db()
     assert node.wipe_pending_instance is None and node.state == NodeState.READY
+    assert 'data-testid="node-wipe-pending"' not in operator.get(reverse("capacity:node-detail", args=[node.pk])).text
     event = NodeEvent.objects.get(node=node, reason__startswith="Tenant data")
     assert (
         event.reason == f"Tenant data of instance {instance.pk} wiped: account nc-0123456789ab, home, 3 files removed"
