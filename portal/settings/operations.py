@@ -25,6 +25,8 @@ CAPACITY_HEARTBEAT_MISSES = env_int("PORTAL_HEARTBEAT_MISSES", 2)
 CAPACITY_AGENT_MAX_BODY_BYTES = env_int("PORTAL_AGENT_MAX_BODY_BYTES", 256 * 1024)
 # GPU telemetry history (capacity.GpuSample, one row per GPU and minute) is kept this long.
 CAPACITY_TELEMETRY_RETENTION_DAYS = env_int("PORTAL_TELEMETRY_RETENTION_DAYS", 7)
+# How often reservations due to start or end are handled (Celery beat); starts within this get an ETA task.
+CAPACITY_RESERVATIONS_EVERY_S = env_int("PORTAL_RESERVATIONS_EVERY_S", 30)
 
 # --- instances: lifecycle timeouts and idle culling ----------------------------------------------
 INSTANCES = {

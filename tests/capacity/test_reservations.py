@@ -285,3 +285,29 @@ def test_launching_into_a_reservation_is_checked(fleet, eu_west, one_gpu, h100):
     assert ok.pk == reservation.pk
     reservation_end(reservation_id=reservation.pk, now=END)
     assert refusal(now=END) == "This reservation is ended."
+
+
+def test_a_start_within_the_next_pass_gets_an_eta_task_and_later_ones_wait_for_their_pass(
+    fleet, eu_west, one_gpu, django_capture_on_commit_callbacks, monkeypatch
+):
+    # given the ETA tasks recorded instead of sent to the broker
+    sent = []
+    monkeypatch.setattr(
+        "apps.capacity.services.reservations._start_enqueue", lambda reservation: sent.append(reservation.pk)
+    )
+    # when one reservation starts in 10 s and another tomorrow
+    with django_capture_on_commit_callbacks(execute=True):
+        soon = book(
+            OrganizationFactory(),
+            one_gpu,
+            eu_west,
+            gpus=1,
+            starts_at=NOW + timedelta(seconds=10),
+            ends_at=NOW + timedelta(hours=2),
+        )
+        later = book(OrganizationFactory(), one_gpu, eu_west, gpus=1)
+    # then only the first gets its task at booking
+    assert sent == [soon.pk]
+    # and the later one gets it from the pass that comes within the horizon of its start
+    reservations_due_run(now=START - timedelta(seconds=20))
+    assert sent == [soon.pk, later.pk]

@@ -50,6 +50,8 @@ MAX_WINDOW = timedelta(days=90)
 MAX_LEAD = timedelta(days=365)  # how far ahead a window may start
 START_GRACE = timedelta(minutes=5)  # a window "starting now" may have begun a moment ago
 MAX_COUNT = 4096
+# Starts at most this far ahead get an ETA task; the periodic pass (as often) enqueues the rest.
+ETA_HORIZON = timedelta(seconds=settings.CAPACITY_RESERVATIONS_EVERY_S)
 # pg_advisory_xact_lock namespace for "a reservation of region × GPU model is being booked".
 BOOKING_LOCK = 0x7265_7376  # "resv"
 
@@ -263,7 +265,8 @@ def reservation_create(
         actor_id=actor_id,
         created_at=now,
     )
-    transaction.on_commit(lambda: _start_enqueue(reservation))
+    if reservation.starts_at <= now + ETA_HORIZON:
+        transaction.on_commit(lambda: _start_enqueue(reservation))
     return reservation
 
 
@@ -279,7 +282,11 @@ START_TASK = "apps.capacity.tasks.reservation_start"
 
 
 def _start_enqueue(reservation: Reservation) -> None:
-    """Hold it at its exact start (an ETA task); the periodic pass holds it anyway if this is lost."""
+    """Hold it at its exact start (an ETA task); the periodic pass holds it anyway if this is lost.
+    Only for a start within ETA_HORIZON: a worker keeps an ETA task in memory until it is due,
+    and the Redis broker hands an unacknowledged one out again after its visibility timeout, so a
+    task weeks ahead would pile up copies. Later starts are enqueued by the pass that comes
+    within the horizon of them."""
     signature(START_TASK, args=(str(reservation.pk),)).apply_async(eta=reservation.starts_at)
 
 
@@ -388,6 +395,11 @@ def reservations_due_run(*, now: datetime | None = None) -> dict[str, int]:
         state = reservation_start(reservation_id=reservation_id, now=now).state
         started += state == R.ACTIVE
         short += state == R.SHORT
+    # Held on the second of their start rather than at the next pass (reservation_start is idempotent
+    # if two passes enqueue one).
+    soon = Reservation.objects.filter(state=R.SCHEDULED, starts_at__gt=now, starts_at__lte=now + ETA_HORIZON)
+    for reservation in soon.only("id", "starts_at"):
+        _start_enqueue(reservation)
     return {"ended": ended, "started": started, "short": short}
 
 
