@@ -9,6 +9,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from apps.billing.models import InvoicedReservationCharge, InvoiceLine, InvoiceLineKind, ReservationCharge
+from apps.billing.selectors.preview import invoice_preview_get
 from apps.billing.services.invoicing import invoice_monthly_create, invoices_due_create
 from apps.billing.services.reservations import reservation_charges_write
 from apps.capacity.models import ReservationState
@@ -152,3 +153,18 @@ def test_charges_are_immutable(account, two_gpus, region):
     reservation_charges_write()
     with pytest.raises(IntegrityError), transaction.atomic():
         ReservationCharge.objects.update(seconds=1)
+
+
+def test_the_overview_preview_shows_the_reservation_line_the_invoice_will_have(account, two_gpus, region):
+    # given a held reservation's charges written
+    book(account, two_gpus, region, gpus=6)
+    reservations_due_run(now=START)
+    reservation_charges_write()
+    # when October's invoice is previewed, then built
+    preview = invoice_preview_get(account=account, now=START + timedelta(hours=1))
+    october = invoice_monthly_create(account=account, month_start=OCT, now=NOV + timedelta(hours=3))
+    # then the preview's line and subtotal are the invoice's, to the cent
+    [planned] = preview.reservations
+    [line] = october.lines.all()
+    assert (planned.description, planned.seconds, planned.amount) == (line.description, line.seconds, line.amount)
+    assert preview.subtotal == october.subtotal == Decimal("388.44")

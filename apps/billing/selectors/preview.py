@@ -13,7 +13,7 @@ adds up the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -24,6 +24,11 @@ from apps.instances.models import Instance
 
 from ..models import BillingAccount, MeteredRun
 from ..services.invoicing.build import invoice_lines_plan, records_uninvoiced
+from ..services.invoicing.reservations import (
+    ReservationLinePlan,
+    reservation_charges_uninvoiced,
+    reservation_lines_plan,
+)
 from .credits import credit_applications_plan, credit_grants_usable
 from .usage import month_bounds
 
@@ -56,6 +61,8 @@ class InvoicePreview:
     total: Decimal
     # Credits still valid now, less what this invoice will take from them.
     credits_left: Decimal
+    # Reservations' charges, one line each (services/invoicing/reservations.py), after the instances.
+    reservations: list[ReservationLinePlan] = field(default_factory=list)
 
     @property
     def to_pay(self) -> Decimal:
@@ -98,7 +105,9 @@ def invoice_preview_get(*, account: BillingAccount, now: datetime | None = None)
     start, end = month_bounds(now)
     rows = _rows_uninvoiced(organization_id=account.pk, before=end, now=now)
     plan = invoice_lines_plan(rows=rows, currency=account.currency)
-    subtotal = sum((p.amount for p in plan), Decimal("0.00"))
+    charges = list(reservation_charges_uninvoiced(organization_id=account.pk, before=end))
+    reserved = reservation_lines_plan(charges=charges, currency=account.currency)
+    subtotal = sum((p.amount for p in [*plan, *reserved]), Decimal("0.00"))
     usable = credit_grants_usable(account=account, valid_after=start)
     credit_plan = credit_applications_plan(usable=usable, up_to=subtotal)
     applied = sum((take for _, take in credit_plan), Decimal("0.00"))
@@ -126,4 +135,5 @@ def invoice_preview_get(*, account: BillingAccount, now: datetime | None = None)
         credits_applied=applied,
         total=subtotal - applied,
         credits_left=left,
+        reservations=reserved,
     )

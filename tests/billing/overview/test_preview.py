@@ -133,7 +133,7 @@ def test_the_preview_reads_a_fixed_number_of_queries(django_assert_num_queries):
     account = BillingAccountFactory()
     _usage(account)
     _grant(account, "0.50")
-    with django_assert_num_queries(4):  # records summed, open runs, instances, grants
+    with django_assert_num_queries(5):  # records summed, open runs, instances, reservation charges, grants
         invoice_preview_get(account=account, now=NOW)
     for n in range(5):
         more = InstanceFactory(organization=account.organization, name=f"more-{n}")
@@ -141,5 +141,5 @@ def test_the_preview_reads_a_fixed_number_of_queries(django_assert_num_queries):
                    hourly_amount="1.00")
         run_open(instance=InstanceFactory(organization=account.organization), started_at=NOW - timedelta(hours=n + 1),
                  hourly_amount="2.00")
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         assert len(invoice_preview_get(account=account, now=NOW).lines) == 14

@@ -5,6 +5,7 @@ so the database bills a charge once. Read by the invoice builder (build.py)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -15,10 +16,14 @@ from ...money import usage_cost, usage_cost_exact
 
 
 def reservation_charges_uninvoiced(*, organization_id: int, before: datetime) -> QuerySet[ReservationCharge]:
-    """Charges of the organization whose period starts before `before` that no line holds yet."""
+    """Charges of the organization whose period starts before `before` that no line holds yet,
+    each with its reservation (for the line's words): one query."""
     billed = InvoicedReservationCharge.objects.filter(charge_id=OuterRef("pk"))
-    return ReservationCharge.objects.filter(organization_id=organization_id, period_start__lt=before).filter(
-        ~Exists(billed)
+    return (
+        ReservationCharge.objects.filter(organization_id=organization_id, period_start__lt=before)
+        .filter(~Exists(billed))
+        .select_related("reservation__flavor", "reservation__region", "reservation__gpu_model")
+        .order_by("period_start", "pk")
     )
 
 
@@ -42,41 +47,72 @@ def _utc(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M}"
 
 
-def reservation_lines_add(*, invoice: Invoice, charges: list[ReservationCharge]) -> list[InvoiceLine]:
-    """Write one line per reservation of `charges` (in window order) and tie each charge to its line."""
-    if not charges:
-        return []
+@dataclass(frozen=True)
+class ReservationLinePlan:
+    """One reservation's line on an invoice of some charges: what the builder writes and what the
+    billing overview's preview shows, so the two agree to the cent."""
+
+    charges: list[ReservationCharge]
+    project_id: int
+    description: str
+    flavor_name: str
+    seconds: int
+    hourly_amount: Decimal
+    amount: Decimal
+
+
+def reservation_lines_plan(*, charges: list[ReservationCharge], currency: str) -> list[ReservationLinePlan]:
+    """One line per reservation of `charges` (read with their reservations), in window order,
+    rounded once."""
     by_reservation: dict[object, list[ReservationCharge]] = defaultdict(list)
     for charge in charges:
         by_reservation[charge.reservation_id].append(charge)
-    reservations = {
-        c.reservation_id: c.reservation
-        for c in ReservationCharge.objects.filter(pk__in=[c.pk for c in charges]).select_related(
-            "reservation__flavor", "reservation__region", "reservation__gpu_model"
-        )
-    }
-    lines, ties = [], []
-    for reservation_id, group in sorted(by_reservation.items(), key=lambda kv: reservations[kv[0]].starts_at):
-        reservation = reservations[reservation_id]
+    plans = []
+    for group in sorted(by_reservation.values(), key=lambda g: (g[0].reservation.starts_at, g[0].reservation_id)):
+        reservation = group[0].reservation
         seconds = sum(c.seconds for c in group)
         hourly = group[0].hourly_amount
-        line = InvoiceLine(
+        plans.append(
+            ReservationLinePlan(
+                charges=group,
+                project_id=group[0].project_id,
+                description=(
+                    f"Reservation: {reservation.what} in {reservation.region.code}, "
+                    f"{_utc(min(c.period_start for c in group))} to {_utc(max(c.period_end for c in group))} UTC"
+                )[:300],
+                flavor_name=reservation.flavor.name[:120],
+                seconds=seconds,
+                hourly_amount=hourly,
+                amount=usage_cost(seconds=seconds, hourly_amount=hourly, currency=currency),
+            )
+        )
+    return plans
+
+
+def reservation_lines_add(*, invoice: Invoice, charges: list[ReservationCharge]) -> list[InvoiceLine]:
+    """Write the invoice's reservation lines and tie each charge to its line."""
+    plans = reservation_lines_plan(charges=charges, currency=invoice.currency)
+    lines = [
+        InvoiceLine(
             invoice=invoice,
             kind=InvoiceLineKind.USAGE,
             instance=None,
-            project_id=group[0].project_id,
-            description=(
-                f"Reservation: {reservation.what} in {reservation.region.code}, "
-                f"{_utc(min(c.period_start for c in group))} to {_utc(max(c.period_end for c in group))} UTC"
-            )[:300],
-            flavor_name=reservation.flavor.name[:120],
-            seconds=seconds,
-            hourly_amount=hourly,
-            amount=usage_cost(seconds=seconds, hourly_amount=hourly, currency=invoice.currency),
+            project_id=p.project_id,
+            description=p.description,
+            flavor_name=p.flavor_name,
+            seconds=p.seconds,
+            hourly_amount=p.hourly_amount,
+            amount=p.amount,
         )
-        lines.append(line)
-        ties.extend((line, c) for c in group)
+        for p in plans
+    ]
     InvoiceLine.objects.bulk_create(lines)
     # A charge some other invoice already holds makes this INSERT fail and the whole invoice roll back.
-    InvoicedReservationCharge.objects.bulk_create([InvoicedReservationCharge(charge=c, line=line) for line, c in ties])
+    InvoicedReservationCharge.objects.bulk_create(
+        [
+            InvoicedReservationCharge(charge=c, line=line)
+            for line, p in zip(lines, plans, strict=True)
+            for c in p.charges
+        ]
+    )
     return lines
