@@ -9,6 +9,9 @@ up front instead:
 3. `Instance` rows, in `created_at` order when several (`instance_transition`);
 4. what hangs off one instance: its `InstanceRuntime`, then its open `MeteredRun`
    (`usage_run_close`), then the `UsageRecord`s cut from it;
+   then, when a bare-metal instance ends, its `Node` row (the wipe mark, or a cordon after a failed
+   hand-over check: apps/capacity/services/wipe.py, health.py); `Node` comes before 5-8 on every
+   path, as agent reports and node transitions take it before allocations and GPUs;
 5. `Allocation` (a release; its `AllocationSlice`s are written only under it, after its GPUs);
 6. `MigDevice`, then `Gpu` rows, in (node, index, id) order (claims and releases);
 7. the node's placement lock (`pg_advisory_xact_lock`, shared by placements);

@@ -193,7 +193,6 @@ def _handover_check_failed(*, instance: Instance, node: Node, result: dict) -> N
     with the reason (as a failed periodic check would be), the instance fails with a message for
     its owner, and its capacity goes back. Nothing was handed over (the check runs before the
     account exists) and it never ran, so nothing is metered and there is nothing to wipe."""
-    node_health_apply(node=node, result=result)
     reasons = result.get("reasons") or ["no reason given"]
     more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
     moved = instance_transition(
@@ -203,5 +202,8 @@ def _handover_check_failed(*, instance: Instance, node: Node, result: dict) -> N
         message=handover_failed_message(f"{reasons[0]}{more}"),
         source="agent",
     )
+    # After the instance's own rows, before its allocation (portal/db.py): the node, cordoned even
+    # if the instance had moved on meanwhile, since the check failed all the same.
+    node_health_apply(node=node, result=result)
     if moved is not None:
         instance_capacity_release(instance=instance)
