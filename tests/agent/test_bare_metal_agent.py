@@ -16,10 +16,12 @@ import pytest
 from provisioning.agent.client import PortalClient, RetryPolicy
 from provisioning.agent.loop import seq_start, sources_simulated
 from provisioning.agent.workloads.identity import accounts_of_root
+from provisioning.agent.workloads.process import proc_alive, proc_uid
 from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
 from provisioning.agent.workloads.ssh import ssh_available, ssh_root_clear
 from tests.agent.test_workloads_support import WorkloadPortalServer
 from tests.support.processes import workload_root_new
+from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,6 +53,10 @@ def ssh_run(key: Path, body: dict, command: str) -> subprocess.CompletedProcess:
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+
+
+def pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 
 
 class Agent:
@@ -128,6 +134,11 @@ def test_every_gpu_is_visible_and_a_stop_wipes_the_home_so_a_start_begins_empty(
         done = ssh_run(key, running, 'echo "$CUDA_VISIBLE_DEVICES"; echo data > ~/a.txt; mkdir ~/d; touch ~/d/b')
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == ",".join(GPUS)
+        # and a process that left its session for good
+        escaped = ssh_run(key, running, "setsid nohup sleep 600 >/dev/null 2>&1 & id -u")
+        assert escaped.returncode == 0, escaped.stderr
+        uid = int(escaped.stdout.split()[-1])
+        assert wait_until(lambda: [pid for pid in pids() if proc_uid(pid) == uid and proc_alive(pid)], 10)
 
         # When it is stopped, the report says what was wiped, and it is gone
         seen = len(portal.reports_for(METAL))
@@ -135,6 +146,7 @@ def test_every_gpu_is_visible_and_a_stop_wipes_the_home_so_a_start_begins_empty(
         stopped = portal.wait_report(METAL, "stopped", timeout=30, after=seen).body
         assert stopped["wiped"] == {"account": running["user"], "home": str(root / METAL / "work"), "files": 2}
         assert not (root / METAL).exists() and not accounts_of_root(root)
+        assert not [pid for pid in pids() if proc_uid(pid) == uid and proc_alive(pid)]
 
         # And a start again gets a fresh account and an empty home
         seen = len(portal.reports_for(METAL))
