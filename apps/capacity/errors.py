@@ -14,6 +14,7 @@ class RefusalReason(models.TextChoices):
     QUOTA_EXCEEDED = "quota_exceeded", "Quota exceeded"
     RESERVED_FOR_GUARANTEES = "reserved_for_guarantees", "Reserved for guaranteed capacity"
     FLAVOR_NOT_ALLOCATABLE = "flavor_not_allocatable", "Flavor has no GPU capacity to allocate"
+    RESERVED_FOR_RESERVATIONS = "reserved_for_reservations", "Promised to reservations starting soon"
 
 
 class AllocationRefused(Exception):

@@ -27,6 +27,8 @@ CAPACITY_AGENT_MAX_BODY_BYTES = env_int("PORTAL_AGENT_MAX_BODY_BYTES", 256 * 102
 CAPACITY_TELEMETRY_RETENTION_DAYS = env_int("PORTAL_TELEMETRY_RETENTION_DAYS", 7)
 # How often reservations due to start or end are handled (Celery beat); starts within this get an ETA task.
 CAPACITY_RESERVATIONS_EVERY_S = env_int("PORTAL_RESERVATIONS_EVERY_S", 30)
+# On-demand launches leave free what reservations starting within this many hours still need.
+CAPACITY_RESERVATIONS_KEEP_CLEAR_H = env_int("PORTAL_RESERVATIONS_KEEP_CLEAR_H", 24)
 
 # --- instances: lifecycle timeouts and idle culling ----------------------------------------------
 INSTANCES = {

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.capacity.services.reservations import reservation_create, reservation_start
+from apps.capacity.services.reservations import reservation_create, reservation_start, when
 from apps.instances.models import Instance
 from tests.factories.accounts import OrganizationFactory
 
@@ -29,13 +29,17 @@ def _body(reservation, name="in-reservation") -> dict:
     }
 
 
-def _reserve(organization, setup, *, starts_in: timedelta):
+def _on_demand(name, **extra) -> dict:
+    return {"flavor": FLAVOR, "image": "jupyterlab-4-host", "region": "us-east-1", "name": name, **extra}
+
+
+def _reserve(organization, setup, *, starts_in: timedelta, gpus: int = 2):
     start = timezone.now() + starts_in
     return reservation_create(
         organization=organization,
         flavor=setup["flavor"],
         region=setup["region"],
-        gpus=2,
+        gpus=gpus,
         starts_at=start,
         ends_at=start + timedelta(hours=2),
     )
@@ -71,3 +75,28 @@ def test_a_started_reservation_lets_the_launch_through(api_client, user, org, no
     api_client.force_login(user)
     reply = api_client.post(_url(org), _body(reservation), format="json")
     assert reply.status_code == 201, reply.json()
+
+
+def test_on_demand_launches_keep_clear_of_a_reservation_starting_soon(api_client, user, org, notebook_setup):
+    # given 8 H100 GPUs and another organization's reservation of 6 of them starting in 2 hours
+    reserved = _reserve(OrganizationFactory(), notebook_setup, starts_in=timedelta(hours=2), gpus=6)
+    api_client.force_login(user)
+    # when on-demand launches take GPUs, the first two fit beside it
+    for name in ("first", "second"):
+        assert api_client.post(_url(org), _on_demand(name), format="json").status_code == 201
+    # then a third, which would leave 5 free for the 6 promised, is refused with the reason, nothing made
+    reply = api_client.post(_url(org), _on_demand("third", queue=True), format="json")
+    assert reply.status_code == 400
+    assert reply.json()["flavor"] == [
+        f"The NVIDIA H100 80GB SXM GPUs still free in us-east-1 are reserved from {when(reserved.starts_at)}; "
+        "choose another region, a later time, or launch into a reservation of your own."
+    ]
+    assert Instance.objects.count() == 2
+    # and at its start the reservation is held in full
+    assert reservation_start(reservation_id=reserved.pk, now=reserved.starts_at).state == "active"
+
+
+def test_a_reservation_days_away_does_not_hold_back_launches_now(api_client, user, org, notebook_setup):
+    _reserve(OrganizationFactory(), notebook_setup, starts_in=timedelta(days=3), gpus=8)
+    api_client.force_login(user)
+    assert api_client.post(_url(org), _on_demand("now"), format="json").status_code == 201

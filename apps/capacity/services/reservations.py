@@ -31,6 +31,7 @@ from celery import signature
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
@@ -39,8 +40,15 @@ from apps.catalog.models import Flavor, PriceUnit, Region, SliceKind
 from apps.catalog.selectors import price_current
 from portal.db import atomic_retry
 
-from ..errors import AllocationRefused
-from ..models import BOOKED_RESERVATION_STATES, Reservation, ReservationEvent, ReservationState
+from ..errors import AllocationRefused, RefusalReason
+from ..models import (
+    BOOKED_RESERVATION_STATES,
+    NodeCapacity,
+    NodeState,
+    Reservation,
+    ReservationEvent,
+    ReservationState,
+)
 from ..selectors.reservations import fleet_capacity_get, reservations_overlapping, window_shortfall
 from .allocations import allocation_gang_create, allocation_gang_release
 
@@ -435,3 +443,59 @@ def reservation_launch_check(
     if region.pk != reservation.region_id:
         raise ValidationError({"reservation": f"This reservation is in {reservation.region.code}, not {region.code}."})
     return reservation
+
+
+# --- on-demand launches keep clear of reservations about to start -----------------------------------
+
+# On-demand capacity has no end, so any launch may still hold GPUs when a later reservation starts.
+# Launches keep clear of what reservations starting within this horizon (and short ones) still need.
+KEEP_CLEAR_AHEAD = timedelta(hours=settings.CAPACITY_RESERVATIONS_KEEP_CLEAR_H)
+
+
+def reservations_keep_clear_check(*, flavor: Flavor, region: Region, now: datetime | None = None) -> None:
+    """After an on-demand hold, inside its transaction: raise AllocationRefused when the whole GPUs
+    of the flavor's model left free in the region no longer cover what booked reservations that
+    are not yet held (scheduled ones starting within KEEP_CLEAR_AHEAD, short ones) will need at
+    their peak. The caller rolls its hold back with it.
+
+    Taken under the booking lock of the region and model, so launches checking at once follow one
+    another, each reading (a new statement under READ COMMITTED) what the one before committed.
+    One query when no reservation is pending (the usual case), four otherwise."""
+    if flavor.gpu_model_id is None:
+        return
+    now = now or timezone.now()
+    pending = list(
+        Reservation.objects.filter(
+            region=region,
+            gpu_model_id=flavor.gpu_model_id,
+            starts_at__lt=now + KEEP_CLEAR_AHEAD,
+            ends_at__gt=now,
+        )
+        .filter(state__in=(R.SCHEDULED, R.SHORT))
+        .only("id", "starts_at", "ends_at", "gpus", "whole_nodes")
+    )
+    if not pending:
+        return
+    _booking_lock(region=region, gpu_model_id=flavor.gpu_model_id)
+    free = (
+        NodeCapacity.objects.filter(
+            region=region, gpu_model_id=flavor.gpu_model_id, node__state=NodeState.READY
+        ).aggregate(n=Sum("free_whole_gpus"))["n"]
+        or 0
+    )
+    fleet = fleet_capacity_get(region=region, gpu_model=flavor.gpu_model)
+    peak, peak_at = 0, now
+    for moment in sorted({max(r.starts_at, now) for r in pending}):
+        covering = [r for r in pending if r.starts_at <= max(moment, now) < r.ends_at]
+        needed = fleet.gpus_needed(
+            gpus=sum(r.gpus or 0 for r in covering), whole_nodes=sum(r.whole_nodes or 0 for r in covering)
+        )
+        needed = needed if needed is not None else fleet.gpus
+        if needed > peak:
+            peak, peak_at = needed, moment
+    if free < peak:
+        raise AllocationRefused(
+            RefusalReason.RESERVED_FOR_RESERVATIONS,
+            f"The {flavor.gpu_model.name} GPUs still free in {region.code} are reserved from {when(peak_at)}; "
+            "choose another region, a later time, or launch into a reservation of your own.",
+        )
