@@ -37,6 +37,13 @@ each gives:
   instance's row (its stop, say) takes no capacity locks, since a queued instance holds none, so
   the placement's wait for that row cannot close a cycle.
 
+Reservations (apps/capacity/services/reservations.py) add two locks, kept out of cycles:
+- the booking lock of a region × GPU model (`pg_advisory_xact_lock`): a booking takes it first
+  and then only reads; a launch takes it last, after its hold (2, 5-8), to check what
+  reservations about to start still need, and then only reads. Neither waits for a lock while
+  holding it, so it closes no cycle.
+- a `Reservation` row: its start and end lock it first, then take what the allocator takes (2, 5-8).
+
 Retry. Some deadlocks cannot be ordered away (PostgreSQL's locking reads keep locks on rows that
 turn out not to match, for one), and SERIALIZABLE work can lose a serialization check. Entry
 points (what views, API views and tasks call) are wrapped in `atomic_retry`: a transaction that

@@ -18,10 +18,10 @@ STATE_TONES: dict[str, Tone] = {
     "open": "warn", "past_due": "warn", "cordoned": "warn", "degraded": "warn", "warning": "warn",
     # went wrong
     "failed": "err", "lost": "err", "down": "err", "payment_failed": "err", "error": "err",
-    "uncollectible": "err",
+    "uncollectible": "err", "short": "err",
     # over, or not in play
     "stopped": "muted", "terminated": "muted", "maintenance": "muted", "void": "muted", "draft": "muted",
-    "expired": "muted", "revoked": "muted", "closed": "muted",
+    "expired": "muted", "revoked": "muted", "closed": "muted", "ended": "muted", "cancelled": "muted",
 }
 
 
