@@ -157,8 +157,8 @@ def report_body(state: str, *, reason: str | None = None, route_slot: str | None
     if ssh_endpoint is not None:
         body.update(zip(SSH_ENDPOINT_FIELDS, ssh_endpoint_check(*ssh_endpoint), strict=True))
     if health_check is not None:
-        if state != FAILED:
-            raise ValueError("only a failed report carries a health check")
+        if state != FAILED or health_check.get("passed") is not False:
+            raise ValueError("only a failed report carries a health check, and only a failed one")
         body[F_HEALTH_CHECK] = health_check
     if wiped is not None:
         if state not in (STOPPED, FAILED):

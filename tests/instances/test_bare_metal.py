@@ -265,6 +265,7 @@ def test_a_region_with_no_capacity_is_a_409_and_nothing_is_made(launch, region, 
     [
         {"state": "running", "wiped": {"account": None, "home": "/w", "files": 0}, **ENDPOINT},
         {"state": "stopped", "health_check": FAILED_CHECK},
+        {"state": "failed", "health_check": {**FAILED_CHECK, "passed": True, "reasons": []}},
         {"state": "stopped", "wiped": {"account": "root; rm -rf /", "home": "/w", "files": 0}},
         {"state": "stopped", "wiped": {"account": None, "home": "/w", "files": -1}},
     ],
@@ -299,3 +300,4 @@ def test_a_node_back_from_down_is_not_placed_until_the_lost_tenants_data_is_wipe
     wiped = {"account": "nc-0123456789ab", "home": "/w/work", "files": 2}
     assert agent(instance.pk, 3, "stopped", wiped=wiped).status_code == 202
     assert launch(name="metal-2").status_code == 201
+

@@ -134,8 +134,9 @@ class WorkloadStatusSerializer(serializers.Serializer):
         return value
 
     def validate(self, data):
-        if data.get(P.F_HEALTH_CHECK) is not None and data["state"] != P.FAILED:
-            raise serializers.ValidationError("Only a failed report carries a health check.")
+        check = data.get(P.F_HEALTH_CHECK)
+        if check is not None and (data["state"] != P.FAILED or check["passed"]):
+            raise serializers.ValidationError("Only a failed report carries a health check, and only a failed one.")
         if data.get(P.F_WIPED) is not None and data["state"] not in (P.STOPPED, P.FAILED):
             raise serializers.ValidationError("Only a stopped or failed report says what was wiped.")
         given = [field for field in P.SSH_ENDPOINT_FIELDS if data.get(field) is not None]
