@@ -4,7 +4,9 @@ Modules: `identity` (who workloads run as), `slot` (directories and files on dis
 (/proc facts, stopping a process tree), `notebook` (one Jupyter server), `kernel_launcher` (the
 kernel entry point that applies the GPU assignment), `pool` (warm, unassigned servers), `spec`
 (the desired-state wire format and its merge), `supervisor` (converges actual to desired, one
-thread per workload), `watch` (the long-poll thread), `service` (wiring for the agent loop).
+thread per workload), `watch` (the long-poll thread), `service` (wiring for the agent loop),
+`ssh` and `ssh_supervisor` (GPU instances over SSH: an sshd per instance), `bare_metal` (whole
+nodes over SSH: a health check before the hand-over, a wipe of account and home on every stop).
 
 Across agent restarts: a clean shutdown (SIGTERM/SIGINT) stops the warm pool's unassigned
 servers and leaves instance servers running, so an agent upgrade does not kill users' notebooks.
