@@ -6,6 +6,7 @@ wipe the agent reports is what lets the node be placed again."""
 
 import shutil
 import subprocess
+from uuid import UUID
 
 import pytest
 from django.test import Client
@@ -20,6 +21,7 @@ from apps.catalog.models import Flavor, Image, Region
 from apps.instances.models import Instance, InstanceState
 from apps.instances.selectors import node_desired_workloads
 from apps.instances.services.placement import instance_schedule
+from apps.instances.services.queue import instances_queue_place
 from apps.instances.services.reconcile import instances_reconcile
 from tests.factories.accounts import UserFactory
 from tests.factories.capacity import node_with_gpus
@@ -301,3 +303,20 @@ def test_a_node_back_from_down_is_not_placed_until_the_lost_tenants_data_is_wipe
     assert agent(instance.pk, 3, "stopped", wiped=wiped).status_code == 202
     assert launch(name="metal-2").status_code == 201
 
+
+def test_a_queued_launch_waits_for_the_wipe_and_is_placed_after_it(launch, api_client, org, region, flavor):
+    node = node_with_gpus(region, flavor.gpu_model, n=8)
+    agent = agent_for(node)
+    instance = running(launch, agent)
+    api_client.post(f"/api/v1/organizations/{org.slug}/instances/{instance.pk}/stop/")
+    assert agent(instance.pk, 3, "stopped").status_code == 202  # released; the wipe not reported yet
+
+    # Given a launch that asked to wait
+    queued = launch(name="metal-q", queue=True)
+    assert queued.status_code == 202, queued.json()
+    assert instances_queue_place() == []  # the node still holds the last tenant's data
+
+    # When the wipe is reported, the queue's next pass places it
+    wiped = {"account": "nc-0123456789ab", "home": "/w/work", "files": 0}
+    assert agent(instance.pk, 4, "stopped", wiped=wiped).status_code == 202
+    assert instances_queue_place() == [UUID(queued.json()["id"])]

@@ -98,6 +98,12 @@ def _queue_place_on_commit() -> None:
     transaction.on_commit(lambda: signature(QUEUE_PLACE_TASK).delay())
 
 
+def queue_place_on_commit() -> None:
+    """Capacity came back other than by a release here (a bare-metal node's wipe reported): let the
+    queue place whoever waits once this transaction commits."""
+    _queue_place_on_commit()
+
+
 class LaunchSuperseded(Exception):
     """The instance left `requested` while we placed it: undo the allocation."""
 

@@ -22,7 +22,7 @@ from provisioning.protocol import FAILED, RUNNING, STARTING, STOPPED
 from ..models import Instance, InstanceRuntime, InstanceState
 from .idle import instance_idle_clear
 from .lifecycle import instance_transition
-from .placement import instance_capacity_release, instance_node_wipe_mark
+from .placement import instance_capacity_release, instance_node_wipe_mark, queue_place_on_commit
 
 S = InstanceState
 # Kinds reached over SSH: a running report carries an endpoint, not a route.
@@ -112,7 +112,8 @@ def workload_report_apply(
     if wiped is not None and instance.offering.kind == OfferingKind.BARE_METAL:
         # After the release above set the mark: a stop's report both ends the tenancy and says the
         # tenant's data is gone, so the node is placeable again once this commits, never before.
-        node_wipe_done(node_id=node.pk, instance_id=instance.pk, account=wiped["account"], files=wiped["files"])
+        if node_wipe_done(node_id=node.pk, instance_id=instance.pk, account=wiped["account"], files=wiped["files"]):
+            queue_place_on_commit()  # the node is offered again: a queued launch may fit now
     instance.refresh_from_db()
     return instance
 
