@@ -120,7 +120,9 @@ def test_an_agent_killed_under_a_running_ssh_instance(
         api = page.get(f"/api/v1/organizations/{org.slug}/instances/{instance.pk}/").json()
         assert api["state"] == "lost" and api["ssh"] is None
 
-        # And its GPU stays held while the node is away: nothing can be placed on it
+        # And its GPU stays held while the node is away: nothing can be placed on it (its sshd
+        # outlived the agent, as workloads do so that a restarted agent re-adopts them)
+        assert _ssh(private, runtime, "true").returncode == 0
         assert Allocation.objects.get(pk=lost.allocation_id).state == AllocationState.LOST
         assert Gpu.objects.get(pk=held_gpu).allocated_milli == 1000
         assert _one_h100_free(region) == 0
