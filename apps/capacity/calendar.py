@@ -1,9 +1,11 @@
-"""The capacity calendar's charts, built from reservations already read (no queries here).
+"""The capacity calendar's charts, built from reservations already read (no queries here), for
+static/js/reservation_calendar.js (vendored Chart.js, on a linear time axis in epoch ms: the
+toolkit's `{% chart %}` has a category axis, which would space uneven change points evenly):
 
-- A Gantt spec for static/js/reservation_calendar.js: one floating bar per reservation from its
-  start to its end, in epoch milliseconds, coloured by state, with a "now" marker.
-- The operators' load chart per region and GPU model (`{% chart %}`, portal.ui.charts): GPUs
-  reserved at each change point of the range against the fleet's capacity line.
+- a Gantt: one floating bar per reservation from its start to its end, coloured by state, with a
+  "now" marker;
+- the operators' load per region and GPU model: GPUs reserved, a step at each change point,
+  against the fleet's capacity line.
 """
 
 from __future__ import annotations
@@ -11,9 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-from portal.ui.charts import Series, chart_spec
+from datetime import datetime, timedelta
 
 from .models import BOOKED_RESERVATION_STATES, Reservation
 from .selectors.reservations import FleetCapacity
@@ -21,6 +21,18 @@ from .selectors.reservations import FleetCapacity
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def calendar_range(
+    *, reservations: Sequence[Reservation], now: datetime, ahead: timedelta
+) -> tuple[datetime, datetime]:
+    """The span a calendar shows: from an hour ago (or the earliest start of what it shows, at
+    most a day back) to the latest end (at least a day ahead, at most `ahead`), so a short
+    window is not a hairline on a month-wide axis."""
+    since = max(min([now - timedelta(hours=1), *(r.starts_at for r in reservations)]), now - timedelta(days=1))
+    until = min(max([now + timedelta(days=1), *(r.ends_at for r in reservations)]), now + ahead)
+    margin = (until - since) / 40
+    return since - margin, until + margin
 
 
 def gantt_spec(
@@ -57,7 +69,7 @@ class PoolLoad:
     gpu_model_name: str
     fleet: FleetCapacity
     reservations: list[Reservation]
-    chart: dict
+    load: dict
     gantt: dict
     peak_reserved_gpus: int
 
@@ -98,13 +110,13 @@ def pools_load(
         members = grouped[key]
         load = _load_points(reservations=members, fleet=fleet, since=since, until=until)
         load.append((until, load[-1][1] if load else 0))
-        labels = [f"{m.astimezone(UTC):%m-%d %H:%M}" for m, _ in load]
-        chart = chart_spec(
-            kind="line",
-            labels=labels,
-            unit="GPUs",
-            series=[Series("Reserved GPUs", [n for _, n in load]), Series("Fleet capacity", [fleet.gpus] * len(load))],
-        )
+        chart = {
+            "points": [[_ms(moment), gpus] for moment, gpus in load],
+            "capacity": fleet.gpus,
+            "since": _ms(since),
+            "until": _ms(until),
+            "now": _ms(now),
+        }
         region_code, model_name = names[key]
         pools.append(
             PoolLoad(
@@ -113,7 +125,7 @@ def pools_load(
                 gpu_model_name=model_name,
                 fleet=fleet,
                 reservations=members,
-                chart=chart,
+                load=chart,
                 gantt=gantt_spec(reservations=members, since=since, until=until, now=now, with_organization=True),
                 peak_reserved_gpus=max((n for _, n in load), default=0),
             )

@@ -22,7 +22,7 @@ from apps.accounts.selectors import organization_access_get
 from apps.accounts.views.common import add_service_errors
 from portal.ui.tables import table_configure
 
-from .calendar import gantt_spec, pools_load
+from .calendar import calendar_range, gantt_spec, pools_load
 from .forms_reservations import ReservationForm
 from .selectors.reservations import fleet_capacity_map, reservation_get, reservations_all_list, reservations_list
 from .services.reservations import reservation_cancel, reservation_request
@@ -51,9 +51,8 @@ def reservations_page(request, slug: str):
                 return redirect("capacity-reservations:list", slug=slug)
     now = timezone.now()
     rows = list(reservations_list(organization=access.organization))
-    since = now - PAST_SHOWN
-    until = max([now + AHEAD_SHOWN, *(r.ends_at for r in rows if r.ends_at > since)])
-    shown = [r for r in rows if r.ends_at > since]
+    shown = [r for r in rows if r.ends_at > now - PAST_SHOWN and r.starts_at < now + AHEAD_SHOWN]
+    since, until = calendar_range(reservations=shown, now=now, ahead=AHEAD_SHOWN)
     return render(
         request,
         "capacity/reservations.html",
@@ -89,15 +88,14 @@ def reservation_cancel_view(request, slug: str, reservation_id: UUID):
 @staff_required
 def ops_reservations_page(request):
     now = timezone.now()
-    since, until = now - PAST_SHOWN, now + OPS_AHEAD_SHOWN
-    rows = list(reservations_all_list(since=since, until=until))
+    rows = list(reservations_all_list(since=now - PAST_SHOWN, until=now + OPS_AHEAD_SHOWN))
+    since, until = calendar_range(reservations=rows, now=now, ahead=OPS_AHEAD_SHOWN)
     return render(
         request,
         "capacity/ops_reservations.html",
         {
             "pools": pools_load(reservations=rows, fleets=fleet_capacity_map(), since=since, until=until, now=now),
             "table": table_configure(OperatorReservationTable(rows), params=request.GET),
-            "since": since,
-            "until": until,
+            "ahead_days": OPS_AHEAD_SHOWN.days,
         },
     )

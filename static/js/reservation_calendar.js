@@ -87,7 +87,61 @@
     });
   };
 
-  const drawAll = (root) => root.querySelectorAll("canvas[data-gantt]").forEach(draw);
+  // The operators' load: GPUs reserved (a step at each change point) against the fleet's capacity.
+  const drawLoad = (canvas) => {
+    const data = document.getElementById(canvas.dataset.reservationLoad);
+    if (!data || !window.Chart) return;
+    const spec = JSON.parse(data.textContent);
+    const existing = window.Chart.getChart(canvas);
+    if (existing) existing.destroy();
+    const points = spec.points.map(([x, y]) => ({ x, y }));
+    new window.Chart(canvas, {
+      type: "line",
+      data: {
+        datasets: [
+          {
+            label: "Reserved GPUs",
+            data: points,
+            stepped: "before",
+            borderColor: token("--chart-1", "#2f5bea"),
+            backgroundColor: `${token("--chart-1", "#2f5bea")}22`,
+            fill: true,
+            pointRadius: 0,
+            borderWidth: 2,
+          },
+          {
+            label: "Fleet capacity",
+            data: [
+              { x: spec.since, y: spec.capacity },
+              { x: spec.until, y: spec.capacity },
+            ],
+            borderColor: token("--chart-3", "#b54708"),
+            borderDash: [6, 4],
+            pointRadius: 0,
+            borderWidth: 2,
+          },
+        ],
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        parsing: true,
+        plugins: {
+          legend: { position: "bottom" },
+          tooltip: { callbacks: { title: (items) => `${utc(items[0].parsed.x)} UTC` } },
+        },
+        scales: {
+          x: { type: "linear", min: spec.since, max: spec.until, ticks: { maxTicksLimit: 8, callback: (v) => utc(v) } },
+          y: { beginAtZero: true, suggestedMax: spec.capacity + 1, ticks: { precision: 0 } },
+        },
+      },
+    });
+  };
+
+  const drawAll = (root) => {
+    root.querySelectorAll("canvas[data-gantt]").forEach(draw);
+    root.querySelectorAll("canvas[data-reservation-load]").forEach(drawLoad);
+  };
   document.addEventListener("DOMContentLoaded", () => drawAll(document));
   document.addEventListener("htmx:load", (event) => drawAll(event.target));
 })();
