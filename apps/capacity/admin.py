@@ -3,7 +3,18 @@ operators' pages), which keep the event log and the allocation invariants; here 
 
 from django.contrib import admin
 
-from .models import Allocation, AllocationSlice, Gpu, MigDevice, Node, NodeEvent, Quota, RegistrationToken
+from .models import (
+    Allocation,
+    AllocationSlice,
+    Gpu,
+    MigDevice,
+    Node,
+    NodeEvent,
+    Quota,
+    RegistrationToken,
+    Reservation,
+    ReservationEvent,
+)
 
 
 class GpuInline(admin.TabularInline):
@@ -92,3 +103,29 @@ class QuotaAdmin(admin.ModelAdmin):
     list_display = ["organization", "project", "guaranteed_gpus", "max_gpus"]
     list_select_related = ["organization", "project"]
     search_fields = ["organization__slug"]
+
+
+class ReservationEventInline(admin.TabularInline):
+    model = ReservationEvent
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "from_state", "to_state", "reason", "actor"]
+    readonly_fields = fields
+
+
+@admin.register(Reservation)
+class ReservationAdmin(admin.ModelAdmin):
+    """Read-only: bookings go through services.reservations (the feasibility check and its lock)."""
+
+    list_display = ["id", "organization", "region", "gpu_model", "gpus", "whole_nodes", "starts_at", "ends_at", "state"]
+    list_filter = ["state", "region"]
+    list_select_related = ["organization", "region", "gpu_model"]
+    search_fields = ["organization__slug"]
+    readonly_fields = [f.name for f in Reservation._meta.fields]
+    inlines = [ReservationEventInline]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -12,6 +12,7 @@ from apps.accounts.models import Role
 from apps.accounts.roles import OrgAccess
 from apps.capacity.models import Allocation, AllocationState, Gpu, NodeState, Reservation, ReservationState
 from apps.capacity.services.allocations import allocation_gang_create, allocation_gang_release
+from apps.capacity.services.quotas import quota_set
 from apps.capacity.services.reservations import (
     reservation_cancel,
     reservation_create,
@@ -311,3 +312,14 @@ def test_a_start_within_the_next_pass_gets_an_eta_task_and_later_ones_wait_for_t
     # and the later one gets it from the pass that comes within the horizon of its start
     reservations_due_run(now=START - timedelta(seconds=20))
     assert sent == [soon.pk, later.pk]
+
+
+def test_a_reservation_over_the_quota_ceiling_is_refused_at_booking(fleet, eu_west, one_gpu):
+    customer = OrganizationFactory(name="Small Co")
+    quota_set(organization=customer, max_gpus=Decimal("4"))
+    with pytest.raises(ValidationError) as refused:
+        book(customer, one_gpu, eu_west, gpus=5)
+    assert refused.value.message_dict["gpus"] == [
+        "Small Co may use at most 4 GPUs (its quota); this reservation needs 5."
+    ]
+    assert book(customer, one_gpu, eu_west, gpus=4).state == R.SCHEDULED

@@ -31,7 +31,7 @@ from celery import signature
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
@@ -45,6 +45,7 @@ from ..models import (
     BOOKED_RESERVATION_STATES,
     NodeCapacity,
     NodeState,
+    Quota,
     Reservation,
     ReservationEvent,
     ReservationState,
@@ -176,6 +177,27 @@ def _quote(*, flavor: Flavor, region: Region, gpus: int | None, whole_nodes: int
     return _Quote(units=units, hourly_amount=price.amount, currency=price.currency)
 
 
+def _quota_ceiling_check(
+    *, organization: Organization, project: Project, flavor: Flavor, gpus: int | None, whole_nodes: int | None
+) -> None:
+    """A reservation larger than the organization's (or project's) GPU ceiling could never be held
+    (the allocator checks quotas at its start): refused now. What else the organization holds then
+    is not known yet, so only the ceiling itself is checked; the start checks the rest."""
+    ceilings = Quota.objects.filter(organization=organization).filter(Q(project__isnull=True) | Q(project=project))
+    size = gpus if gpus is not None else whole_nodes * flavor.gpu_count
+    for quota in ceilings.select_related("project"):
+        if size > quota.max_gpus:
+            who = f"Project {quota.project.name}" if quota.project_id else organization.name
+            raise ValidationError(
+                {
+                    "gpus"
+                    if gpus is not None
+                    else "whole_nodes": f"{who} may use at most {quota.max_gpus.normalize()} "
+                    f"GPUs (its quota); this reservation needs {size}."
+                }
+            )
+
+
 def _booking_lock(*, region: Region, gpu_model_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [BOOKING_LOCK, f"{region.pk}:{gpu_model_id}"])
@@ -242,6 +264,7 @@ def reservation_create(
     elif project.organization_id != organization.pk:
         raise ValidationError({"project": "That project belongs to another organization."})
     quote = _quote(flavor=flavor, region=region, gpus=gpus, whole_nodes=whole_nodes, now=now)
+    _quota_ceiling_check(organization=organization, project=project, flavor=flavor, gpus=gpus, whole_nodes=whole_nodes)
     _booking_lock(region=region, gpu_model_id=flavor.gpu_model_id)
     reservation_feasibility_check(
         flavor=flavor, region=region, starts_at=starts_at, ends_at=ends_at, gpus=gpus, whole_nodes=whole_nodes
