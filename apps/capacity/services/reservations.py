@@ -321,23 +321,29 @@ def _start_enqueue(reservation: Reservation) -> None:
     signature(START_TASK, args=(str(reservation.pk),)).apply_async(eta=reservation.starts_at)
 
 
-@atomic_retry
 def reservation_cancel(*, access: OrgAccess, reservation_id: UUID, now: datetime | None = None) -> Reservation:
-    """Call a reservation off before it is held. A held (active) one is committed: it runs to its end
-    and is billed for its window; the refusal says so."""
+    """A member calls off their organization's reservation (the page and the API)."""
     if not access.can_launch:
         raise PermissionDenied("Your role cannot cancel reservations; ask an owner or admin.")
+    return reservation_withdraw(
+        organization=access.organization, reservation_id=reservation_id, actor_id=access.user_id, now=now
+    )
+
+
+@atomic_retry
+def reservation_withdraw(
+    *, organization: Organization, reservation_id: UUID, actor_id: int | None = None, now: datetime | None = None
+) -> Reservation:
+    """Call a reservation off before its capacity is held (scheduled, or short): nothing is charged
+    and its window is free for others. A held (active) one is committed: it runs to its end and is
+    billed for its window; the refusal says so. The building block courses call without a member."""
     now = now or timezone.now()
-    reservation = _locked(reservation_id=reservation_id, organization=access.organization)
+    reservation = _locked(reservation_id=reservation_id, organization=organization)
     if reservation.state == R.ACTIVE:
         raise ReservationTransitionRefused(
             f"It has started and its capacity is held until {when(reservation.ends_at)}; it cannot be cancelled."
         )
-    if reservation.state == R.SHORT and reservation.gang_id is not None:
-        allocation_gang_release(gang_id=reservation.gang_id)
-    return _transition(
-        reservation=reservation, to_state=R.CANCELLED, reason="Cancelled", actor_id=access.user_id, at=now
-    )
+    return _transition(reservation=reservation, to_state=R.CANCELLED, reason="Cancelled", actor_id=actor_id, at=now)
 
 
 def _locked(*, reservation_id: UUID, organization: Organization | None = None) -> Reservation:
