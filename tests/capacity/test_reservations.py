@@ -13,11 +13,11 @@ from apps.accounts.roles import OrgAccess
 from apps.capacity.models import Allocation, AllocationState, Gpu, NodeState, Reservation, ReservationState
 from apps.capacity.services.allocations import allocation_gang_create, allocation_gang_release
 from apps.capacity.services.quotas import quota_set
+from apps.capacity.services.reservation_launch import reservation_launch_check
 from apps.capacity.services.reservations import (
     reservation_cancel,
     reservation_create,
     reservation_end,
-    reservation_launch_check,
     reservation_request,
     reservation_start,
     reservations_due_run,

@@ -21,7 +21,7 @@ from apps.accounts.selectors import ssh_keys_list
 from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
-from apps.capacity.services.reservations import reservation_launch_check, reservations_keep_clear_check
+from apps.capacity.services.reservation_launch import reservation_launch_check, reservations_keep_clear_check
 from apps.catalog.models import Flavor, Image, Region
 from apps.catalog.selectors import offering_is_launchable
 from portal.db import atomic_retry
