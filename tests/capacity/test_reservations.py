@@ -11,7 +11,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from apps.accounts.models import Role
 from apps.accounts.roles import OrgAccess
 from apps.capacity.models import Allocation, AllocationState, Gpu, NodeState, Reservation, ReservationState
-from apps.capacity.services.allocations import allocation_gang_create, allocation_gang_release
+from apps.capacity.services.allocations import (
+    allocation_gang_create,
+    allocation_gang_release,
+    allocations_mark_lost,
+    allocations_release_lost,
+)
 from apps.capacity.services.quotas import quota_set
 from apps.capacity.services.reservation_launch import reservation_launch_check
 from apps.capacity.services.reservations import (
@@ -323,3 +328,22 @@ def test_a_reservation_over_the_quota_ceiling_is_refused_at_booking(fleet, eu_we
         "Small Co may use at most 4 GPUs (its quota); this reservation needs 5."
     ]
     assert book(customer, one_gpu, eu_west, gpus=4).state == R.SCHEDULED
+
+
+def test_a_hold_lost_with_a_node_is_taken_again_by_the_next_pass(fleet, eu_west, one_gpu):
+    # given a reservation held on both nodes
+    reservation = book(OrganizationFactory(), one_gpu, eu_west, gpus=12)
+    reservations_due_run(now=START)
+    reservation.refresh_from_db()
+    first_gang = reservation.gang_id
+    # when one node goes down and comes back (its lost allocations are released, as lost workloads' are)
+    allocations_mark_lost(node_id=fleet[1].pk)
+    assert reservations_due_run(now=START + timedelta(minutes=1))["short"] == 0  # lost, still held: not short
+    allocations_release_lost(node_id=fleet[1].pk)
+    # then the next pass finds the gang short of a node and holds the whole reservation again
+    reservations_due_run(now=START + timedelta(minutes=2))
+    reservation.refresh_from_db()
+    assert reservation.state == R.ACTIVE and reservation.gang_id != first_gang
+    assert reservation.held_from == START  # billed as held from its start, once
+    assert held_gpus(reservation) == 12
+    assert [e.to_state for e in reservation.events.all()] == [R.SCHEDULED, R.ACTIVE, R.SHORT, R.ACTIVE]

@@ -31,7 +31,7 @@ from celery import signature
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
@@ -43,6 +43,9 @@ from portal.db import atomic_retry
 from ..errors import AllocationRefused
 from ..models import (
     BOOKED_RESERVATION_STATES,
+    LIVE_ALLOCATION_STATES,
+    WHOLE_GPU_MILLI,
+    Allocation,
     Quota,
     Reservation,
     ReservationEvent,
@@ -65,7 +68,7 @@ BOOKING_LOCK = 0x7265_7376  # "resv"
 _TRANSITIONS: dict[str, frozenset[str]] = {
     R.SCHEDULED: frozenset({R.ACTIVE, R.SHORT, R.ENDED, R.CANCELLED}),
     R.SHORT: frozenset({R.ACTIVE, R.ENDED, R.CANCELLED}),
-    R.ACTIVE: frozenset({R.ENDED}),
+    R.ACTIVE: frozenset({R.ENDED, R.SHORT}),  # short: its hold was lost (a node down, then back)
     R.ENDED: frozenset(),
     R.CANCELLED: frozenset(),
 }
@@ -388,7 +391,7 @@ def reservation_start(*, reservation_id: UUID, now: datetime | None = None) -> R
         Reservation.objects.filter(pk=reservation.pk).update(reason=reason[:300])
         return reservation
     # On time, it is held from its start; held late (it was short), from now: billing charges from here.
-    held_from = reservation.starts_at if reservation.state == R.SCHEDULED else now
+    held_from = reservation.held_from or (reservation.starts_at if reservation.state == R.SCHEDULED else now)
     return _transition(
         reservation=reservation,
         to_state=R.ACTIVE,
@@ -402,7 +405,7 @@ def reservation_start(*, reservation_id: UUID, now: datetime | None = None) -> R
 def _end(*, reservation: Reservation, now: datetime) -> Reservation:
     if reservation.gang_id is not None:
         allocation_gang_release(gang_id=reservation.gang_id)
-    reason = "Window over; capacity given back" if reservation.gang_id else "Window over; its capacity was never held"
+    reason = "Window over; capacity given back" if reservation.held_from else "Window over; its capacity was never held"
     return _transition(reservation=reservation, to_state=R.ENDED, reason=reason, at=now)
 
 
@@ -416,6 +419,35 @@ def reservation_end(*, reservation_id: UUID, now: datetime | None = None) -> Res
     return _end(reservation=reservation, now=now)
 
 
+@atomic_retry
+def reservation_hold_check(*, reservation_id: UUID, now: datetime | None = None) -> Reservation:
+    """An active reservation whose gang is no longer whole (a node went down, its allocations were
+    lost, and released when it came back, as lost workloads' are) goes SHORT, giving back what is
+    left, so the pass holds it again in full. Lost but not yet released members still hold their
+    GPUs: the node may come back with them, so that is not short yet."""
+    now = now or timezone.now()
+    reservation = _locked(reservation_id=reservation_id)
+    if reservation.state != R.ACTIVE or reservation.gang_id is None:
+        return reservation
+    members = Allocation.objects.filter(gang_id=reservation.gang_id, state__in=LIVE_ALLOCATION_STATES)
+    live = members.aggregate(milli=Sum("gpu_milli"), nodes=Count("id"))
+    whole = (
+        (live["milli"] or 0) >= reservation.gpus * WHOLE_GPU_MILLI
+        if reservation.gpus is not None
+        else (live["nodes"] or 0) >= reservation.whole_nodes
+    )
+    if whole:
+        return reservation
+    allocation_gang_release(gang_id=reservation.gang_id)
+    return _transition(
+        reservation=reservation,
+        to_state=R.SHORT,
+        at=now,
+        gang_id=None,
+        reason="Part of its held capacity was lost with a node; holding it again",
+    )
+
+
 def reservations_due_run(*, now: datetime | None = None) -> dict[str, int]:
     """The periodic pass: end what is over, then hold what is due (its own transaction each, so one
     that fails stops no other). Returns how many reservations each step touched."""
@@ -424,6 +456,9 @@ def reservations_due_run(*, now: datetime | None = None) -> dict[str, int]:
     ended = 0
     for reservation_id in over.order_by("ends_at").values_list("pk", flat=True):
         ended += reservation_end(reservation_id=reservation_id, now=now).state == R.ENDED
+    held = Reservation.objects.filter(state=R.ACTIVE, ends_at__gt=now)
+    for reservation_id in held.values_list("pk", flat=True):
+        reservation_hold_check(reservation_id=reservation_id, now=now)
     due = Reservation.objects.filter(state__in=(R.SCHEDULED, R.SHORT), starts_at__lte=now, ends_at__gt=now)
     started = short = 0
     for reservation_id in due.order_by("starts_at").values_list("pk", flat=True):
