@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .models import BOOKED_RESERVATION_STATES, Reservation
-from .selectors.reservations import FleetCapacity
+from .selectors.reservations import FleetCapacity, demand
 
 
 def _ms(moment: datetime) -> int:
@@ -83,11 +83,9 @@ def _load_points(
     points = sorted({since} | {t for r in booked for t in (r.starts_at, r.ends_at) if since < t < until})
     load = []
     for moment in points:
-        covering = [r for r in booked if r.starts_at <= moment < r.ends_at]
-        gpus = sum(r.gpus or 0 for r in covering)
-        nodes = sum(r.whole_nodes or 0 for r in covering)
-        needed = fleet.gpus_needed(gpus=gpus, whole_nodes=nodes)
-        load.append((moment, needed if needed is not None else gpus + nodes * max(fleet.node_gpus or (0,))))
+        gpus, nodes = demand(r for r in booked if r.starts_at <= moment < r.ends_at)
+        needed = fleet.gpus_needed(gpus=gpus, nodes=nodes)
+        load.append((moment, needed if needed is not None else gpus + sum(s * n for s, n in nodes.items())))
     return load
 
 

@@ -104,15 +104,18 @@ def test_a_held_reservation_is_charged_for_its_whole_window_on_the_invoice_of_ea
         InvoicedReservationCharge.objects.create(charge=ReservationCharge.objects.first(), line=line)
 
 
-def test_the_monthly_run_invoices_an_organization_that_only_reserved(account, two_gpus, region):
-    book(account, two_gpus, region, whole_nodes=1)
+def test_the_monthly_run_invoices_an_organization_that_only_reserved(account, region):
+    # given a whole 8-GPU node reserved at its node price (one unit: 19.92/h) and held
+    node_flavor = FlavorFactory(gpu_model=region.nodes.get().gpus.first().gpu_model, gpu_count=8)
+    PriceFactory(flavor=node_flavor, amount=Decimal("19.920000"))
+    book(account, node_flavor, region, whole_nodes=1)
     reservations_due_run(now=START)
     reservation_charges_write()
+    # when last month is closed, the organization is invoiced though it ran nothing
     made = invoices_due_create(now=NOV + timedelta(hours=1))
     assert [invoice.account_id for invoice in made] == [account.pk]
     [line] = made[0].lines.all()
-    # one whole node of a 2-GPU flavor is one unit: 4.98/h for 26 h
-    assert (line.hourly_amount, line.amount) == (Decimal("4.980000"), Decimal("129.48"))
+    assert (line.hourly_amount, line.amount) == (Decimal("19.920000"), Decimal("517.92"))
 
 
 def test_a_short_reservation_is_charged_from_when_it_was_held_and_never_if_it_never_was(account, two_gpus, region):

@@ -123,23 +123,35 @@ def test_reservations_that_do_not_overlap_may_each_take_the_whole_fleet(fleet, e
     assert later.state == R.SCHEDULED
 
 
-def test_whole_nodes_are_counted_as_the_largest_nodes(fleet, eu_west, h100):
-    # given an 8-GPU node flavor and 12 GPUs over two nodes
+def test_whole_nodes_are_nodes_of_the_flavors_size_and_count_with_loose_gpus(fleet, eu_west, h100):
+    # given 12 GPUs over an 8-GPU and a 4-GPU node, and an 8-GPU node flavor
     node_flavor = FlavorFactory(gpu_model=h100, gpu_count=8)
     PriceFactory(flavor=node_flavor, amount=Decimal("19.92"))
-    customer = OrganizationFactory()
-    # when one whole node is booked, 4 loose GPUs still fit but 5 do not
-    book(customer, node_flavor, eu_west, whole_nodes=1)
     small = FlavorFactory(gpu_model=h100, gpu_count=1)
     PriceFactory(flavor=small)
+    customer = OrganizationFactory()
+    # when two whole 8-GPU nodes are asked for, only one such node exists
+    with pytest.raises(ValidationError) as refused:
+        book(customer, node_flavor, eu_west, whole_nodes=2)
+    assert "only 1 of 1 whole 8-GPU NVIDIA H100 80GB nodes in eu-west are not reserved" in refused.value.messages[0]
+    # when one is booked, 4 loose GPUs still fit beside it, a fifth does not
+    reservation = book(customer, node_flavor, eu_west, whole_nodes=1)
     book(customer, small, eu_west, gpus=4)
     with pytest.raises(ValidationError) as refused:
         book(customer, small, eu_west, gpus=1)
     assert "only 0 of 12" in refused.value.messages[0]
-    # and a second and third whole node: only the 4-GPU node is left, and it is booked as GPUs
+    # and at its start it holds the 8-GPU node, not the 4-GPU one
+    reservation_start(reservation_id=reservation.pk, now=START)
+    assert Allocation.objects.get(holder=reservation.holder).node == fleet[0]
+
+
+def test_loose_gpus_booked_first_leave_no_whole_node(fleet, eu_west, h100, one_gpu):
+    node_flavor = FlavorFactory(gpu_model=h100, gpu_count=4)
+    PriceFactory(flavor=node_flavor)
+    book(OrganizationFactory(), one_gpu, eu_west, gpus=9)
     with pytest.raises(ValidationError) as refused:
-        book(customer, node_flavor, eu_west, whole_nodes=1)
-    assert "only 0 of 2 whole NVIDIA H100 80GB nodes in eu-west are not reserved" in refused.value.messages[0]
+        book(OrganizationFactory(), node_flavor, eu_west, whole_nodes=1)
+    assert "only 0 of 1 whole 4-GPU" in refused.value.messages[0]
 
 
 def test_nodes_down_or_in_maintenance_are_not_counted(fleet, eu_west, one_gpu):

@@ -9,8 +9,8 @@ the booking (services.reservations) reads the same under its region+model lock.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -40,17 +40,33 @@ class FleetCapacity:
     def nodes(self) -> int:
         return len(self.node_gpus)
 
-    def gpus_needed(self, *, gpus: int, whole_nodes: int) -> int | None:
-        """GPUs that `gpus` loose GPUs plus `whole_nodes` whole nodes need, counting each whole
-        node as one of the largest (the allocator may give any; the largest is the worst case for
-        what is left); None when there are not that many nodes."""
-        if whole_nodes > self.nodes:
-            return None
-        return gpus + sum(self.node_gpus[:whole_nodes])
+    def nodes_of(self, size: int) -> int:
+        """Nodes with exactly `size` GPUs of the model: what a whole-node reservation of a flavor of
+        that size may be given (as bare metal is: `node_gpus`)."""
+        return sum(1 for n in self.node_gpus if n == size)
 
-    def fits(self, *, gpus: int, whole_nodes: int) -> bool:
-        needed = self.gpus_needed(gpus=gpus, whole_nodes=whole_nodes)
+    def gpus_needed(self, *, gpus: int, nodes: Mapping[int, int]) -> int | None:
+        """GPUs that `gpus` loose GPUs plus whole nodes (`nodes`: node size → how many) take; None
+        when there are not that many nodes of a size."""
+        if any(count > self.nodes_of(size) for size, count in nodes.items() if count):
+            return None
+        return gpus + sum(size * count for size, count in nodes.items())
+
+    def fits(self, *, gpus: int, nodes: Mapping[int, int]) -> bool:
+        needed = self.gpus_needed(gpus=gpus, nodes=nodes)
         return needed is not None and needed <= self.gpus
+
+
+def demand(reservations: Iterable[Reservation]) -> tuple[int, Counter]:
+    """(loose GPUs, whole nodes by node size) that `reservations` take together; a whole-node
+    reservation takes nodes of its flavor's GPU count (read with `flavor`)."""
+    gpus, nodes = 0, Counter()
+    for r in reservations:
+        if r.gpus is not None:
+            gpus += r.gpus
+        else:
+            nodes[r.flavor.gpu_count] += r.whole_nodes
+    return gpus, nodes
 
 
 def _fleet_rows(*, region_ids: Iterable[int] | None = None, gpu_model_ids: Iterable[int] | None = None):
@@ -80,6 +96,10 @@ def fleet_capacity_map() -> dict[tuple[int, int], FleetCapacity]:
     return {key: FleetCapacity(node_gpus=tuple(sorted(v, reverse=True))) for key, v in sizes.items()}
 
 
+# What demand() reads of a reservation (with select_related("flavor")).
+DEMAND_FIELDS = ("id", "starts_at", "ends_at", "gpus", "whole_nodes", "flavor__gpu_count")
+
+
 def reservations_overlapping(
     *, region: Region, gpu_model: GpuModel, starts_at: datetime, ends_at: datetime, exclude_id: UUID | None = None
 ) -> list[Reservation]:
@@ -93,7 +113,7 @@ def reservations_overlapping(
     )
     if exclude_id is not None:
         booked = booked.exclude(pk=exclude_id)
-    return list(booked.only("id", "starts_at", "ends_at", "gpus", "whole_nodes"))
+    return list(booked.select_related("flavor").only(*DEMAND_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -114,46 +134,43 @@ def window_shortfall(
     ends_at: datetime,
     gpus: int | None,
     whole_nodes: int | None,
+    node_gpus: int = 0,
 ) -> Shortfall | None:
-    """None when `gpus` (or `whole_nodes`) fit beside `booked` at every instant of the window; else
-    the first stretch where they do not. A sweep over the window's change points: between two of
-    them the set of overlapping reservations is constant."""
+    """None when `gpus` (or `whole_nodes` nodes of `node_gpus` GPUs) fit beside `booked` at every
+    instant of the window; else the first stretch where they do not. A sweep over the window's
+    change points: between two of them the set of overlapping reservations is constant."""
     points = sorted(
         {starts_at, ends_at} | {t for r in booked for t in (r.starts_at, r.ends_at) if starts_at < t < ends_at}
     )
     failing: list[tuple[datetime, datetime, int]] = []
     for left, right in zip(points, points[1:], strict=False):
-        covering = [r for r in booked if r.starts_at < right and r.ends_at > left]
-        taken_gpus = sum(r.gpus or 0 for r in covering)
-        taken_nodes = sum(r.whole_nodes or 0 for r in covering)
-        if fleet.fits(gpus=taken_gpus + (gpus or 0), whole_nodes=taken_nodes + (whole_nodes or 0)):
+        taken_gpus, taken_nodes = demand(r for r in booked if r.starts_at < right and r.ends_at > left)
+        asked = taken_nodes + Counter({node_gpus: whole_nodes or 0})
+        if fleet.fits(gpus=taken_gpus + (gpus or 0), nodes=asked):
             if failing:
                 break
             continue
-        failing.append(
-            (
-                left,
-                right,
-                _free(fleet=fleet, taken_gpus=taken_gpus, taken_nodes=taken_nodes, whole=whole_nodes is not None),
-            )
+        free = _free(
+            fleet=fleet, taken_gpus=taken_gpus, taken_nodes=taken_nodes, node_gpus=node_gpus if whole_nodes else 0
         )
+        failing.append((left, right, free))
     if not failing:
         return None
     return Shortfall(
         starts_at=failing[0][0],
         ends_at=failing[-1][1],
         free=min(f for _l, _r, f in failing),
-        total=fleet.nodes if whole_nodes is not None else fleet.gpus,
+        total=fleet.nodes_of(node_gpus) if whole_nodes is not None else fleet.gpus,
     )
 
 
-def _free(*, fleet: FleetCapacity, taken_gpus: int, taken_nodes: int, whole: bool) -> int:
-    """How many more GPUs (or whole nodes) would still fit beside what is taken."""
-    if not whole:
-        needed = fleet.gpus_needed(gpus=taken_gpus, whole_nodes=taken_nodes)
+def _free(*, fleet: FleetCapacity, taken_gpus: int, taken_nodes: Counter, node_gpus: int) -> int:
+    """How many more GPUs (or, with `node_gpus`, whole nodes of that size) still fit beside what is taken."""
+    if not node_gpus:
+        needed = fleet.gpus_needed(gpus=taken_gpus, nodes=taken_nodes)
         return 0 if needed is None else max(fleet.gpus - needed, 0)
     free = 0
-    while fleet.fits(gpus=taken_gpus, whole_nodes=taken_nodes + free + 1):
+    while fleet.fits(gpus=taken_gpus, nodes=taken_nodes + Counter({node_gpus: free + 1})):
         free += 1
     return free
 

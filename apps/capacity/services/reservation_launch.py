@@ -17,7 +17,7 @@ from apps.catalog.models import Flavor, Region, SliceKind
 
 from ..errors import AllocationRefused, RefusalReason
 from ..models import NodeCapacity, NodeState, Reservation, ReservationState
-from ..selectors.reservations import fleet_capacity_get
+from ..selectors.reservations import DEMAND_FIELDS, demand, fleet_capacity_get
 from .reservations import booking_lock, when
 
 R = ReservationState
@@ -84,7 +84,8 @@ def reservations_keep_clear_check(*, flavor: Flavor, region: Region, now: dateti
             ends_at__gt=now,
         )
         .filter(state__in=(R.SCHEDULED, R.SHORT))
-        .only("id", "starts_at", "ends_at", "gpus", "whole_nodes")
+        .select_related("flavor")
+        .only(*DEMAND_FIELDS)
     )
     if not pending:
         return
@@ -98,10 +99,8 @@ def reservations_keep_clear_check(*, flavor: Flavor, region: Region, now: dateti
     fleet = fleet_capacity_get(region=region, gpu_model=flavor.gpu_model)
     peak, peak_at = 0, now
     for moment in sorted({max(r.starts_at, now) for r in pending}):
-        covering = [r for r in pending if r.starts_at <= max(moment, now) < r.ends_at]
-        needed = fleet.gpus_needed(
-            gpus=sum(r.gpus or 0 for r in covering), whole_nodes=sum(r.whole_nodes or 0 for r in covering)
-        )
+        gpus, nodes = demand(r for r in pending if r.starts_at <= moment < r.ends_at)
+        needed = fleet.gpus_needed(gpus=gpus, nodes=nodes)
         needed = needed if needed is not None else fleet.gpus
         if needed > peak:
             peak, peak_at = needed, moment

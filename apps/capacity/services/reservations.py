@@ -218,7 +218,13 @@ def reservation_feasibility_check(
     fleet = fleet_capacity_get(region=region, gpu_model=flavor.gpu_model)
     booked = reservations_overlapping(region=region, gpu_model=flavor.gpu_model, starts_at=starts_at, ends_at=ends_at)
     short = window_shortfall(
-        fleet=fleet, booked=booked, starts_at=starts_at, ends_at=ends_at, gpus=gpus, whole_nodes=whole_nodes
+        fleet=fleet,
+        booked=booked,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        gpus=gpus,
+        whole_nodes=whole_nodes,
+        node_gpus=flavor.gpu_count,
     )
     if short is None:
         return
@@ -228,7 +234,7 @@ def reservation_feasibility_check(
     elif whole_nodes is not None:
         message = (
             f"From {when(short.starts_at)} to {when(short.ends_at)} only {short.free} of {short.total} whole "
-            f"{model} nodes in {region.code} are not reserved; you asked for {whole_nodes}."
+            f"{flavor.gpu_count}-GPU {model} nodes in {region.code} are not reserved; you asked for {whole_nodes}."
         )
     else:
         message = (
@@ -381,6 +387,8 @@ def reservation_start(*, reservation_id: UUID, now: datetime | None = None) -> R
             region=reservation.region,
             gpus=reservation.gpus,
             whole_nodes=reservation.whole_nodes,
+            # A whole-node reservation is nodes of its flavor's size, as bare metal is.
+            node_gpus=reservation.flavor.gpu_count if reservation.whole_nodes is not None else None,
             holder=reservation.holder,
         )
     except (AllocationRefused, ValidationError) as refused:
