@@ -182,3 +182,20 @@ def test_the_operators_calendar_is_staff_only_and_reads_a_fixed_number_of_querie
     # the two organizations' first reservations share a window: 2 GPUs at the peak
     assert "6 reservations;" in html and "peak 2 of 12 GPUs reserved on 2 nodes" in html
     assert html.count("data-reservation=") == 6
+
+
+def test_the_calendar_cancels_its_own_reservation_and_404s_another_tenants(owner_client, org, fleet, flavor):
+    start, end = window(24)
+    mine = reservation_create(
+        organization=org, flavor=flavor, region=fleet[0].region, gpus=1, starts_at=start, ends_at=end
+    )
+    theirs = reservation_create(
+        organization=OrganizationFactory(), flavor=flavor, region=fleet[0].region, gpus=1, starts_at=start, ends_at=end
+    )
+    page = owner_client.get(f"/orgs/{org.slug}/reservations/").content.decode()
+    assert f"/orgs/{org.slug}/reservations/{mine.pk}/cancel/" in page and 'data-testid="reservation-cancel"' in page
+    assert owner_client.post(f"/orgs/{org.slug}/reservations/{theirs.pk}/cancel/").status_code == 404
+    assert owner_client.post(f"/orgs/{org.slug}/reservations/{mine.pk}/cancel/").status_code == 302
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (mine.state, theirs.state) == (ReservationState.CANCELLED, ReservationState.SCHEDULED)
