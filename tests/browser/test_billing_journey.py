@@ -42,7 +42,7 @@ def add_card(page, base: str, slug: str, number: str) -> None:
 
 def launch_notebook(page, base: str, name: str) -> None:
     page.goto(f"{base}/")
-    page.locator("[data-testid=launch]").first.click()
+    page.locator("#offering-notebooks [data-testid=launch]").click()
     form = page.get_by_test_id("launch-form")
     form.locator("select[name=flavor]").select_option(str(Flavor.objects.get(slug="notebook-1x-h100").pk))
     form.locator("select[name=region]").select_option("us-east-1")
@@ -140,7 +140,7 @@ def test_a_declined_card_gets_a_clear_message_and_no_launch(
 
     # When they try to launch anyway, they are asked for a card before any form, and nothing is created
     page.goto(f"{base}/")
-    page.locator("[data-testid=launch]").first.click()
+    page.locator("#offering-notebooks [data-testid=launch]").click()
     expect(page.get_by_test_id("launch-gate")).to_contain_text("no card on file")
     expect(page.get_by_test_id("launch-form")).to_have_count(0)
     assert not Instance.objects.filter(organization=organization).exists()

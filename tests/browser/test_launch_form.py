@@ -63,7 +63,7 @@ def test_the_defaults_launch_and_a_sold_out_choice_cannot_be_submitted(
 
         # Given the launch form, as a new user sees it from the storefront
         page.goto(f"{base}/")
-        page.locator("[data-testid=launch]").first.click()
+        page.locator("#offering-notebooks [data-testid=launch]").click()
         form = page.get_by_test_id("launch-form")
         # Then the region with capacity is preselected, with its count and price, and the empty
         # one cannot be chosen, saying why

@@ -33,7 +33,7 @@ def test_launch_watch_open_run_a_cell_and_stop(
 
         # Given the storefront, when the user launches a notebook
         page.goto(f"{base}/")
-        page.locator("[data-testid=launch]").first.click()
+        page.locator("#offering-notebooks [data-testid=launch]").click()
         form = page.get_by_test_id("launch-form")
         form.locator("select[name=flavor]").select_option(str(Flavor.objects.get(slug="notebook-1x-h100").pk))
         form.locator("select[name=region]").select_option("us-east-1")

@@ -48,7 +48,7 @@ def test_a_new_user_is_guided_to_add_a_card_then_launches(
 
         # When they click Launch on the storefront
         page.goto(f"{base}/")
-        page.locator("[data-testid=launch]").first.click()
+        page.locator("#offering-notebooks [data-testid=launch]").click()
 
         # Then, before any form, they are asked once to add a card, with a link (no raw path)
         gate = page.get_by_test_id("launch-gate")
@@ -65,7 +65,7 @@ def test_a_new_user_is_guided_to_add_a_card_then_launches(
 
         # Then the same Launch click gets the form, and the defaults launch
         page.goto(f"{base}/")
-        page.locator("[data-testid=launch]").first.click()
+        page.locator("#offering-notebooks [data-testid=launch]").click()
         form = page.get_by_test_id("launch-form")
         form.locator("input[name=name]").fill("first-notebook")
         form.get_by_role("button", name="Launch").click()
