@@ -427,6 +427,27 @@ def reservation_end(*, reservation_id: UUID, now: datetime | None = None) -> Res
     return _end(reservation=reservation, now=now)
 
 
+def _gangs_whole(*, reservations: list[Reservation]) -> dict[UUID, bool]:
+    """Whether each reservation's gang still holds all it asked for (live members: active, or lost
+    on a node that may come back), in one query."""
+    live = {
+        row["gang_id"]: row
+        for row in Allocation.objects.filter(
+            gang_id__in=[r.gang_id for r in reservations if r.gang_id], state__in=LIVE_ALLOCATION_STATES
+        )
+        .values("gang_id")
+        .annotate(milli=Sum("gpu_milli"), nodes=Count("id"))
+        .order_by()
+    }
+    whole = {}
+    for r in reservations:
+        held = live.get(r.gang_id, {"milli": 0, "nodes": 0})
+        whole[r.pk] = (
+            held["milli"] >= r.gpus * WHOLE_GPU_MILLI if r.gpus is not None else held["nodes"] >= r.whole_nodes
+        )
+    return whole
+
+
 @atomic_retry
 def reservation_hold_check(*, reservation_id: UUID, now: datetime | None = None) -> Reservation:
     """An active reservation whose gang is no longer whole (a node went down, its allocations were
@@ -437,14 +458,7 @@ def reservation_hold_check(*, reservation_id: UUID, now: datetime | None = None)
     reservation = _locked(reservation_id=reservation_id)
     if reservation.state != R.ACTIVE or reservation.gang_id is None:
         return reservation
-    members = Allocation.objects.filter(gang_id=reservation.gang_id, state__in=LIVE_ALLOCATION_STATES)
-    live = members.aggregate(milli=Sum("gpu_milli"), nodes=Count("id"))
-    whole = (
-        (live["milli"] or 0) >= reservation.gpus * WHOLE_GPU_MILLI
-        if reservation.gpus is not None
-        else (live["nodes"] or 0) >= reservation.whole_nodes
-    )
-    if whole:
+    if _gangs_whole(reservations=[reservation])[reservation.pk]:
         return reservation
     allocation_gang_release(gang_id=reservation.gang_id)
     return _transition(
@@ -464,9 +478,13 @@ def reservations_due_run(*, now: datetime | None = None) -> dict[str, int]:
     ended = 0
     for reservation_id in over.order_by("ends_at").values_list("pk", flat=True):
         ended += reservation_end(reservation_id=reservation_id, now=now).state == R.ENDED
-    held = Reservation.objects.filter(state=R.ACTIVE, ends_at__gt=now)
-    for reservation_id in held.values_list("pk", flat=True):
-        reservation_hold_check(reservation_id=reservation_id, now=now)
+    # Two queries for every active reservation; a transaction only for one whose gang is not whole.
+    held = list(
+        Reservation.objects.filter(state=R.ACTIVE, ends_at__gt=now).only("id", "gang_id", "gpus", "whole_nodes")
+    )
+    for reservation_id, whole in _gangs_whole(reservations=held).items():
+        if not whole:
+            reservation_hold_check(reservation_id=reservation_id, now=now)
     due = Reservation.objects.filter(state__in=(R.SCHEDULED, R.SHORT), starts_at__lte=now, ends_at__gt=now)
     started = short = 0
     for reservation_id in due.order_by("starts_at").values_list("pk", flat=True):
