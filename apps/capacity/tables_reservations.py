@@ -4,12 +4,11 @@ tenant's for operators. Over selectors.reservations' querysets, whose joins they
 from __future__ import annotations
 
 import django_tables2 as tables
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
 
 from portal.ui.money import money_format
-from portal.ui.tables import PortalTable, StateColumn
+from portal.ui.tables import PortalTable, StateColumn, cell_forms
 
 from .models import Reservation, ReservationState
 
@@ -33,8 +32,8 @@ class ReservationTable(PortalTable):
         row_attrs = {"data-reservation": lambda record: record.pk}
         empty_text = "No reservations yet."
 
-    def __init__(self, data, *, slug: str = "", can_cancel: bool = False, csrf_token: str = "", **kwargs):
-        self.slug, self.can_cancel, self.csrf_token = slug, can_cancel, csrf_token
+    def __init__(self, data, *, slug: str = "", can_cancel: bool = False, **kwargs):
+        self.slug, self.can_cancel = slug, can_cancel
         if not can_cancel:
             kwargs.setdefault("exclude", ("actions",))
         super().__init__(data, **kwargs)
@@ -59,9 +58,8 @@ class ReservationTable(PortalTable):
         if record.state not in (ReservationState.SCHEDULED, ReservationState.SHORT):
             return ""
         url = reverse("capacity-reservations:cancel", args=[self.slug, record.pk])
-        return render_to_string(
-            "capacity/partials/_reservation_cancel.html", {"url": url, "csrf_token": self.csrf_token}
-        )
+        # Inside the live partial: the CSRF placeholder, swapped for the viewer's token (portal.live).
+        return cell_forms("capacity/partials/_reservation_cancel.html", {"url": url})
 
 
 class OperatorReservationTable(ReservationTable):

@@ -13,11 +13,12 @@ from uuid import UUID
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.middleware.csrf import get_token
+from django.http import QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import organization_access_get
 from apps.accounts.views.common import add_service_errors
 from portal.ui.tables import table_configure
@@ -32,6 +33,28 @@ from .views import staff_required
 PAST_SHOWN = timedelta(days=1)  # the calendar starts a day back, so what just ended still shows
 AHEAD_SHOWN = timedelta(days=14)
 OPS_AHEAD_SHOWN = timedelta(days=30)
+
+
+RESERVATIONS_PARTIAL = "capacity/partials/reservations.html"
+
+
+def reservations_context(*, access: OrgAccess, params: QueryDict | None = None) -> dict:
+    """What the calendar partial shows; the page and its socket (consumers_reservations) both use
+    it. Two queries: the organization's reservations with their joins, and nothing per row. `now`
+    is taken to the minute, so the partial's version moves once a minute, not on every render."""
+    now = timezone.now().replace(second=0, microsecond=0)
+    rows = list(reservations_list(organization=access.organization))
+    shown = [r for r in rows if r.ends_at > now - PAST_SHOWN and r.starts_at < now + AHEAD_SHOWN]
+    since, until = calendar_range(reservations=shown, now=now, ahead=AHEAD_SHOWN)
+    slug = access.organization.slug
+    table = ReservationTable(rows, slug=slug, can_cancel=access.can_launch)
+    return {
+        "organization": access.organization,
+        "access": access,
+        "table": table_configure(table, params=params),
+        "gantt": gantt_spec(reservations=shown, since=since, until=until, now=now),
+        "has_bars": bool(shown),
+    }
 
 
 @login_required
@@ -49,26 +72,11 @@ def reservations_page(request, slug: str):
             else:
                 messages.success(request, f"Reserved {reservation.what} in {reservation.region.code}.")
                 return redirect("capacity-reservations:list", slug=slug)
-    now = timezone.now()
-    rows = list(reservations_list(organization=access.organization))
-    shown = [r for r in rows if r.ends_at > now - PAST_SHOWN and r.starts_at < now + AHEAD_SHOWN]
-    since, until = calendar_range(reservations=shown, now=now, ahead=AHEAD_SHOWN)
-    return render(
-        request,
-        "capacity/reservations.html",
-        {
-            "organization": access.organization,
-            "access": access,
-            "form": form,
-            "table": table_configure(
-                ReservationTable(rows, slug=slug, can_cancel=access.can_launch, csrf_token=get_token(request)),
-                params=request.GET,
-            ),
-            "gantt": gantt_spec(reservations=shown, since=since, until=until, now=now),
-            "has_bars": bool(shown),
-        },
-        status=400 if request.method == "POST" else 200,
-    )
+    context = reservations_context(access=access, params=request.GET)
+    if request.htmx:
+        return render(request, RESERVATIONS_PARTIAL, context)
+    context.update(form=form, ws_query=request.GET.urlencode())
+    return render(request, "capacity/reservations.html", context, status=400 if request.method == "POST" else 200)
 
 
 @login_required

@@ -144,4 +144,5 @@
   };
   document.addEventListener("DOMContentLoaded", () => drawAll(document));
   document.addEventListener("htmx:load", (event) => drawAll(event.target));
+  document.addEventListener("htmx:wsAfterMessage", () => drawAll(document));
 })();

@@ -76,21 +76,22 @@ def test_a_reservation_booked_on_the_calendar_is_held_at_its_start_and_an_overla
         page.get_by_test_id("nav-reservations").click()
         expect(page.get_by_test_id("gantt-empty")).to_be_visible()
 
-        # When all 4 GPUs are booked from this minute for an hour
-        start = timezone.now().replace(second=0, microsecond=0)
+        # When all 4 GPUs are booked for an hour from a minute 15 to 75 s ahead (the form takes minutes)
+        start = (timezone.now() + timezone.timedelta(seconds=75)).replace(second=0, microsecond=0)
         _book(page, flavor=flavor, count=4, starts_at=start, ends_at=start + timezone.timedelta(hours=1))
 
-        # Then the worker holds them at the start (the ETA task; beat's pass otherwise)
+        # Then it shows as scheduled, and the worker holds them at the start (an ETA task enqueued
+        # by beat's pass once the start is near), which the page shows live, without a reload
         reservation = Reservation.objects.get(organization=org)
-        deadline = time.monotonic() + 45
+        row = page.locator(f"[data-reservation='{reservation.pk}']")
+        expect(row.get_by_test_id("reservation-state")).to_contain_text("Scheduled")
+        deadline = time.monotonic() + 120
         while Reservation.objects.get(pk=reservation.pk).state != ReservationState.ACTIVE:
             assert time.monotonic() < deadline, Reservation.objects.get(pk=reservation.pk).reason
             time.sleep(0.3)
         held = Allocation.objects.filter(holder=f"reservation:{reservation.pk}", state=AllocationState.ACTIVE)
         assert sum(a.gpu_milli for a in held) == 4000
-        page.reload()
-        row = page.locator(f"[data-reservation='{reservation.pk}']")
-        expect(row.get_by_test_id("reservation-state")).to_contain_text("Active")
+        expect(row.get_by_test_id("reservation-state")).to_contain_text("Active", timeout=10_000)
 
         # And the Gantt is drawn by Chart.js: one floating bar from start to end
         bars = page.evaluate(

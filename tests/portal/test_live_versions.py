@@ -8,15 +8,19 @@ from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from apps.billing.services.invoicing import invoice_monthly_create
 from apps.capacity.models import NodeState
+from apps.capacity.services.reservations import reservation_create
 from portal.routing import websocket_urlpatterns
 from tests.billing.budgets.spend import instance_running
 from tests.billing.invoices.conftest import OCT
 from tests.capacity.test_operator_pages import make_node
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory
 from tests.factories.billing import BillingAccountFactory, InstanceFactory, run_record
+from tests.factories.capacity import node_with_gpus
+from tests.factories.catalog import FlavorFactory, PriceFactory, RegionFactory
 from tests.support.live import consumer_for, live_page_read
 
 pytestmark = pytest.mark.django_db
@@ -86,6 +90,17 @@ def inventory_filtered(_role):
     return UserFactory(is_staff=True), "/ops/?state=maintenance"
 
 
+def reservations(role):
+    user, org = _org(role)
+    flavor = FlavorFactory(gpu_count=1)
+    PriceFactory(flavor=flavor)
+    node = node_with_gpus(RegionFactory(), flavor.gpu_model, n=2)
+    start = timezone.now() + timedelta(hours=3)
+    reservation_create(organization=org, flavor=flavor, region=node.region, gpus=1, starts_at=start,
+                       ends_at=start + timedelta(hours=2))
+    return user, f"/orgs/{org.slug}/reservations/"
+
+
 def node(_role):
     return UserFactory(is_staff=True), f"/ops/nodes/{make_node(hostname='live-version-4').pk}/"
 
@@ -97,6 +112,7 @@ PAGES = [
     (billing_overview, "owner"), (billing_overview, "billing"),
     (invoice_list, "owner"), (invoice_detail, "owner"),
     (inventory, "staff"), (inventory_filtered, "staff"), (node, "staff"),
+    (reservations, "owner"), (reservations, "viewer"),
 ]
 NEEDS_CAPTURE = {invoice_list, invoice_detail}
 
@@ -122,5 +138,6 @@ def test_a_page_renders_the_version_its_socket_computes(page, role, django_captu
 def test_every_live_socket_has_a_page_above():
     consumers = {pattern.callback.consumer_class.__name__ for pattern in websocket_urlpatterns}
     covered = {"InstanceListConsumer", "InstanceDetailConsumer", "MembersConsumer", "BillingOverviewConsumer",
-               "InvoiceListConsumer", "InvoiceDetailConsumer", "InventoryConsumer", "NodeConsumer"}
+               "InvoiceListConsumer", "InvoiceDetailConsumer", "InventoryConsumer", "NodeConsumer",
+               "ReservationsConsumer"}
     assert consumers == covered, "a new live page needs a case in PAGES"

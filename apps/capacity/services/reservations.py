@@ -41,6 +41,7 @@ from apps.catalog.selectors import price_current
 from portal.db import atomic_retry
 
 from ..errors import AllocationRefused
+from ..live_reservations import reservations_changed_on_commit
 from ..models import (
     BOOKED_RESERVATION_STATES,
     LIVE_ALLOCATION_STATES,
@@ -116,6 +117,7 @@ def _transition(
         created_at=at,
     )
     reservation.state, reservation.reason, reservation.state_changed_at = to_state, reason, at
+    reservations_changed_on_commit(organization_id=reservation.organization_id)
     for name, value in fields.items():
         setattr(reservation, name, value)
     return reservation
@@ -303,6 +305,7 @@ def reservation_create(
         actor_id=actor_id,
         created_at=now,
     )
+    reservations_changed_on_commit(organization_id=organization.pk)
     if reservation.starts_at <= now + ETA_HORIZON:
         transaction.on_commit(lambda: _start_enqueue(reservation))
     return reservation
