@@ -24,8 +24,11 @@ def web_command(*, port: int, host: str = "127.0.0.1") -> list[str]:
     ]
 
 
-def worker_command(*, concurrency: int = 2, solo: bool = False) -> list[str]:
+def worker_command(*, concurrency: int = 2, solo: bool = False, name: str | None = None) -> list[str]:
+    """A Celery worker. Several on one broker each need their own `name` (Celery's node name,
+    `name@host`): two with the same one on a host would be taken for one by remote control."""
     pool = ["--pool", "solo"] if solo else ["--concurrency", str(concurrency)]
+    node = ["--hostname", f"{name}@%h"] if name else []
     return [
         sys.executable,
         "-m",
@@ -36,6 +39,7 @@ def worker_command(*, concurrency: int = 2, solo: bool = False) -> list[str]:
         "--loglevel",
         "INFO",
         *pool,
+        *node,
         "--without-gossip",
         "--without-mingle",
     ]

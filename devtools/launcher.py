@@ -7,7 +7,9 @@ STRIPE_API_BASE or STRIPE_SECRET_KEY are set), migrates, loads the demo data, th
 web server, a Celery worker, Celery beat and a local fleet of node agents (devtools/fleet.py: by
 default two simulated hosts) as separate processes, exactly as they would run on separate
 machines. The portal's settings start nothing themselves: every process started here, manage.py
-included, gets the servers' URLs in its environment.
+included, gets the servers' URLs in its environment. PORTAL_WEB_WORKERS, PORTAL_CELERY_WORKERS
+and PORTAL_CELERY_CONCURRENCY run several web and worker processes on the one database and
+Redis, the web processes all behind the front proxy (devtools/scale.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .embedded import EmbeddedServiceError, data_dir, postgres_stop, postgres_ur
 from .fleet import FleetError, FleetHost, fleet_from_env
 from .processes import REPO, free_port
 from .proxy import ProxyError, front_proxy_start
+from .scale import ProcessCounts, ScaleError, process_counts_from_env
 from .stop_signals import Interrupted, StopSignals
 from .stripe_local import localstripe_start, localstripe_webhook_register
 
@@ -158,18 +161,34 @@ def run(host: str, port: int) -> int:
     if not _port_free(host, port):
         raise LaunchError(f"port {port} on {host} is already in use; stop what uses it or pass --port N")
     try:
-        fleet = fleet_from_env(dict(os.environ))  # before anything starts: a bad value starts nothing
-    except FleetError as exc:
+        # Before anything starts: a bad value starts nothing.
+        fleet = fleet_from_env(dict(os.environ))
+        counts = process_counts_from_env(os.environ)
+    except (FleetError, ScaleError) as exc:
         raise LaunchError(str(exc)) from None
     signals = StopSignals()
     signals.install()
     try:
-        return _run(host, port, signals, fleet)
+        return _run(host, port, signals, fleet, counts)
     finally:
         print("Neocloud portal stopped.", flush=True)
 
 
-def _run(host: str, port: int, signals: StopSignals, fleet: list[FleetHost]) -> int:
+def _web_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports, one per web process."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (candidate := free_port()) not in ports:
+            ports.append(candidate)
+    return ports
+
+
+def _numbered(name: str, index: int) -> str:
+    """The first process keeps the plain name it always had (web, worker); the others web-2, …"""
+    return name if index == 1 else f"{name}-{index}"
+
+
+def _run(host: str, port: int, signals: StopSignals, fleet: list[FleetHost], counts: ProcessCounts) -> int:
     root = data_dir()
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -207,18 +226,23 @@ def _run(host: str, port: int, signals: StopSignals, fleet: list[FleetHost]) -> 
 
         _manage(env, "migrate", "--noinput", "-v", "0")
         _manage(env, "demo_load")
-        # The browser talks to the front proxy on `port`; the ASGI server listens on loopback only.
-        web_port = free_port()
+        # The browser talks to the front proxy on `port`; the ASGI servers listen on loopback only.
+        web_ports = _web_ports(counts.web)
         with signals.shielded():
-            supervisor.spawn("web", web_command(port=web_port))
-            supervisor.spawn("worker", worker_command(concurrency=2))
+            for index, web_port in enumerate(web_ports, start=1):
+                supervisor.spawn(_numbered("web", index), web_command(port=web_port))
+            for index in range(1, counts.workers + 1):
+                # One worker keeps Celery's default node name; several need one each.
+                name = f"worker{index}" if counts.workers > 1 else None
+                supervisor.spawn(_numbered("worker", index), worker_command(concurrency=counts.concurrency, name=name))
             supervisor.spawn("beat", beat_command(schedule=root / "celerybeat-schedule"))
-        _wait_healthy(f"http://127.0.0.1:{web_port}", supervisor)
+        for web_port in web_ports:
+            _wait_healthy(f"http://127.0.0.1:{web_port}", supervisor)
         with signals.shielded():
             proxy = front_proxy_start(
                 root=root / "nginx",
                 listen=f"{host}:{port}",
-                portal=f"127.0.0.1:{web_port}",
+                portal=[f"127.0.0.1:{web_port}" for web_port in web_ports],
                 secret=env["PORTAL_PROXY_SECRET"],
             )
             supervisor.children["proxy"] = proxy.process
@@ -235,6 +259,7 @@ def _run(host: str, port: int, signals: StopSignals, fleet: list[FleetHost]) -> 
             f"  API docs:    {url}/api/docs/\n"
             f"  Mail (verification, invitations) is written to {env['PORTAL_EMAIL_DIR']}\n"
             f"  Data folder: {root}\n"
+            f"  Processes:   {counts.describe()}\n"
             f"  Fleet:       {len(fleet)} host(s) in {LOCAL_REGION}, each its own node agent\n"
             f"{hosts}"
             "  Press Ctrl-C to stop everything.\n",

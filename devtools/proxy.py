@@ -10,7 +10,8 @@ account and the proxy's group can (see provisioning/agent/workloads/slot.py). So
 reaches the browser, and the portal's session cookie is taken out of what nginx forwards: a
 workload (the user's own code) must never see the session of whoever opens it, an admin say.
 When run as root, nginx's workers run as the `neocloud-proxy` account, in the group of that name,
-which is the one group workload sockets admit. Everything else goes to the portal's ASGI server.
+which is the one group workload sockets admit. Everything else goes to the portal's ASGI server,
+or to one of several (see `upstream_block`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ http {{
     "~^(?<before>.*?)(^|;\\s*){session_cookie}=[^;]*(?<after>.*)$" "$before$after";
     default $nb_cookie_once;
   }}
-  upstream portal {{ server {portal}; keepalive 32; }}
+  {upstream}
   server {{
     listen {listen};
     client_max_body_size 100m;
@@ -149,9 +150,36 @@ def nginx_binary() -> str:
 PROXY_ACCOUNT = "neocloud-proxy"  # also the group workload sockets admit (agent: --proxy-group)
 
 
-def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth_cache_s: int = 2,
+# A web process that refuses a connection is left out for this long, then tried again.
+FAIL_TIMEOUT_S = 10
+
+
+def upstream_block(portals: list[str]) -> str:
+    """The `portal` upstream: one server as it always was, or several web processes.
+
+    With several, a connection that fails (a process that died or restarts) marks that server
+    down for FAIL_TIMEOUT_S and the request goes to the next one: nginx's default
+    `proxy_next_upstream error timeout`, which passes on any request not yet sent, a POST
+    included. A POST already sent to a process that then dies is not retried (nginx never
+    replays a non-idempotent request): its client gets a 502 and finds in its instance list
+    whether the launch was made. Nothing is half-made: a launch is one transaction that either
+    committed or did not, and a committed one whose task never reached the queue is enqueued
+    again by the reconciler (PORTAL_REQUEUE_AFTER_S). `least_conn` balances open connections,
+    which long-lived websockets mostly are.
+    """
+    if len(portals) == 1:
+        return f"upstream portal {{ server {portals[0]}; keepalive 32; }}"
+    servers = "".join(f"    server {portal} max_fails=1 fail_timeout={FAIL_TIMEOUT_S}s;\n" for portal in portals)
+    return "upstream portal {\n    least_conn;\n" + servers + "    keepalive 32;\n  }"
+
+
+def front_proxy_start(*, root: Path, listen: str, portal: str | list[str], secret: str, auth_cache_s: int = 2,
                       session_cookie: str = "sessionid") -> FrontProxy:
-    """Start nginx listening on `listen` (host:port) in front of the portal at `portal` (host:port)."""
+    """Start nginx listening on `listen` (host:port) in front of the portal at `portal` (host:port),
+    or in front of several portal web processes (a list of host:port) sharing one database."""
+    portals = [portal] if isinstance(portal, str) else list(portal)
+    if not portals:
+        raise ProxyError("the front proxy needs at least one portal web process")
     binary = nginx_binary()
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "authcache"):
@@ -175,7 +203,7 @@ def front_proxy_start(*, root: Path, listen: str, portal: str, secret: str, auth
         CONFIG.format(
             root=root,
             listen=listen,
-            portal=portal,
+            upstream=upstream_block(portals),
             secret=secret,
             forwarded=forwarded,
             user_line=user_line,
