@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.accounts.models import Membership, Role
+from apps.capacity.consumers_reservations import ReservationsConsumer
 from apps.capacity.models import Reservation, ReservationState
 from apps.capacity.services.reservations import reservation_create
 from tests.factories.accounts import OrganizationFactory, UserFactory
@@ -199,3 +200,20 @@ def test_the_calendar_cancels_its_own_reservation_and_404s_another_tenants(owner
     mine.refresh_from_db()
     theirs.refresh_from_db()
     assert (mine.state, theirs.state) == (ReservationState.CANCELLED, ReservationState.SCHEDULED)
+
+
+def test_the_live_calendar_socket_is_for_members_only(org, user, fleet, flavor):
+    # given the calendar's socket of an organization
+    member = ReservationsConsumer()
+    member.scope = {"user": user, "url_route": {"kwargs": {"slug": org.slug}}, "query_string": b""}
+    stranger = ReservationsConsumer()
+    stranger.scope = {"user": UserFactory(), "url_route": {"kwargs": {"slug": org.slug}}, "query_string": b""}
+    # then a member joins the organization's group, a stranger is refused
+    assert member.authorize() == [f"org-{org.pk}-reservations"]
+    assert stranger.authorize() is None
+    # and a booking is pushed: the partial it renders shows the new reservation
+    start, end = window(24)
+    booked = reservation_create(
+        organization=org, flavor=flavor, region=fleet[0].region, gpus=1, starts_at=start, ends_at=end
+    )
+    assert f'data-reservation="{booked.pk}"' in member.render()
