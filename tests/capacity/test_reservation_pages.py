@@ -11,6 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.accounts.models import Membership, Role
+from apps.billing.services.accounts import billing_account_get_or_create
+from apps.billing.services.credits import credit_grant_create
 from apps.capacity.consumers_reservations import ReservationsConsumer
 from apps.capacity.models import Reservation, ReservationState
 from apps.capacity.services.reservations import reservation_create
@@ -19,6 +21,17 @@ from tests.factories.capacity import node_with_gpus
 from tests.factories.catalog import FlavorFactory, OfferingFactory, PriceFactory, RegionFactory
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def org_can_pay(org):
+    """The customer has credits: booking asks billing what a launch asks (capacity.hooks)."""
+    credit_grant_create(
+        account=billing_account_get_or_create(organization=org),
+        kind="promotion",
+        amount=Decimal("100.00"),
+        description="Test credit",
+    )
 
 
 @pytest.fixture
@@ -217,3 +230,17 @@ def test_the_live_calendar_socket_is_for_members_only(org, user, fleet, flavor):
         organization=org, flavor=flavor, region=fleet[0].region, gpus=1, starts_at=start, ends_at=end
     )
     assert f'data-reservation="{booked.pk}"' in member.render()
+
+
+def test_an_organization_with_no_way_to_pay_cannot_book(api_client, fleet, flavor):
+    # given an organization with no card and no credits
+    broke_owner = UserFactory()
+    broke = OrganizationFactory(owner=broke_owner, name="Broke Ltd")
+    api_client.force_login(broke_owner)
+    # when it books, billing's launch check refuses, with where to fix it, and nothing is written
+    reply = api_client.post(api_url(broke), body(), format="json")
+    assert reply.status_code == 400
+    assert reply.json()["detail"][0].startswith(
+        "Broke Ltd cannot launch: there is no card on file and no credits left."
+    )
+    assert not Reservation.objects.exists()

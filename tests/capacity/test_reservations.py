@@ -261,7 +261,7 @@ def test_the_quote_is_the_list_price_per_flavor_unit(fleet, eu_west, h100):
 
 def test_cancel_before_start_frees_the_window_but_a_started_one_cannot_be_cancelled(fleet, eu_west, one_gpu):
     owner = UserFactory()
-    customer = OrganizationFactory(owner=owner)
+    customer = OrganizationFactory(owner=owner, credits=Decimal("100.00"))
     access = OrgAccess(organization=customer, role=Role.OWNER, user_id=owner.pk)
     first = reservation_request(
         access=access, flavor=one_gpu, region=eu_west, starts_at=START, ends_at=END, gpus=12, now=NOW

@@ -41,6 +41,7 @@ from apps.catalog.selectors import price_current
 from portal.db import atomic_retry
 
 from ..errors import AllocationRefused
+from ..hooks import booking_checks_run
 from ..live_reservations import reservations_changed_on_commit
 from ..models import (
     BOOKED_RESERVATION_STATES,
@@ -311,11 +312,14 @@ def reservation_create(
     return reservation
 
 
-def reservation_request(*, access: OrgAccess, **request) -> Reservation:
-    """A member books for their organization (the page and the API): the role check, then the booking."""
+def reservation_request(*, access: OrgAccess, project: Project | None = None, **request) -> Reservation:
+    """A member books for their organization (the page and the API): the role, then what billing
+    asks of anyone who starts capacity (a way to pay, standing, hard caps: capacity.hooks), then the
+    booking."""
     if not access.can_launch:
         raise PermissionDenied("Your role cannot reserve capacity; ask an owner or admin.")
-    return reservation_create(organization=access.organization, actor_id=access.user_id, **request)
+    booking_checks_run(organization=access.organization, project=project)
+    return reservation_create(organization=access.organization, project=project, actor_id=access.user_id, **request)
 
 
 # By name, as instances enqueue theirs: the task module imports this one.
