@@ -171,3 +171,17 @@ def test_the_overview_preview_shows_the_reservation_line_the_invoice_will_have(a
     [line] = october.lines.all()
     assert (planned.description, planned.seconds, planned.amount) == (line.description, line.seconds, line.amount)
     assert preview.subtotal == october.subtotal == Decimal("388.44")
+
+
+def test_a_young_account_is_invoiced_at_the_threshold_for_a_reservation_once_it_is_held(two_gpus, region):
+    # given a new account (young) holding a reservation charged 388.44 for October, over the threshold
+    account = BillingAccountFactory(created_at=START - timedelta(days=1))
+    book(account, two_gpus, region, gpus=6)
+    reservations_due_run(now=START)
+    reservation_charges_write()
+    # when due invoices are made during the window
+    made = invoices_due_create(now=START + timedelta(hours=1))
+    # then a threshold invoice bills the charge that has begun (October's part), not November's
+    [invoice] = made
+    assert invoice.kind == "threshold"
+    assert [(line.seconds, line.amount) for line in invoice.lines.all()] == [(93600, Decimal("388.44"))]

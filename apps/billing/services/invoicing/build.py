@@ -257,21 +257,28 @@ def organizations_to_close(*, month_start: datetime, month_end: datetime) -> lis
 
 
 def young_accounts_over_threshold(*, now: datetime) -> list[int]:
-    """Young accounts whose unbilled usage (exact, before rounding) reached the threshold."""
+    """Young accounts whose unbilled usage and reservation charges (exact, before rounding) reached
+    the threshold."""
     young = BillingAccount.objects.filter(
         created_at__gt=now - timedelta(days=settings.BILLING["YOUNG_ACCOUNT_DAYS"])
     ).values_list("pk", flat=True)
     sql = """
-        SELECT r.organization_id FROM billing_usagerecord r
-        WHERE r.organization_id = ANY(%s) AND r.period_start < %s
-          AND NOT EXISTS (SELECT 1 FROM billing_invoicedusage u WHERE u.record_id = r.id)
-        GROUP BY r.organization_id HAVING SUM(r.seconds * r.hourly_amount) / 3600 >= %s
+        SELECT organization_id FROM (
+            SELECT r.organization_id, r.seconds * r.hourly_amount AS cost FROM billing_usagerecord r
+            WHERE r.organization_id = ANY(%(ids)s) AND r.period_start < %(now)s
+              AND NOT EXISTS (SELECT 1 FROM billing_invoicedusage u WHERE u.record_id = r.id)
+            UNION ALL
+            SELECT c.organization_id, c.seconds * c.hourly_amount FROM billing_reservationcharge c
+            WHERE c.organization_id = ANY(%(ids)s) AND c.period_start < %(now)s
+              AND NOT EXISTS (SELECT 1 FROM billing_invoicedreservationcharge i WHERE i.charge_id = c.id)
+        ) unbilled
+        GROUP BY organization_id HAVING SUM(cost) / 3600 >= %(threshold)s
     """
     ids = list(young)
     if not ids:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(sql, [ids, now, settings.BILLING["THRESHOLD_AMOUNT"]])
+        cursor.execute(sql, {"ids": ids, "now": now, "threshold": settings.BILLING["THRESHOLD_AMOUNT"]})
         return [row[0] for row in cursor.fetchall()]
 
 
