@@ -10,8 +10,11 @@ it, and nginx sends the next requests to the process still up.
 from __future__ import annotations
 
 import html
+import os
 import re
+import signal
 import threading
+from contextlib import contextmanager
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -166,6 +169,16 @@ def _state(instance_id: str) -> str:
     return Instance.objects.get(pk=instance_id).state
 
 
+@contextmanager
+def _frozen(managed):
+    """SIGSTOP a process group for the block (SIGCONT after, whatever happens)."""
+    os.killpg(managed.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(managed.process.pid, signal.SIGCONT)
+
+
 def _runs(instance_id: str) -> bool:
     state = _state(instance_id)
     assert state not in (S.FAILED, S.LOST, S.STOPPED, S.TERMINATED), Instance.objects.get(pk=instance_id).state_reason
@@ -215,10 +228,12 @@ def test_two_web_processes_and_two_workers_push_to_any_page_and_lose_no_launch(
                 # published by a Celery worker and by the web process that takes the agent's report
                 pushed = receive_until(socket_b, 'data-state="running"', timeout=RUN_WITHIN_S)
                 assert first in pushed and _state(first) == S.RUNNING
-                # And a change made through web process A alone reaches the socket on B
-                stopped = client.post(f"{web_a}/api/v1/organizations/{org.slug}/instances/{first}/stop/")
-                assert stopped.status_code in (200, 202), stopped.text
-                receive_until(socket_b, 'data-state="stopping"', timeout=RUN_WITHIN_S)
+                # And a change made through web process A alone reaches the socket on B: a stop,
+                # with the agent frozen so that nothing else (its "stopped") moves the instance
+                with _frozen(agent):
+                    stopped = client.post(f"{web_a}/api/v1/organizations/{org.slug}/instances/{first}/stop/")
+                    assert stopped.status_code in (200, 202), stopped.text
+                    receive_until(socket_b, 'data-state="stopping"', timeout=RUN_WITHIN_S)
 
             # --- killing a web process loses no launch ---
             # Given a launch that web process A took and committed, not yet carried out
