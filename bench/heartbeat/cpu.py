@@ -1,6 +1,8 @@
 """CPU accounting of the heartbeat benchmark: whose CPU seconds are the portal's.
 
 - web: the uvicorn process(es), user + system, all threads.
+- workers: the Celery worker and beat processes (and their live children): the liveness sweep
+  that marks silent nodes down, and whatever the reports enqueue.
 - PostgreSQL backends serving them: the postmaster's client backends connected to the benchmark's
   database (process title `postgres: <user> <database> …`; the benchmark closes its own connection
   before it measures, so every such backend belongs to a web process), plus the CPU of the
@@ -27,6 +29,7 @@ def _cpu(proc: psutil.Process) -> float:
 @dataclass
 class Sample:
     web: float
+    workers: float
     backends: dict[int, float]  # pid -> CPU seconds of each client backend of the database
     exited: float  # CPU seconds of the postmaster's children that have exited (it reaped them)
     background: float
@@ -38,19 +41,24 @@ class Usage:
     """CPU seconds spent between two samples."""
 
     web: float
+    workers: float
     pg_backends: float
     pg_background: float
     redis: float
 
     @property
     def portal(self) -> float:
-        """What the issue asks for: the web processes and the PostgreSQL backends serving them."""
-        return self.web + self.pg_backends
+        """What the issue asks for: every portal process (web, workers), the PostgreSQL backends
+        serving them and Redis. PostgreSQL's background processes are printed apart."""
+        return self.web + self.workers + self.pg_backends + self.redis
 
 
 class PortalCpu:
-    def __init__(self, *, web_pids: list[int], postmaster_pid: int, database: str, redis_pid: int | None):
+    def __init__(
+        self, *, web_pids: list[int], worker_pids: list[int], postmaster_pid: int, database: str, redis_pid: int | None
+    ):
         self.web = [psutil.Process(pid) for pid in web_pids]
+        self.workers = [psutil.Process(pid) for pid in worker_pids]
         self.postmaster = psutil.Process(postmaster_pid)
         self.database = database
         self.redis = psutil.Process(redis_pid) if redis_pid else None
@@ -73,6 +81,7 @@ class PortalCpu:
         times = self.postmaster.cpu_times()
         return Sample(
             web=sum(_cpu(proc) for proc in self.web),
+            workers=sum(_tree_cpu(proc) for proc in self.workers),
             backends=backends,
             exited=times.children_user + times.children_system,
             background=background + times.user + times.system,
@@ -86,10 +95,21 @@ class PortalCpu:
         live = sum(cpu - before.backends.get(pid, 0.0) for pid, cpu in after.backends.items())
         return Usage(
             web=after.web - before.web,
+            workers=after.workers - before.workers,
             pg_backends=live + after.exited - before.exited,
             pg_background=after.background - before.background,
             redis=after.redis - before.redis,
         )
+
+
+def _tree_cpu(proc: psutil.Process) -> float:
+    total = _cpu(proc)
+    for child in proc.children(recursive=True):
+        try:
+            total += _cpu(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
 
 
 def redis_pid_find(port: int) -> int | None:

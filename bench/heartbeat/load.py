@@ -6,13 +6,18 @@ connection, and only the `seq` (and the heartbeat's `sent_at`) is formatted per 
 is to leave the CPUs to the portal, whose cost is what the benchmark measures; the generator's own
 CPU is reported apart and never counted as the portal's.
 
-Protocol with the parent: one JSON job on stdin; the child connects, prints `ready`, waits for a
-`go` line, runs, prints one JSON result line. Modes:
+Protocol with the parent: `python -m bench.heartbeat.load JOB RESULT`: the child reads its JSON
+job from the file JOB, connects, prints `ready`, waits for a `go` line on stdin, runs, writes its
+JSON result to the file RESULT and exits. Only those two short lines cross the pipes: a result of
+any size (latency lists grow with the duration) goes through a file, never cut short by a pipe.
+Modes:
 
-- `pairs`: each agent sends a heartbeat and then a telemetry report (as `provisioning/agent/loop.py`
-  does when both intervals are equal, the default), every `interval` seconds, agents phase-shifted
-  evenly over the interval, for `duration` seconds (open loop: a late portal builds a queue here).
-- `burst`: every agent sends one pair as fast as the connections allow (warm-up).
+- `pairs`: each agent sends its round of requests (`kinds`, by default a heartbeat and then a
+  telemetry report, as `provisioning/agent/loop.py` did before it folded telemetry into the
+  heartbeat) every `interval` seconds, agents phase-shifted evenly over the interval, for
+  `duration` seconds (open loop: a late portal builds a queue here). `kinds: ["healthz",
+  "healthz"]` offers the same rate of /healthz requests, the baseline.
+- `burst`: every agent sends one round as fast as the connections allow (warm-up).
 - `sequential`: one connection sends `count` requests of one `kind` back to back (per-request cost).
 """
 
@@ -20,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
 from datetime import UTC, datetime
 
-_KINDS = ("heartbeat", "telemetry", "heartbeat_inventory", "healthz", "auth_noop")
+_KINDS = ("heartbeat", "telemetry", "heartbeat_inventory", "heartbeat_telemetry", "healthz", "auth_noop")
 
 
 class Agent:
@@ -72,6 +78,14 @@ class Requests:
             sent_at = datetime.now(UTC).isoformat(timespec="milliseconds").encode()
             inventory = agent.inventory if kind == "heartbeat_inventory" else b"null"
             body = b'{"seq": %d, "sent_at": "%s", "inventory": %s}' % (agent.seq_take(), sent_at, inventory)
+            return self._post(b"/api/v1/agent/heartbeat", agent, body)
+        if kind == "heartbeat_telemetry":  # the agent's report since telemetry rides on the heartbeat
+            sent_at = datetime.now(UTC).isoformat(timespec="milliseconds").encode()
+            body = b'{"seq": %d, "sent_at": "%s", "inventory": null, "telemetry": %s}' % (
+                agent.seq_take(),
+                sent_at,
+                agent.telemetry,
+            )
             return self._post(b"/api/v1/agent/heartbeat", agent, body)
         if kind == "telemetry":
             body = b'{"seq": %d, "telemetry": %s}' % (agent.seq_take(), agent.telemetry)
@@ -150,6 +164,7 @@ async def _pairs(job: dict, agents: list[tuple[float, Agent]], connections: list
     requests = Requests(job["host"], job["port"])
     queue: asyncio.Queue = asyncio.Queue()
     interval, duration = job["interval"], job["duration"]
+    kinds = job.get("kinds") or ["heartbeat", "telemetry"]
 
     async def worker(connection: Connection) -> None:
         while True:
@@ -158,8 +173,8 @@ async def _pairs(job: dict, agents: list[tuple[float, Agent]], connections: list
             rec.lag_ms.append(1000 * lag)
             if lag > interval:  # the real agent would already be due again
                 rec.late_pairs += 1
-            await rec.send(connection, requests, "heartbeat", agent)
-            await rec.send(connection, requests, "telemetry", agent)
+            for kind in kinds:
+                await rec.send(connection, requests, kind, agent)
             queue.task_done()
 
     workers = [asyncio.create_task(worker(connection)) for connection in connections]
@@ -228,17 +243,22 @@ async def _run(job: dict) -> dict:
     }
 
 
-def main() -> int:
-    job = json.loads(sys.stdin.readline())
+def main(argv: list[str]) -> int:
+    job_path, result_path = argv
+    with open(job_path) as file:
+        job = json.load(file)
     try:
         import uvloop  # in the venv with uvicorn[standard]; lighter per request than asyncio's loop
 
         result = uvloop.run(_run(job))
     except ImportError:
         result = asyncio.run(_run(job))
-    print(json.dumps(result), flush=True)
+    # Written whole, then renamed: the parent never reads half a result.
+    with open(result_path + ".part", "w") as file:
+        json.dump(result, file)
+    os.replace(result_path + ".part", result_path)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

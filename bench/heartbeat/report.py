@@ -13,6 +13,7 @@ PER_REQUEST_KINDS = [
     ("auth_noop", "agent no-op (baseline: credential check)"),
     ("heartbeat", "heartbeat, inventory null (steady state)"),
     ("telemetry", "telemetry, 8 GPUs"),
+    ("heartbeat_telemetry", "heartbeat carrying telemetry of 8 GPUs"),
     ("heartbeat_inventory", "heartbeat, inventory unchanged (restart)"),
 ]
 
@@ -56,75 +57,98 @@ def _statuses(counts: dict[str, int]) -> str:
 def per_request_print(rows: dict[str, Measured], count: int) -> dict[str, tuple[float, float]]:
     """Prints phase 1; returns kind -> (web, PG backends) CPU-ms per request."""
     print(f"\n1) Per-request cost: one keep-alive connection, {count} requests of each kind back to back")
-    print(f"{'':<44}{'':>10}{'':>8}  {'CPU-ms per request':-^48}")
-    print(f"{'request':<44}{'answers':>10}{'p50 ms':>8}  {'web':>8}{'PG':>8}{'web+PG':>8}{'PG bg':>8}{'Redis':>8}")
+    print(f"{'':<44}{'':>10}{'':>8}  {'CPU-ms per request':-^56}")
+    print(
+        f"{'request':<44}{'answers':>10}{'p50 ms':>8}  {'web':>8}{'PG':>8}{'web+PG':>8}{'workers':>8}"
+        f"{'Redis':>8}{'PG bg':>8}"
+    )
     costs = {}
     for kind, label in PER_REQUEST_KINDS:
         phase = rows[kind]
-        n = phase.answered(kind)
+        n = max(1, phase.answered(kind))
         usage = phase.usage
         web, pg = 1000 * usage.web / n, 1000 * usage.pg_backends / n
         costs[kind] = (web, pg)
-        p50 = statistics.median(phase.result["latency_ms"][kind])
+        p50 = statistics.median(phase.result["latency_ms"][kind] or [0.0])
         print(
             f"{label:<44}{_statuses(phase.result['statuses'][kind]):>10}{p50:>8.2f}  {web:>8.2f}{pg:>8.2f}"
-            f"{web + pg:>8.2f}{1000 * usage.pg_background / n:>8.2f}{1000 * usage.redis / n:>8.2f}"
+            f"{web + pg:>8.2f}{1000 * usage.workers / n:>8.2f}{1000 * usage.redis / n:>8.2f}"
+            f"{1000 * usage.pg_background / n:>8.2f}"
         )
     return costs
 
 
-def load_print(*, agents: int, interval: float, load: Measured, costs: dict, connections: str) -> None:
-    pairs_per_s = agents / interval
-    offered = 2 * pairs_per_s
-    completed = load.answered("heartbeat") + load.answered("telemetry")
-    achieved = completed / load.elapsed_s
+def _rates(*, agents: int, interval: float, load: Measured, kinds: list[str]) -> tuple[float, float, int]:
+    offered = agents / interval * len(kinds)
+    completed = sum(load.answered(kind) for kind in set(kinds))
+    return offered, completed / load.elapsed_s, completed
+
+
+def load_print(*, label: str, agents: int, interval: float, load: Measured, kinds: list[str], connections: str) -> None:
+    offered, achieved, completed = _rates(agents=agents, interval=interval, load=load, kinds=kinds)
     usage, result = load.usage, load.result
+    rounds = " then ".join(kinds)
+    print(f"\n2) {label}: {agents} agents, each {rounds} every {interval:g} s, phase-shifted evenly; {connections}")
     print(
-        f"\n2) Load: {agents} agents, each a heartbeat then a telemetry report every {interval:g} s, "
-        f"phase-shifted evenly; {connections}"
+        f"   offered {offered:7.1f} req/s; achieved {achieved:7.1f} req/s over {load.elapsed_s:.1f} s "
+        f"({100 * achieved / offered:.1f} % of offered)"
     )
-    print(f"   offered  {offered:7.1f} req/s ({pairs_per_s:.1f} heartbeats/s + {pairs_per_s:.1f} telemetry reports/s)")
-    print(
-        f"   achieved {achieved:7.1f} req/s over {load.elapsed_s:.1f} s ({100 * achieved / offered:.0f} % of offered)"
-    )
-    for kind in ("heartbeat", "telemetry"):
+    for kind in dict.fromkeys(kinds):
         latencies = result["latency_ms"].get(kind, [])
         print(
-            f"   {kind:<10} answers {_statuses(result['statuses'].get(kind, {})):<12} "
+            f"   {kind:<20} answers {_statuses(result['statuses'].get(kind, {})):<14} "
             f"p50 {_percentile(latencies, 0.5):6.1f} ms  p99 {_percentile(latencies, 0.99):7.1f} ms"
         )
     print(
-        f"   a due pair waited for a free connection: p50 {_percentile(result['lag_ms'], 0.5):.1f} ms, "
+        f"   a due round waited for a free connection: p50 {_percentile(result['lag_ms'], 0.5):.1f} ms, "
         f"p99 {_percentile(result['lag_ms'], 0.99):.1f} ms; more than one interval late: {result['late_pairs']}; "
         f"never sent: {result['unsent_pairs']}"
     )
-    print(
-        f"   CPU-s used: web {usage.web:.1f}, PG backends {usage.pg_backends:.1f} "
-        f"(PG background {usage.pg_background:.1f}, Redis {usage.redis:.1f}); "
-        f"load generator {result['cpu_s']:.1f}, not the portal's"
-    )
-    web_ms, pg_ms = 1000 * usage.web / completed, 1000 * usage.pg_backends / completed
-    print(f"   CPU-ms per request under load (heartbeats and telemetry together): web {web_ms:.2f}, PG {pg_ms:.2f}")
-
     minute = 60 / load.elapsed_s
-    full = offered * 60 / 1000  # requests per minute at the full rate, per CPU-ms
-    derived = achieved < 0.99 * offered
-    print(f"\nPortal CPU-seconds per minute: {agents} agents, a heartbeat and a telemetry report every {interval:g} s")
-    print(
-        f"   measured at the achieved {achieved:.1f} req/s: web {usage.web * minute:.1f} + PostgreSQL "
-        f"{usage.pg_backends * minute:.1f} = {usage.portal * minute:.1f} CPU-s/min"
-    )
-    label = "DERIVED: CPU-ms per request under load × the full rate" if derived else "measured, = the line above"
-    total = (web_ms + pg_ms) * full
-    print(
-        f"   at the full {offered:.0f} req/s ({label}): web {web_ms * full:.1f} + PostgreSQL {pg_ms * full:.1f} "
-        f"= {total:.1f} CPU-s/min, {total / 60:.2f} cores"
-    )
-    per_kind = pairs_per_s * 60 / 1000
-    print("   by kind at the full rate, DERIVED from the per-request costs (1):")
-    for kind, label in (("heartbeat", "heartbeats"), ("telemetry", "telemetry"), ("auth_noop", "no-op floor")):
-        web, pg = costs[kind]
+    n = max(1, completed)
+    print(f"   {'portal CPU':<22}{'web':>8}{'workers':>9}{'PG':>8}{'Redis':>8}{'total':>8}{'PG bg':>8}")
+    for what, scale in (("CPU-s per minute", minute), ("CPU-ms per request", 1000 / n)):
         print(
-            f"     {label:<12} {pairs_per_s:.0f}/s × ({web:.2f} web + {pg:.2f} PG) CPU-ms = "
-            f"{(web + pg) * per_kind:.1f} CPU-s/min"
+            f"   {what:<22}{usage.web * scale:>8.2f}{usage.workers * scale:>9.2f}{usage.pg_backends * scale:>8.2f}"
+            f"{usage.redis * scale:>8.2f}{usage.portal * scale:>8.2f}{usage.pg_background * scale:>8.2f}"
         )
+    print(f"   load generator: {result['cpu_s']:.1f} CPU-s, not the portal's")
+
+
+def summary_print(
+    *, agents: int, interval: float, load: Measured, baseline: Measured, kinds: list[str], costs: dict
+) -> None:
+    offered, achieved, completed = _rates(agents=agents, interval=interval, load=load, kinds=kinds)
+    _, base_achieved, base_completed = _rates(agents=agents, interval=interval, load=baseline, kinds=["healthz"])
+    per_request = 1000 * load.usage.portal / max(1, completed)
+    per_round = per_request * len(kinds)
+    base_per_request = 1000 * baseline.usage.portal / max(1, base_completed)
+    full = offered * 60 / 1000  # CPU-s per minute at the full rate, per CPU-ms per request
+    derived = achieved < 0.99 * offered
+    gpus = agents * 8
+    print(
+        f"\nPortal CPU (web + workers + PostgreSQL backends + Redis): {agents} agents ({gpus} GPUs), "
+        f"each {' then '.join(kinds)} every {interval:g} s"
+    )
+    print(
+        f"   achieved {100 * achieved / offered:.1f} % of the offered {offered:.0f} req/s; "
+        f"p99 latency {max(_percentile(load.result['latency_ms'].get(k, []), 0.99) for k in kinds):.0f} ms"
+    )
+    print(
+        f"   per report (what one agent sends each interval): {per_round:.2f} CPU-ms "
+        f"({len(kinds)} request(s) × {per_request:.2f}); /healthz baseline {base_per_request:.2f} CPU-ms per request"
+    )
+    measured = load.usage.portal * 60 / load.elapsed_s
+    print(f"   measured at the achieved {achieved:.1f} req/s: {measured:.1f} CPU-s/min")
+    label = "DERIVED: CPU-ms per request × the full rate" if derived else "measured"
+    print(
+        f"   at the full {offered:.0f} req/s ({label}): {per_request * full:.1f} CPU-s/min, "
+        f"{per_request * full / 60:.2f} cores; the /healthz baseline at the same rate: "
+        f"{base_per_request * full:.1f} CPU-s/min"
+    )
+    if "heartbeat" in kinds and "telemetry" in kinds:
+        per_kind = agents / interval * 60 / 1000
+        print("   by kind at the full rate, DERIVED from the per-request costs (1), web + PG only:")
+        for kind, name in (("heartbeat", "heartbeats"), ("telemetry", "telemetry"), ("auth_noop", "no-op floor")):
+            web, pg = costs[kind]
+            print(f"     {name:<12} ({web:.2f} web + {pg:.2f} PG) CPU-ms = {(web + pg) * per_kind:.1f} CPU-s/min")
