@@ -260,6 +260,7 @@ def _run(host: str, port: int, signals: StopSignals, fleet: list[FleetHost], cou
             f"  Mail (verification, invitations) is written to {env['PORTAL_EMAIL_DIR']}\n"
             f"  Data folder: {root}\n"
             f"  Processes:   {counts.describe()}\n"
+            f"    web on {', '.join(f'127.0.0.1:{web_port}' for web_port in web_ports)}\n"
             f"  Fleet:       {len(fleet)} host(s) in {LOCAL_REGION}, each its own node agent\n"
             f"{hosts}"
             "  Press Ctrl-C to stop everything.\n",
