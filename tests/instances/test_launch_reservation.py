@@ -7,8 +7,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.capacity.models import Allocation
 from apps.capacity.services.reservations import reservation_create, reservation_start, when
 from apps.instances.models import Instance
+from apps.instances.services.actions import instance_start, instance_stop
+from apps.instances.services.placement import instance_schedule
+from apps.instances.services.reports import workload_report_apply
 from tests.factories.accounts import OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -100,3 +104,20 @@ def test_a_reservation_days_away_does_not_hold_back_launches_now(api_client, use
     _reserve(OrganizationFactory(), notebook_setup, starts_in=timedelta(days=3), gpus=8)
     api_client.force_login(user)
     assert api_client.post(_url(org), _on_demand("now"), format="json").status_code == 201
+
+
+def test_a_stopped_instance_started_again_keeps_clear_too(launch, notebook_setup):
+    # given a stopped instance, and then all 8 GPUs reserved from 2 hours on by another organization
+    setup = notebook_setup
+    instance = launch(name="again")
+    instance_stop(access=setup["access"], instance=instance)
+    workload_report_apply(
+        node=setup["node"], instance_id=instance.pk, seq=10, state="stopped", started_at=timezone.now()
+    )
+    _reserve(OrganizationFactory(), setup, starts_in=timedelta(hours=2), gpus=8)
+    # when it is started again, its placement is refused with the reason and nothing stays held
+    instance_start(access=setup["access"], instance=Instance.objects.get(pk=instance.pk))
+    placed = instance_schedule(instance_id=instance.pk)
+    assert placed.state == "failed"
+    assert "are reserved from" in placed.state_reason
+    assert not Allocation.objects.filter(holder=f"instance:{instance.pk}", state="active").exists()

@@ -21,7 +21,7 @@ from apps.accounts.selectors import ssh_keys_list
 from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.capacity.services.quotas import quota_check
-from apps.capacity.services.reservation_launch import reservation_launch_check, reservations_keep_clear_check
+from apps.capacity.services.reservation_launch import reservation_launch_check
 from apps.catalog.models import Flavor, Image, Region
 from apps.catalog.selectors import offering_is_launchable
 from portal.db import atomic_retry
@@ -133,13 +133,9 @@ def instance_launch(
     instance_id = uuid.uuid4()
     allocation = None
     try:
-        # One savepoint: a hold that would take what reservations about to start need is undone.
-        with transaction.atomic():
-            held = launch_capacity_hold(
-                holder_id=instance_id, organization=organization, project=project, flavor=flavor, region=region
-            )
-            reservations_keep_clear_check(flavor=flavor, region=region)
-        allocation = held
+        allocation = launch_capacity_hold(
+            holder_id=instance_id, organization=organization, project=project, flavor=flavor, region=region
+        )
     except AllocationRefused as refused:
         if refused.reason != RefusalReason.NO_CAPACITY:
             raise ValidationError({"flavor": refused.message}) from refused

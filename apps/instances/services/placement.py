@@ -27,6 +27,7 @@ from apps.capacity.errors import AllocationRefused, RefusalReason
 from apps.capacity.models import Allocation, AllocationState
 from apps.capacity.selectors.availability import flavors_availability_by_region
 from apps.capacity.services.allocations import allocation_create, allocation_gang_create, allocation_release
+from apps.capacity.services.reservation_launch import reservations_keep_clear_check
 from apps.capacity.services.wipe import node_wipe_pending_set
 from apps.catalog.models import Flavor, OfferingKind, Region
 from provisioning.drivers import PlacementNeeds
@@ -79,8 +80,15 @@ def capacity_take(
             organization=organization, flavor=flavor, region=region, project=project, holder=holder,
             whole_nodes=1, node_gpus=flavor.gpu_count,
         )
-        return gang.allocations[0]
-    return allocation_create(organization=organization, flavor=flavor, region=region, project=project, holder=holder)
+        held = gang.allocations[0]
+    else:
+        held = allocation_create(
+            organization=organization, flavor=flavor, region=region, project=project, holder=holder
+        )
+    # On-demand capacity keeps clear of what reservations about to start still need: refused after
+    # the hold, so the caller's savepoint gives it back (every caller takes inside one).
+    reservations_keep_clear_check(flavor=flavor, region=region)
+    return held
 
 
 def launch_capacity_hold(
