@@ -43,11 +43,14 @@ def test_quota_is_checked_at_launch_with_the_reason(launch, org):
 
 
 def test_an_offering_without_a_driver_cannot_be_launched(launch, notebook_setup):
-    from apps.catalog.models import Flavor
+    from apps.catalog.models import Flavor, Image
 
-    bare_metal = Flavor.objects.filter(offering__kind="bare_metal").first()
+    # Given a Ray flavor with a Ray image (Ray has no driver yet), when it is launched
+    ray = Flavor.objects.filter(offering__kind="ray").first()
+    ray_image = Image.objects.filter(offering_kinds__contains=["ray"]).first()
+    # Then it is refused for that reason, not for its image
     with pytest.raises(ValidationError, match="not yet available"):
-        launch(flavor=bare_metal, schedule=False)
+        launch(flavor=ray, image=ray_image, schedule=False)
 
 
 def test_stop_is_idempotent_and_releases_capacity_once_the_agent_confirms(launch, notebook_setup):
