@@ -312,3 +312,11 @@ def ssh_ports_parse(text: str) -> tuple[int, int]:
     if not match:
         raise ValueError(f"bad SSH port range {text!r}: expected FIRST-LAST such as 22000-22099")
     return ssh_ports_check(int(match.group(1)), int(match.group(2)))
+
+# --- heartbeats ------------------------------------------------------------------------------------
+
+# Optional in a heartbeat: the agent's telemetry (the body a telemetry report carries), so one
+# request per interval says both "alive" and "these are the GPUs' values". A portal that takes it
+# answers F_GPUS_UPDATED in the heartbeat's reply; an older portal ignores the field and does not
+# answer it, and the agent then sends its telemetry apart, as it did before.
+F_TELEMETRY, F_GPUS_UPDATED = "telemetry", "gpus_updated"

@@ -140,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     web_log = services.data_dir / "bench-heartbeat-web.log"
     print(f"Web: 1 uvicorn process, output in {web_log}; a Celery worker (solo) and beat")
     web = web_start(services.env, args.port, web_log)
-    workers = workers_start(services.env, services.data_dir)
+    workers: list[subprocess.Popen] = []
     kinds = ROUNDS[args.reports]
     try:
+        workers = workers_start(services.env, services.data_dir)
         cpu = PortalCpu(
             web_pids=[web.pid],
             worker_pids=[proc.pid for proc in workers],

@@ -170,4 +170,13 @@ def workers_start(env: dict[str, str], data_dir: Path) -> list[subprocess.Popen]
     ):
         with (data_dir / f"bench-heartbeat-{name}.log").open("w") as log:
             procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-    return procs
+    # Measure nothing of their start-up (Django and Celery importing): wait for the worker.
+    worker_log = data_dir / "bench-heartbeat-worker.log"
+    for _ in range(600):
+        if any(proc.poll() is not None for proc in procs):
+            raise RuntimeError(f"a Celery process exited; see {worker_log}")
+        if " ready." in worker_log.read_text(errors="replace"):
+            time.sleep(1.0)  # beat's first sends
+            return procs
+        time.sleep(0.1)
+    raise RuntimeError(f"the Celery worker did not get ready; see {worker_log}")

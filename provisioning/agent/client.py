@@ -15,14 +15,18 @@ All bodies are JSON (`Content-Type: application/json`), times are ISO-8601 in UT
 2. Heartbeat, every `heartbeat_interval_s` (the portal may change it in any reply):
 
        POST {portal}/api/v1/agent/heartbeat
-       {"seq": <int>, "sent_at": "<iso>", "inventory": <NodeInventory payload> | null}
-       -> 200 {"heartbeat_interval_s": <int>}
+       {"seq": <int>, "sent_at": "<iso>", "inventory": <NodeInventory payload> | null,
+        "telemetry": <NodeTelemetry payload>}          (optional: when telemetry is due)
+       -> 200 {"heartbeat_interval_s": <int>, "gpus_updated": <int>}
 
    `inventory` is null when unchanged since the last one the portal accepted (register or a 2xx
    heartbeat); a restarted agent sends it on its first heartbeat. The heartbeat says the node is
-   alive; it carries no desired state (that has one channel: 4).
+   alive; it carries no desired state (that has one channel: 4). `telemetry` rides on the
+   heartbeat when it is due then (protocol.F_TELEMETRY): one request per interval instead of two.
+   `gpus_updated` is answered only to a heartbeat that carried telemetry; a portal that does not
+   answer it ignored the telemetry (an older portal), and the agent then sends it apart (3).
 
-3. Telemetry, every `--telemetry-interval` seconds:
+3. Telemetry, every `--telemetry-interval` seconds, when it did not ride on a heartbeat:
 
        POST {portal}/api/v1/agent/telemetry
        {"seq": <int>, "telemetry": <NodeTelemetry payload>}
@@ -96,6 +100,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from provisioning.protocol import F_GPUS_UPDATED, F_TELEMETRY
+
 log = logging.getLogger("neocloud.agent")
 
 DEFAULT_STATE_FILE = Path("~/.neocloud-agent/state.json")
@@ -142,6 +148,9 @@ class Registration:
 @dataclass
 class HeartbeatReply:
     heartbeat_interval_s: int
+    # Whether the portal took the telemetry the heartbeat carried (False: none carried, or an
+    # older portal that ignores it).
+    telemetry_taken: bool = False
 
 
 @dataclass
@@ -203,13 +212,17 @@ class PortalClient:
             raise PortalRejected("/api/v1/agent/register", 201,
                                  f"reply lacks node_id/credential: {exc}") from exc
 
-    def heartbeat(self, seq: int, sent_at: str, inventory: dict | None) -> HeartbeatReply:
-        reply = self._post("/api/v1/agent/heartbeat",
-                           {"seq": seq, "sent_at": sent_at, "inventory": inventory})
+    def heartbeat(self, seq: int, sent_at: str, inventory: dict | None,
+                  telemetry: dict | None = None) -> HeartbeatReply:
+        body = {"seq": seq, "sent_at": sent_at, "inventory": inventory}
+        if telemetry is not None:
+            body[F_TELEMETRY] = telemetry
+        reply = self._post("/api/v1/agent/heartbeat", body)
         return HeartbeatReply(
             heartbeat_interval_s=int(
                 reply.get("heartbeat_interval_s", DEFAULT_HEARTBEAT_INTERVAL_S)
             ),
+            telemetry_taken=telemetry is not None and F_GPUS_UPDATED in reply,
         )
 
     def telemetry(self, seq: int, telemetry: dict) -> None:

@@ -123,6 +123,9 @@ class AgentRun:
     next_seq: int = field(default_factory=seq_start)
     heartbeat_interval_s: float = 10
     inventory_accepted: dict | None = None  # the last payload the portal took
+    # Telemetry rides on the heartbeat (one request per interval) until a portal's reply shows it
+    # ignores it (an older portal): then it goes apart, as before.
+    telemetry_in_heartbeat: bool = True
     health_interval_s: float = 600
     health_last: dict | None = None  # the last check's payload, sent with the inventory
     health_due: float = 0.0  # time.monotonic() when the next check runs
@@ -223,16 +226,19 @@ def agent_register_or_resume(run: AgentRun, inventory: NodeInventory) -> AgentSt
     return state
 
 
-def agent_heartbeat(run: AgentRun) -> None:
+def agent_heartbeat(run: AgentRun, *, telemetry_due: bool = False) -> bool:
+    """One heartbeat, carrying the inventory when it changed and, when `telemetry_due`, the
+    telemetry. Returns whether the portal took the telemetry (else it is still to be sent)."""
     try:
         payload = _with_health(run, run.sources.inventory_read().to_payload())
     except Exception:  # a failed read must not stop the heartbeat that says we are alive
         log.exception("inventory read failed; heartbeat goes without inventory")
         payload = None
+    telemetry = _telemetry_read(run) if telemetry_due and run.telemetry_in_heartbeat else None
     changed = payload is not None and payload != run.inventory_accepted
     reply = run.client.heartbeat(
         run.seq_take(), datetime.now(UTC).isoformat(timespec="milliseconds"),
-        payload if changed else None,
+        payload if changed else None, telemetry,
     )
     if changed:
         run.inventory_accepted = payload
@@ -241,6 +247,10 @@ def agent_heartbeat(run: AgentRun) -> None:
     if interval != run.heartbeat_interval_s:
         log.info("heartbeat interval now %ss", interval)
         run.heartbeat_interval_s = interval
+    if telemetry is not None and not reply.telemetry_taken:
+        log.info("the portal does not take telemetry in heartbeats; sending it apart")
+        run.telemetry_in_heartbeat = False
+    return reply.telemetry_taken
 
 
 def _with_health(run: AgentRun, payload: dict) -> dict:
@@ -262,21 +272,39 @@ def _with_health(run: AgentRun, payload: dict) -> dict:
     return payload
 
 
-def agent_telemetry_send(run: AgentRun) -> None:
+def _telemetry_read(run: AgentRun) -> dict | None:
     try:
-        payload = run.sources.telemetry_read().to_payload()
+        return run.sources.telemetry_read().to_payload()
     except Exception:
         log.exception("telemetry read failed; skipped this round")
-        return
-    run.client.telemetry(run.seq_take(), payload)
+        return None
+
+
+def agent_telemetry_send(run: AgentRun) -> None:
+    payload = _telemetry_read(run)
+    if payload is not None:
+        run.client.telemetry(run.seq_take(), payload)
+
+
+# Telemetry due this soon rides on the heartbeat being sent now, so that equal intervals (the
+# default) make one request per interval, not two a few milliseconds apart.
+_TELEMETRY_CARRY_S = 1.0
 
 
 def _loop(run: AgentRun, *, once: bool) -> int:
     next_heartbeat = next_telemetry = time.monotonic()
     while not run.stop.is_set():
         if next_heartbeat <= time.monotonic():
-            failed = _send(run, agent_heartbeat)
+            due = next_telemetry <= time.monotonic() + _TELEMETRY_CARRY_S
+            carried = [False]
+
+            def beat(run: AgentRun, due=due, carried=carried) -> None:
+                carried[0] = agent_heartbeat(run, telemetry_due=due)
+
+            failed = _send(run, beat)
             next_heartbeat = time.monotonic() + run.heartbeat_interval_s
+            if carried[0]:
+                next_telemetry = time.monotonic() + run.telemetry_interval_s
             if failed and once:
                 return EXIT_ERROR
         if next_telemetry <= time.monotonic():

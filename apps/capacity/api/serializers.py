@@ -85,16 +85,6 @@ class RegisteredSerializer(serializers.Serializer):
     heartbeat_interval_s = serializers.IntegerField()
 
 
-class HeartbeatSerializer(serializers.Serializer):
-    seq = serializers.IntegerField(min_value=1)
-    sent_at = serializers.DateTimeField()
-    inventory = InventoryReportSerializer(allow_null=True, required=False)
-
-
-class HeartbeatReplySerializer(serializers.Serializer):
-    heartbeat_interval_s = serializers.IntegerField()
-
-
 class GpuTelemetrySerializer(serializers.Serializer):
     uuid = serializers.RegexField(r"^GPU-[A-Za-z0-9-]+$", max_length=96)
     utilization_pct = serializers.IntegerField(min_value=0, max_value=100, allow_null=True, required=False)
@@ -109,6 +99,22 @@ class GpuTelemetrySerializer(serializers.Serializer):
 class TelemetryBodySerializer(serializers.Serializer):
     collected_at = serializers.DateTimeField()
     gpus = serializers.ListField(child=GpuTelemetrySerializer(), max_length=MAX_GPUS_PER_NODE)
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    seq = serializers.IntegerField(min_value=1)
+    sent_at = serializers.DateTimeField()
+    inventory = InventoryReportSerializer(allow_null=True, required=False)
+    # provisioning/protocol.py F_TELEMETRY: the agent's telemetry riding on the heartbeat (one
+    # request per interval instead of two); the separate telemetry report stays for older agents.
+    telemetry = TelemetryBodySerializer(allow_null=True, required=False)
+
+
+class HeartbeatReplySerializer(serializers.Serializer):
+    heartbeat_interval_s = serializers.IntegerField()
+    gpus_updated = serializers.IntegerField(
+        required=False, help_text="Only when the heartbeat carried telemetry: how many GPUs it updated."
+    )
 
 
 class TelemetryAcceptedSerializer(serializers.Serializer):

@@ -10,7 +10,12 @@ from rest_framework.views import APIView
 
 from portal.api import PortalApiMixin, error_response
 
-from ..services.reports import ReportRejected, node_heartbeat_apply, node_register, node_telemetry_apply
+from ..services.reports import (
+    ReportRejected,
+    node_heartbeat_report_apply,
+    node_register,
+    node_telemetry_apply,
+)
 from .authentication import IsNodeAgent, NodeAuthentication
 from .serializers import (
     HeartbeatReplySerializer,
@@ -76,16 +81,19 @@ class HeartbeatView(AgentView):
             return response
         payload = HeartbeatSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        inventory, telemetry = data.get("inventory"), data.get("telemetry")
         try:
-            node = node_heartbeat_apply(
-                node=request.auth,
-                seq=payload.validated_data["seq"],
-                inventory=payload.validated_data.get("inventory"),
+            node, updated = node_heartbeat_report_apply(
+                node=request.auth, seq=data["seq"], inventory=inventory, telemetry=telemetry
             )
         except ReportRejected as error:
             return _rejected(error)
         # Liveness only: the desired workloads have one channel, the long-poll of apps.instances.
-        return Response({"heartbeat_interval_s": node.heartbeat_interval_s})
+        body = {"heartbeat_interval_s": node.heartbeat_interval_s}
+        if updated is not None:  # tells the agent this portal takes telemetry in the heartbeat
+            body["gpus_updated"] = updated
+        return Response(body)
 
 
 class TelemetryView(AgentView):

@@ -1,0 +1,237 @@
+"""The agents' steady-state reports on a lean ASGI path, in front of Django.
+
+Heartbeats and telemetry are the portal's most frequent requests by far (every agent, every
+interval). Through Django each paid a fixed cost several times its own work (bench/README.md,
+"Where a report's time goes"): the ASGI handler's hops between the event loop and its thread,
+13 middleware none of which an agent needs (sessions, CSRF, messages, CSP, ...), DRF's request,
+negotiation and renderer, and a field object per value in the serializer. This path answers
+`POST /api/v1/agent/heartbeat` (no inventory, with or without telemetry) and `POST
+/api/v1/agent/telemetry` itself, with one hop to a thread that authenticates (the cached
+credential) and runs the same service as the DRF views (`services.reports`), so what is stored,
+the seq compare-and-set, stale answers and a down node coming back are the same.
+
+Only a report that passes the strict checks below is taken here; anything else — no or a wrong
+credential, bad JSON, a value out of range, an inventory (the rare, full path) — goes on to
+Django unchanged (its body replayed), where the DRF view gives the same answer and the same error
+messages as before. So the checks may be stricter than the serializers, never looser.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connections
+from django.utils.dateparse import parse_datetime
+
+from ..services.reports import (
+    ReportRejected,
+    node_authenticate,
+    node_heartbeat_report_apply,
+    node_telemetry_apply,
+)
+from .serializers import MAX_GPUS_PER_NODE
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_PATH = "/api/v1/agent/heartbeat"
+TELEMETRY_PATH = "/api/v1/agent/telemetry"
+_SEQ_MAX = 2**63 - 1  # the column is a bigint
+_GPU_UUID = re.compile(r"^GPU-[A-Za-z0-9-]+$")
+# GpuTelemetrySerializer's fields: (integer?, minimum, maximum); all optional and nullable.
+_GPU_FIELDS: dict[str, tuple[bool, float, float]] = {
+    "utilization_pct": (True, 0, 100),
+    "memory_used_bytes": (True, 0, _SEQ_MAX),
+    "temperature_c": (True, -50, 200),
+    "power_w": (False, 0, 10_000),
+    "power_limit_w": (False, 0, 10_000),
+    "ecc_uncorrected_volatile": (True, 0, _SEQ_MAX),
+    "xid_errors": (True, 0, _SEQ_MAX),
+}
+
+Answer = tuple[int, dict[str, Any]]
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
+
+
+def _seq(value: Any) -> int | None:
+    return value if type(value) is int and 1 <= value <= _SEQ_MAX else None
+
+
+def _number_ok(value: Any, integer: bool, low: float, high: float) -> bool:
+    if value is None:
+        return True
+    if integer:
+        return type(value) is int and low <= value <= high
+    return type(value) in (int, float) and low <= value <= high
+
+
+def _telemetry(body: Any) -> dict[str, Any] | None:
+    """The telemetry body as TelemetryBodySerializer would give it, or None to let DRF judge."""
+    if not isinstance(body, dict):
+        return None
+    collected_at, gpus = _aware(body.get("collected_at")), body.get("gpus")
+    if collected_at is None or not isinstance(gpus, list) or len(gpus) > MAX_GPUS_PER_NODE:
+        return None
+    checked = []
+    for gpu in gpus:
+        if not isinstance(gpu, dict):
+            return None
+        uuid = gpu.get("uuid")
+        if not isinstance(uuid, str) or len(uuid) > 96 or not _GPU_UUID.fullmatch(uuid):
+            return None
+        if not all(_number_ok(gpu.get(name), *rule) for name, rule in _GPU_FIELDS.items()):
+            return None
+        checked.append({"uuid": uuid, **{name: gpu[name] for name in _GPU_FIELDS if name in gpu}})
+    return {"collected_at": collected_at, "gpus": checked}
+
+
+def _node(authorization: str):
+    scheme, _, value = authorization.partition(" ")
+    node_id, _, credential = value.strip().partition(":")
+    if scheme != "Node" or not node_id or not credential:
+        return None
+    try:
+        return node_authenticate(node_id=node_id, credential=credential)
+    except Exception:  # noqa: BLE001 - a malformed id: DRF gives the answer
+        return None
+
+
+def _report(path: str, authorization: str, body: bytes) -> Answer | None:
+    """The answer to a steady-state report, or None: Django answers it."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or (seq := _seq(data.get("seq"))) is None:
+        return None
+    if path == HEARTBEAT_PATH:
+        if _aware(data.get("sent_at")) is None or data.get("inventory") is not None:
+            return None
+        telemetry = None
+        if data.get("telemetry") is not None and (telemetry := _telemetry(data["telemetry"])) is None:
+            return None
+    elif (telemetry := _telemetry(data.get("telemetry"))) is None:
+        return None
+    node = _node(authorization)
+    if node is None:
+        return None
+    try:
+        if path == TELEMETRY_PATH:
+            return 202, {"gpus_updated": node_telemetry_apply(node=node, seq=seq, telemetry=telemetry)}
+        node, updated = node_heartbeat_report_apply(node=node, seq=seq, inventory=None, telemetry=telemetry)
+    except ReportRejected as error:
+        return error.status, {"detail": error.message}
+    answer: dict[str, Any] = {"heartbeat_interval_s": node.heartbeat_interval_s}
+    if updated is not None:
+        answer["gpus_updated"] = updated
+    return 200, answer
+
+
+def _connections_checked() -> None:
+    """What Django's request_started/finished signals do (close_old_connections; with the pool, a
+    connection goes back to it), except inside a caller's transaction (tests), which it would end."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+
+
+def agent_report_answer(*, path: str, authorization: str, body: bytes) -> Answer | None:
+    """One report, run as Django runs a request, database connections checked before and after."""
+    _connections_checked()
+    try:
+        return _report(path, authorization, body)
+    finally:
+        _connections_checked()
+
+
+_answer_async = sync_to_async(agent_report_answer, thread_sensitive=True)
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class AgentReportsFastPath:
+    """ASGI middleware: steady-state agent reports answered here, everything else by `app`."""
+
+    def __init__(self, app):
+        self.app = app
+        self.paths = {HEARTBEAT_PATH, TELEMETRY_PATH}
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if settings.SECURE_SSL_REDIRECT and not _secure(scope, headers):
+            return await self.app(scope, receive, send)  # Django's redirect to https
+        declared = headers.get(b"content-length", b"0")
+        limit = settings.CAPACITY_AGENT_MAX_BODY_BYTES
+        if not declared.isdigit() or int(declared) > limit:
+            return await self.app(scope, receive, send)  # Django's 413 / 400
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        try:
+            answer = await _answer_async(path=scope["path"], authorization=authorization, body=body)
+        except Exception:
+            logger.exception("agent report on the fast path failed")
+            answer = (500, {"detail": "Internal error; the report was not stored."})
+        if answer is None:
+            return await self.app(scope, _replay(body, receive), send)
+        status, payload = answer
+        content = json.dumps(payload).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(content)).encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+
+def _secure(scope: dict, headers: dict[bytes, bytes]) -> bool:
+    """As Django's request.is_secure(): the proxy's header when one is configured, else the scheme."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        name, value = settings.SECURE_PROXY_SSL_HEADER
+        header = name.removeprefix("HTTP_").lower().replace("_", "-").encode()
+        return headers.get(header, b"").decode("latin-1").split(",")[0].strip() == value
+    return scope.get("scheme") == "https"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The request body once more for Django, then the connection's own messages (disconnect)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
