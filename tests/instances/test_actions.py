@@ -1,14 +1,20 @@
 """Launch, stop, start and delete as a user does them, with bad input and tenancy."""
 
+import asyncio
+
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from apps.accounts.selectors import organization_access_get
 from apps.capacity.models import AllocationState, Gpu
 from apps.capacity.services.quotas import quota_set
+from apps.instances.live import organization_instances_group
 from apps.instances.models import Instance, InstanceState
-from apps.instances.services.actions import instance_delete, instance_start, instance_stop
+from apps.instances.services.actions import instance_delete, instance_launch, instance_start, instance_stop
 from apps.instances.services.reports import workload_report_apply
+from portal.live import REFRESH_EVENT
 from tests.factories.accounts import MembershipFactory
 
 pytestmark = pytest.mark.django_db
@@ -111,3 +117,25 @@ def test_another_member_cannot_stop_my_instance_but_an_admin_can(launch, org, no
     assert (
         instance_stop(access=organization_access_get(user=admin, slug=org.slug), instance=instance).state == S.STOPPING
     )
+
+
+def test_a_launch_is_announced_to_the_organizations_open_instance_lists(notebook_setup, org,
+                                                                         django_capture_on_commit_callbacks):
+
+    # Given an instance list page of the organization listening on its group (the real Redis layer)
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(organization_instances_group(org.pk), channel)
+    try:
+        # When a notebook is launched (not yet scheduled by any worker) and the launch commits
+        s = notebook_setup
+        with django_capture_on_commit_callbacks(execute=True):
+            instance_launch(access=s["access"], flavor=s["flavor"], image=s["image"], region=s["region"],
+                            name="announced")
+        # Then the list is told at once, so another tab shows the new row in `requested`
+        async def receive():
+            return await asyncio.wait_for(layer.receive(channel), timeout=10)
+
+        assert async_to_sync(receive)()["type"] == REFRESH_EVENT
+    finally:
+        async_to_sync(layer.group_discard)(organization_instances_group(org.pk), channel)

@@ -28,6 +28,7 @@ from portal.db import atomic_retry
 from provisioning.drivers.registry import driver_for_kind
 
 from ..hooks import transition_announce
+from ..live import instance_changed_on_commit
 from ..models import ACTIVE_STATES, Instance, InstanceEvent, InstanceState
 from ..policy import launch_eligibility_check
 from .lifecycle import instance_transition
@@ -166,6 +167,8 @@ def instance_launch(
     # A launch is the transition from nothing to REQUESTED: billing captures the price here (and
     # refuses an unpriced flavor, which rolls the launch back), as it does at every start.
     transition_announce(instance=instance, from_state=None, at=instance.state_changed_at or timezone.now())
+    # Open instance lists of the organization show the new row at once, not when it is scheduled.
+    instance_changed_on_commit(instance_id=instance.pk, organization_id=organization.pk)
     if allocation is None:
         return instance_transition(
             instance_id=instance.pk,
