@@ -5,6 +5,11 @@ accounts → catalog → capacity → instances → billing; tests/portal/test_i
 ValidationError with the reason. Billing registers its launch eligibility (a way to pay, standing,
 hard caps) in its AppConfig.ready(): what is reserved is billed, so only who may launch may book.
 A plain registry, as apps.instances.hooks is for launches.
+
+`reservation_end_subscribe`: told, inside the transaction that ends a reservation and before its
+capacity is given back, so that what runs on its GPUs (instances launched into it) is stopped
+first. It runs after the reservation row is locked: it may lock instance rows and what comes after
+them in portal/db.py's order, never what comes before.
 """
 
 from __future__ import annotations
@@ -15,14 +20,23 @@ from typing import TYPE_CHECKING, Protocol
 from django.core.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:  # types only
+    from datetime import datetime
+
     from apps.accounts.models import Organization, Project
+
+    from .models import Reservation
 
 
 class BookingCheck(Protocol):
     def __call__(self, *, organization: Organization, project: Project | None) -> None: ...
 
 
+class ReservationEndSubscriber(Protocol):
+    def __call__(self, *, reservation: Reservation, at: datetime) -> None: ...
+
+
 _booking_checks: list[BookingCheck] = []
+_reservation_end: list[ReservationEndSubscriber] = []
 
 
 def booking_check_subscribe(check: BookingCheck) -> BookingCheck:
@@ -32,10 +46,24 @@ def booking_check_subscribe(check: BookingCheck) -> BookingCheck:
     return check
 
 
+def reservation_end_subscribe(subscriber: ReservationEndSubscriber) -> ReservationEndSubscriber:
+    if subscriber not in _reservation_end:
+        _reservation_end.append(subscriber)
+    return subscriber
+
+
 def subscriber_remove(subscriber: Callable) -> None:
     """Forget `subscriber` (tests)."""
-    if subscriber in _booking_checks:
-        _booking_checks.remove(subscriber)
+    for registry in (_booking_checks, _reservation_end):
+        if subscriber in registry:
+            registry.remove(subscriber)
+
+
+def reservation_end_run(*, reservation: Reservation, at: datetime) -> None:
+    """Tell every subscriber that `reservation` (locked) ends now; one that raises rolls the end
+    back, and the next pass tries again."""
+    for subscriber in tuple(_reservation_end):
+        subscriber(reservation=reservation, at=at)
 
 
 def booking_checks_run(*, organization: Organization, project: Project | None) -> None:

@@ -66,6 +66,13 @@ class Instance(models.Model):
         "capacity.Allocation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     node = models.ForeignKey("capacity.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The reservation it was launched into: it runs on GPUs the reservation holds (lent to its
+    # allocation, apps/capacity/services/reservation_gpus.py) and takes them again when started
+    # within the window; cleared when it is placed on other capacity once the window is over.
+    # Billing reads it: its runs are paid by the reservation's charge, not per second.
+    reservation = models.ForeignKey(
+        "capacity.Reservation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     # Idle culling: when the owner was warned that the notebook will be stopped.
     idle_warned_at = models.DateTimeField(null=True, blank=True)

@@ -42,6 +42,9 @@ class MeteredRun(models.Model):
     end_reason = models.CharField(max_length=16, choices=RunEndReason.choices, blank=True)
     # Whole seconds since started_at already written as usage records.
     metered_seconds = models.BigIntegerField(default=0)
+    # Why its price is what it is, when that is not the flavor's list price: "In reservation <id>"
+    # (the reservation's charge pays for the window, so the run costs 0). Copied onto its records.
+    note = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [

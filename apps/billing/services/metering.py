@@ -90,14 +90,20 @@ def usage_run_open(*, instance: Instance, at: datetime) -> MeteredRun:
     confirmed = runtime.started_at if runtime is not None and runtime.started_at else at
     # The agent's clock says when Jupyter answered; never before this start was asked for, never later than now.
     started_at = _whole_second_up(min(max(confirmed, snapshot.captured_at), at))
+    hourly_amount, note = snapshot.hourly_amount, ""
+    if instance.reservation_id:
+        # On GPUs its reservation holds: the reservation's charge pays for the whole window
+        # (services.reservations), so this run is not billed a second time per second.
+        hourly_amount, note = Decimal(0), f"In reservation {instance.reservation_id}"
     return MeteredRun.objects.create(
         instance=instance,
         organization_id=instance.organization_id,
         project_id=instance.project_id,
         flavor_id=instance.flavor_id,
-        hourly_amount=snapshot.hourly_amount,
+        hourly_amount=hourly_amount,
         currency=snapshot.currency,
         started_at=started_at,
+        note=note,
     )
 
 
@@ -144,6 +150,7 @@ def _records_plan(*, run: MeteredRun, until: datetime) -> tuple[list[UsageRecord
                 seconds=upto - done,
                 hourly_amount=run.hourly_amount,
                 currency=run.currency,
+                reason=run.note,
             )
         )
         done = upto

@@ -41,7 +41,7 @@ from apps.catalog.selectors import price_current
 from portal.db import atomic_retry
 
 from ..errors import AllocationRefused
-from ..hooks import booking_checks_run
+from ..hooks import booking_checks_run, reservation_end_run
 from ..live_reservations import reservations_changed_on_commit
 from ..models import (
     BOOKED_RESERVATION_STATES,
@@ -418,6 +418,9 @@ def reservation_start(*, reservation_id: UUID, now: datetime | None = None) -> R
 
 
 def _end(*, reservation: Reservation, now: datetime) -> Reservation:
+    # Instances running on its GPUs are stopped first (apps above capacity subscribe), then the
+    # whole gang, what it lent included, is given back.
+    reservation_end_run(reservation=reservation, at=now)
     if reservation.gang_id is not None:
         allocation_gang_release(gang_id=reservation.gang_id)
     reason = "Window over; capacity given back" if reservation.held_from else "Window over; its capacity was never held"
@@ -443,7 +446,9 @@ def _gangs_whole(*, reservations: list[Reservation]) -> dict[UUID, bool]:
             gang_id__in=[r.gang_id for r in reservations if r.gang_id], state__in=LIVE_ALLOCATION_STATES
         )
         .values("gang_id")
-        .annotate(milli=Sum("gpu_milli"), nodes=Count("id"))
+        # Instances' allocations on lent GPUs share the gang id (services.reservation_gpus): the
+        # milli add up to what is held, and a node counts once however many it carries.
+        .annotate(milli=Sum("gpu_milli"), nodes=Count("node", distinct=True))
         .order_by()
     }
     whole = {}

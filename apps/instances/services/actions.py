@@ -122,20 +122,31 @@ def instance_launch(
         raise ValidationError({"project": "That project belongs to another organization."})
     if not region.is_active:
         raise ValidationError({"region": f"{region.name} is not taking new launches."})
+    booked = None
     if reservation is not None:
         # Refused before anything is written: not started, over, another tenant's, another GPU model.
-        reservation_launch_check(organization=organization, flavor=flavor, region=region, reservation_id=reservation)
+        booked = reservation_launch_check(
+            organization=organization, flavor=flavor, region=region, reservation_id=reservation
+        )
     launch_eligibility_check(organization=organization, project=project)
     try:
         # An early answer for the user; the allocator checks again, under a lock, when it places.
-        quota_check(organization=organization, project=project, gpu_milli=_gpu_milli(flavor))
+        # A reservation's GPUs are counted already (its hold is the organization's usage).
+        if booked is None:
+            quota_check(organization=organization, project=project, gpu_milli=_gpu_milli(flavor))
     except AllocationRefused as refused:
         raise ValidationError({"flavor": refused.message}) from refused
     instance_id = uuid.uuid4()
     allocation = None
     try:
+        # Into a reservation: its own GPUs or a ValidationError naming what uses them (never queued).
         allocation = launch_capacity_hold(
-            holder_id=instance_id, organization=organization, project=project, flavor=flavor, region=region
+            holder_id=instance_id,
+            organization=organization,
+            project=project,
+            flavor=flavor,
+            region=region,
+            reservation=booked,
         )
     except AllocationRefused as refused:
         if refused.reason != RefusalReason.NO_CAPACITY:
@@ -159,6 +170,7 @@ def instance_launch(
         state=S.REQUESTED,
         state_reason="Launch requested",
         allocation=allocation,
+        reservation=booked,
         ssh_authorized_keys=authorized_keys,
     )
     InstanceEvent.objects.create(

@@ -20,13 +20,15 @@ from __future__ import annotations
 from uuid import UUID
 
 from celery import signature
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.accounts.models import Organization, Project
 from apps.capacity.errors import AllocationRefused, RefusalReason
-from apps.capacity.models import Allocation, AllocationState
+from apps.capacity.models import Allocation, AllocationState, Reservation
 from apps.capacity.selectors.availability import flavors_availability_by_region
 from apps.capacity.services.allocations import allocation_create, allocation_gang_create, allocation_release
+from apps.capacity.services.reservation_gpus import reservation_gpus_give_back, reservation_is_open
 from apps.capacity.services.reservation_launch import reservations_keep_clear_check
 from apps.capacity.services.wipe import node_wipe_pending_set
 from apps.catalog.models import Flavor, OfferingKind, Region
@@ -35,6 +37,7 @@ from provisioning.drivers.registry import driver_for_kind
 
 from ..models import Instance, InstanceState
 from .lifecycle import instance_transition
+from .reservations import reservation_capacity_hold
 
 S = InstanceState
 
@@ -92,10 +95,22 @@ def capacity_take(
 
 
 def launch_capacity_hold(
-    *, holder_id: UUID, organization: Organization, project: Project, flavor: Flavor, region: Region
+    *,
+    holder_id: UUID,
+    organization: Organization,
+    project: Project,
+    flavor: Flavor,
+    region: Region,
+    reservation: Reservation | None = None,
 ) -> Allocation:
     """Hold `flavor` in `region` for the instance about to be created as `holder_id`, inside the
-    caller's transaction (a savepoint, so a refusal leaves it usable). Raises AllocationRefused."""
+    caller's transaction (a savepoint, so a refusal leaves it usable). Raises AllocationRefused;
+    launched into a `reservation`, takes its GPUs out of what the reservation holds instead, or
+    raises ValidationError with why not."""
+    if reservation is not None:
+        return reservation_capacity_hold(
+            reservation=reservation, holder_id=holder_id, organization=organization, project=project, flavor=flavor
+        )
     with transaction.atomic():
         return capacity_take(
             organization=organization, flavor=flavor, region=region, project=project, holder=f"instance:{holder_id}"
@@ -162,15 +177,29 @@ def instance_schedule(
             expected_from=[S.REQUESTED],
             message=f"{instance.offering.kind} workloads cannot be placed here yet; nothing was started.",
         )
+    reservation = _reservation_open(instance)
+    fields = {}
+    if instance.reservation_id and reservation is None:
+        fields["reservation"] = None  # its window is over: on-demand capacity from now, billed as such
     try:
         with transaction.atomic():
-            allocation = capacity_take(
-                organization=instance.organization,
-                flavor=instance.flavor,
-                region=instance.region,
-                project=instance.project,
-                holder=f"instance:{instance.pk}",
-            )
+            if reservation is not None:
+                # Started again within its reservation's window: on the reservation's GPUs again.
+                allocation = reservation_capacity_hold(
+                    reservation=reservation,
+                    holder_id=instance.pk,
+                    organization=instance.organization,
+                    project=instance.project,
+                    flavor=instance.flavor,
+                )
+            else:
+                allocation = capacity_take(
+                    organization=instance.organization,
+                    flavor=instance.flavor,
+                    region=instance.region,
+                    project=instance.project,
+                    holder=f"instance:{instance.pk}",
+                )
             node = allocation.node
             moved = instance_transition(
                 instance_id=instance.pk,
@@ -180,6 +209,7 @@ def instance_schedule(
                 f"{_placement_label(allocation)}",
                 allocation=allocation,
                 node_id=node.pk,
+                **fields,
             )
             if moved is None:
                 raise LaunchSuperseded
@@ -193,6 +223,21 @@ def instance_schedule(
             expected_from=[S.REQUESTED],
             message=refused.message,
         )
+    except ValidationError as refused:  # its reservation has no room left
+        return instance_transition(
+            instance_id=instance.pk,
+            to_state=S.FAILED,
+            expected_from=[S.REQUESTED],
+            message=" ".join(refused.messages),
+        )
+
+
+def _reservation_open(instance: Instance) -> Reservation | None:
+    """The reservation `instance` was launched into, while it holds capacity (active, in its window)."""
+    if not instance.reservation_id:
+        return None
+    reservation = Reservation.objects.select_related("flavor").filter(pk=instance.reservation_id).first()
+    return reservation if reservation is not None and reservation_is_open(reservation=reservation) else None
 
 
 def _allocation_held(instance: Instance) -> Allocation | None:
@@ -217,5 +262,10 @@ def instance_capacity_release(*, instance: Instance) -> None:
     """Give the instance's capacity back (idempotent), and once that commits let the queue
     (services.queue) place whoever waits for it."""
     if instance.allocation_id:
-        allocation_release(allocation_id=instance.allocation_id)
+        if instance.reservation_id:
+            # GPUs lent by its reservation go back to it while its window is open (then nothing
+            # is freed for the queue; a no-op wake-up), else they are released.
+            reservation_gpus_give_back(allocation_id=instance.allocation_id)
+        else:
+            allocation_release(allocation_id=instance.allocation_id)
         _queue_place_on_commit()
