@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .checks import correctness_print
 from .cpu import PortalCpu, redis_pid_find
 from .portal import (
     DATABASE,
@@ -93,7 +94,7 @@ def _measure(jobs: list[dict], cpu: PortalCpu) -> Measured:
     return Measured(result=merged(results), usage=PortalCpu.usage(before, after), elapsed_s=elapsed)
 
 
-def _load_jobs(agents, *, mode: str, kinds: list[str], args) -> list[dict]:
+def _load_jobs(agents, *, mode: str, kinds: list[str], args, pause: dict | None = None) -> list[dict]:
     # Round-robin, so that each process's agents are spread evenly over the interval.
     return [
         _job(
@@ -106,6 +107,7 @@ def _load_jobs(agents, *, mode: str, kinds: list[str], args) -> list[dict]:
             interval=args.interval,
             duration=args.duration,
             drain_s=300.0 if mode == "burst" else 15.0,
+            pause=pause,
         )
         for number in range(args.processes)
     ]
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         if any(status not in ("200", "202") for counts in warm.result["statuses"].values() for status in counts):
             print(f"   warm-up answers: {warm.result['statuses']}")
         print(f"Load phase: agents' reports ({args.duration:g} s) …", flush=True)
-        load = _measure(_load_jobs(agents, mode="pairs", kinds=kinds, args=args), cpu)
+        pause = _pause(args)
+        load = _measure(_load_jobs(agents, mode="pairs", kinds=kinds, args=args, pause=pause), cpu)
     finally:
         web_stop(web)
         for proc in workers:
@@ -196,8 +199,18 @@ def main(argv: list[str] | None = None) -> int:
         "agent every 25 s when idle) and a new TCP connection per request (the real agent's urllib does\n"
         "not keep connections alive)."
     )
+    ok = correctness_print(agents=agents, load=load, pause=pause, interval=args.interval)
     print(f"Load average (1/5/15 min) at end: {_load_average()}; the benchmark took {time.monotonic() - started:.0f} s")
-    return 0
+    return 0 if ok else 1
+
+
+def _pause(args) -> dict | None:
+    """One agent stops during the load, for three intervals from 10 s in, then comes back (needs
+    a load of at least 10 s + 3 intervals + one interval to see it return)."""
+    stop = 3 * args.interval
+    if args.duration < 10 + stop + args.interval:
+        return None
+    return {"index": 0, "from": 10.0, "until": 10.0 + stop}
 
 
 if __name__ == "__main__":

@@ -37,9 +37,10 @@ _KINDS = ("heartbeat", "telemetry", "heartbeat_inventory", "heartbeat_telemetry"
 class Agent:
     """One simulated agent: its pre-encoded headers and bodies and its message counter."""
 
-    __slots__ = ("auth", "telemetry", "inventory", "seq")
+    __slots__ = ("index", "auth", "telemetry", "inventory", "seq")
 
-    def __init__(self, auth: str, telemetry: str, inventory: str, seq: int):
+    def __init__(self, index: int, auth: str, telemetry: str, inventory: str, seq: int):
+        self.index = index
         self.auth = auth.encode()
         self.telemetry = telemetry.encode()
         self.inventory = inventory.encode()
@@ -150,13 +151,21 @@ class Recorder:
         self.lag_ms: list[float] = []  # how long a due pair waited for a free connection
         self.late_pairs = 0
         self.unsent_pairs = 0
+        self.accepted_seq: dict[int, int] = {}  # agent index -> highest seq of a heartbeat answered 200
+        self.beats: dict[int, list[float]] = {}  # the paused agent: wall times of its accepted heartbeats
 
     async def send(self, connection: Connection, requests: Requests, kind: str, agent: Agent) -> None:
         began = time.perf_counter()
-        status = await connection.request(requests.build(kind, agent))
+        raw = requests.build(kind, agent)
+        seq = agent.seq
+        status = await connection.request(raw)
         self.latency_ms[kind].append(1000 * (time.perf_counter() - began))
         counts = self.statuses[kind]
         counts[str(status)] = counts.get(str(status), 0) + 1
+        if status == 200 and kind.startswith("heartbeat"):
+            self.accepted_seq[agent.index] = max(seq, self.accepted_seq.get(agent.index, 0))
+            if agent.index in self.beats:
+                self.beats[agent.index].append(time.time())
 
 
 async def _pairs(job: dict, agents: list[tuple[float, Agent]], connections: list[Connection], rec: Recorder) -> None:
@@ -165,6 +174,10 @@ async def _pairs(job: dict, agents: list[tuple[float, Agent]], connections: list
     queue: asyncio.Queue = asyncio.Queue()
     interval, duration = job["interval"], job["duration"]
     kinds = job.get("kinds") or ["heartbeat", "telemetry"]
+    # The stopped agent (the correctness check): sends nothing due in [stop_from, stop_until).
+    pause = job.get("pause") or {}
+    if pause:
+        rec.beats.setdefault(pause["index"], [])
 
     async def worker(connection: Connection) -> None:
         while True:
@@ -192,6 +205,8 @@ async def _pairs(job: dict, agents: list[tuple[float, Agent]], connections: list
                 delay = due - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if pause and agent.index == pause["index"] and pause["from"] <= due - start < pause["until"]:
+                    continue
                 queue.put_nowait((due, agent))
             tick += 1
     try:
@@ -212,7 +227,7 @@ async def _sequential(job: dict, agents: list[tuple[float, Agent]], connection: 
 async def _run(job: dict) -> dict:
     total, interval = job["total_agents"], job.get("interval", 10.0)
     agents = [
-        (interval * index / total, Agent(auth, telemetry, inventory, job["seq_base"]))
+        (interval * index / total, Agent(index, auth, telemetry, inventory, job["seq_base"]))
         for index, auth, telemetry, inventory in job["agents"]
     ]
     count = 1 if job["mode"] == "sequential" else job["connections"]
@@ -240,6 +255,8 @@ async def _run(job: dict) -> dict:
         "lag_ms": rec.lag_ms,
         "late_pairs": rec.late_pairs,
         "unsent_pairs": rec.unsent_pairs,
+        "accepted_seq": rec.accepted_seq,
+        "beats": rec.beats,
     }
 
 

@@ -32,7 +32,10 @@ class Measured:
 
 def merged(results: list[dict]) -> dict:
     out: dict = {"latency_ms": {}, "statuses": {}, "lag_ms": [], "late_pairs": 0, "unsent_pairs": 0, "cpu_s": 0.0}
+    out["accepted_seq"], out["beats"] = {}, {}
     for result in results:
+        out["accepted_seq"].update({int(k): v for k, v in result.get("accepted_seq", {}).items()})
+        out["beats"].update({int(k): v for k, v in result.get("beats", {}).items()})
         for kind, values in result["latency_ms"].items():
             out["latency_ms"].setdefault(kind, []).extend(values)
         for kind, counts in result["statuses"].items():
