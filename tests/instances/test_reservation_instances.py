@@ -17,11 +17,13 @@ from apps.billing.models import MeteredRun, ReservationCharge, UsageRecord
 from apps.billing.services.metering import usage_open_runs_meter
 from apps.billing.services.reservations import reservation_charges_write
 from apps.capacity.models import Allocation, AllocationState, Gpu, NodeCapacity, Reservation
+from apps.capacity.services.allocations import allocations_mark_lost, allocations_release_lost
 from apps.capacity.services.reservations import reservation_create, reservation_start, reservations_due_run, when
 from apps.instances.models import Instance, InstanceEvent, InstanceState
 from apps.instances.services.actions import instance_launch, instance_start, instance_stop
 from apps.instances.services.placement import instance_schedule
 from apps.instances.services.reports import workload_report_apply
+from tests.factories.capacity import node_with_gpus
 from tests.factories.catalog import FlavorFactory, PriceFactory
 
 S = InstanceState
@@ -226,7 +228,7 @@ def test_started_again_after_the_window_it_runs_on_demand_and_is_billed_as_such(
 
 @pytest.mark.django_db
 def test_its_runs_cost_nothing_for_the_gpus_and_the_reservation_charge_is_unchanged(
-    launch, notebook_setup, held, four
+    launch, notebook_setup, held, four, client, user, org
 ):
     setup = notebook_setup
     a = _into(launch, held, four, "a")
@@ -241,6 +243,10 @@ def test_its_runs_cost_nothing_for_the_gpus_and_the_reservation_charge_is_unchan
     records = list(UsageRecord.objects.filter(instance=a))
     assert records and sum(r.seconds for r in records) == 90
     assert {(r.hourly_amount, r.reason) for r in records} == {(Decimal(0), f"In reservation {held.pk}")}
+    # and its page says why it costs nothing
+    client.force_login(user)
+    html = client.get(f"/orgs/{org.slug}/instances/{a.pk}/").content.decode()
+    assert f'<span data-testid="run-note">in reservation {held.pk}</span>: billed with it' in html
     # and the reservation is charged as before: its whole window at 2 units of the quoted price
     assert charged_before >= 1 and reservation_charges_write() == 0
     assert list(ReservationCharge.objects.values_list("seconds", "hourly_amount")) == charges
@@ -306,3 +312,31 @@ def test_two_launches_racing_for_the_last_room_of_a_reservation_one_wins_nothing
                 workload_report_apply(node=s["node"], instance_id=instance.pk, seq=99, state="stopped")
         assert _member(reservation).gpu_milli == 8000
         assert Instance.objects.get(pk=first.pk).state == S.STOPPED
+
+
+@pytest.mark.django_db
+def test_a_reservation_gone_short_leaves_the_gpus_it_lent_to_a_running_instance_held(
+    launch, notebook_setup, org, four
+):
+    # given a second 8-GPU node, 16 GPUs reserved over both and an instance on 4 of them
+    setup = notebook_setup
+    other = node_with_gpus(setup["region"], four.gpu_model, n=8)
+    start = timezone.now()
+    reservation = reservation_create(
+        organization=org, flavor=four, region=setup["region"], gpus=16, starts_at=start,
+        ends_at=start + timedelta(hours=2),
+    )
+    reservation = reservation_start(reservation_id=reservation.pk)
+    a = _into(launch, reservation, four, "a")
+    lent = Allocation.objects.get(pk=a.allocation_id)
+    # when the node a is not on goes down and comes back (its members lost, then released)
+    down = other if lent.node_id != other.pk else setup["node"]
+    allocations_mark_lost(node_id=down.pk)
+    allocations_release_lost(node_id=down.pk)
+    reservations_due_run()
+    # then the reservation is short and gave back its own GPUs, while a keeps the 4 it runs on
+    reservation.refresh_from_db()
+    assert reservation.state == "short"
+    lent.refresh_from_db()
+    assert lent.state == AllocationState.ACTIVE
+    assert Gpu.objects.filter(node_id=lent.node_id, allocated_milli=1000).count() == 4

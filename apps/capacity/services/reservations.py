@@ -54,7 +54,7 @@ from ..models import (
     ReservationState,
 )
 from ..selectors.reservations import fleet_capacity_get, reservations_overlapping, window_shortfall
-from .allocations import allocation_gang_create, allocation_gang_release
+from .allocations import allocation_gang_create, allocation_gang_release, allocation_release
 
 R = ReservationState
 MIN_WINDOW = timedelta(hours=1)
@@ -472,7 +472,13 @@ def reservation_hold_check(*, reservation_id: UUID, now: datetime | None = None)
         return reservation
     if _gangs_whole(reservations=[reservation])[reservation.pk]:
         return reservation
-    allocation_gang_release(gang_id=reservation.gang_id)
+    # Only its own members: GPUs it lent to running instances stay theirs (released when they
+    # stop, as on-demand ones are), never freed under a running workload.
+    own = Allocation.objects.filter(
+        gang_id=reservation.gang_id, holder=reservation.holder, state__in=LIVE_ALLOCATION_STATES
+    ).order_by("id")
+    for allocation_id in own.values_list("pk", flat=True):
+        allocation_release(allocation_id=allocation_id)
     return _transition(
         reservation=reservation,
         to_state=R.SHORT,
