@@ -1,6 +1,7 @@
 """Launching into a reservation (API `reservation` on the launch): refused with a 400 and the
 reason, nothing half-made, unless the reservation is the caller's, has started, and is of the
-flavor's GPU model and region."""
+flavor's GPU model and region; then the instance runs on the reservation's held GPUs (more in
+test_reservation_instances.py)."""
 
 from datetime import timedelta
 
@@ -121,3 +122,23 @@ def test_a_stopped_instance_started_again_keeps_clear_too(launch, notebook_setup
     assert placed.state == "failed"
     assert "are reserved from" in placed.state_reason
     assert not Allocation.objects.filter(holder=f"instance:{instance.pk}", state="active").exists()
+
+
+def test_on_a_full_fleet_a_launch_into_ones_own_active_reservation_runs_on_its_gpus(
+    api_client, user, org, notebook_setup
+):
+    # given all 8 GPUs of the fleet held by the organization's active reservation
+    reservation = _reserve(org, notebook_setup, starts_in=timedelta(0), gpus=8)
+    reservation = reservation_start(reservation_id=reservation.pk)
+    api_client.force_login(user)
+    # when it launches into it, then the launch is accepted (no longer a 409 for want of free GPUs)
+    reply = api_client.post(_url(org), _body(reservation), format="json")
+    assert reply.status_code == 201, reply.json()
+    # and the instance holds one of the reservation's GPUs, lent from its gang
+    instance = Instance.objects.get(name="in-reservation")
+    assert instance.reservation_id == reservation.pk
+    held = Allocation.objects.get(pk=instance.allocation_id)
+    assert held.gang_id == reservation.gang_id and held.gpu_milli == 1000
+    assert Allocation.objects.get(holder=reservation.holder, state="active").gpu_milli == 7000
+    # while an on-demand launch still finds nothing free
+    assert api_client.post(_url(org), _on_demand("on-demand"), format="json").status_code == 409
