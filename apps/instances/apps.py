@@ -8,12 +8,11 @@ class InstancesConfig(AppConfig):
 
     def ready(self) -> None:
         # Registering the driver is what makes notebook offerings launchable in the catalog.
+        from apps.capacity.hooks import reservation_end_subscribe
         from provisioning.drivers.agent_bare_metal import AGENT_BARE_METAL_DRIVER
         from provisioning.drivers.agent_notebook import AGENT_NOTEBOOK_DRIVER
         from provisioning.drivers.agent_ssh import AGENT_SSH_DRIVER
         from provisioning.drivers.registry import driver_register
-
-        from apps.capacity.hooks import reservation_end_subscribe
 
         from .hooks import in_transaction_subscribe
         from .services.desired import desired_follow_transition

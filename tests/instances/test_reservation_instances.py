@@ -43,7 +43,12 @@ def _held(org, setup, flavor) -> Reservation:
     """8 GPUs (all of the one 8-GPU node) reserved by `org` from now for 2 hours, held."""
     start = timezone.now()
     reservation = reservation_create(
-        organization=org, flavor=flavor, region=setup["region"], gpus=8, starts_at=start, ends_at=start + timedelta(hours=2)
+        organization=org,
+        flavor=flavor,
+        region=setup["region"],
+        gpus=8,
+        starts_at=start,
+        ends_at=start + timedelta(hours=2),
     )
     return reservation_start(reservation_id=reservation.pk)
 
@@ -256,56 +261,68 @@ def test_its_runs_cost_nothing_for_the_gpus_and_the_reservation_charge_is_unchan
 # --- real concurrency: two launches into the last room ---------------------------------------------
 
 
+def _launch_concurrently(setup, flavor, reservation, names: list[str]) -> Counter:
+    """Each launch into `reservation` in its own thread and connection, all at the same instant."""
+    barrier = threading.Barrier(len(names))
+    outcomes: Counter = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
+        try:
+            barrier.wait(timeout=30)
+            try:
+                instance_launch(
+                    access=setup["access"],
+                    flavor=flavor,
+                    image=setup["image"],
+                    region=setup["region"],
+                    name=name,
+                    reservation=reservation.pk,
+                )
+                outcome = "launched"
+            except ValidationError as refused:
+                outcome = "refused" if "in use by your instances" in str(refused) else str(refused)
+            with lock:
+                outcomes[outcome] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert not errors, errors
+    return outcomes
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(120)
-def test_two_launches_racing_for_the_last_room_of_a_reservation_one_wins_nothing_over_held(
-    org, notebook_setup, four
-):
+def test_two_launches_racing_for_the_last_room_of_a_reservation_one_wins_nothing_over_held(org, notebook_setup, four):
     s = notebook_setup
     reservation = _held(org, s, four)
     for round_ in range(3):
         # given 4 of its 8 GPUs in use by an instance
         first = instance_launch(
-            access=s["access"], flavor=four, image=s["image"], region=s["region"], name=f"first-{round_}",
+            access=s["access"],
+            flavor=four,
+            image=s["image"],
+            region=s["region"],
+            name=f"first-{round_}",
             reservation=reservation.pk,
         )
-        barrier = threading.Barrier(2)
-        outcomes: Counter = Counter()
-        errors: list[BaseException] = []
-        lock = threading.Lock()
-
-        def one(n: int, round_=round_) -> None:
-            try:
-                barrier.wait(timeout=30)
-                try:
-                    instance_launch(
-                        access=s["access"], flavor=four, image=s["image"], region=s["region"],
-                        name=f"race-{round_}-{n}", reservation=reservation.pk,
-                    )
-                    outcome = "launched"
-                except ValidationError as refused:
-                    outcome = "refused" if "in use by your instances" in str(refused) else str(refused)
-                with lock:
-                    outcomes[outcome] += 1
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-            finally:
-                connection.close()
-
         # when two launches take the last 4 at the same instant
-        threads = [threading.Thread(target=one, args=(n,)) for n in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=90)
+        outcomes = _launch_concurrently(s, four, reservation, [f"race-{round_}-{n}" for n in range(2)])
         # then one wins and the other is refused, and every GPU is held exactly once
-        assert not errors, errors
         assert outcomes == Counter({"launched": 1, "refused": 1}), outcomes
         lent = Allocation.objects.filter(gang_id=reservation.gang_id, state="active").exclude(holder=reservation.holder)
         assert lent.count() == 2
         assert sum(a.gpu_milli for a in lent) == 8000 and _member(reservation).gpu_milli == 0
         assert set(Gpu.objects.values_list("allocated_milli", flat=True)) == {1000}
-        # (the next round starts from an empty reservation: all three stopped, the agent confirming)
+        # (the next round starts from an empty reservation: both stopped, the agent confirming)
         for instance in Instance.objects.filter(state__in=[S.REQUESTED, S.SCHEDULED]):
             instance_stop(access=s["access"], instance=instance)
             if instance.state == S.SCHEDULED:
@@ -315,15 +332,17 @@ def test_two_launches_racing_for_the_last_room_of_a_reservation_one_wins_nothing
 
 
 @pytest.mark.django_db
-def test_a_reservation_gone_short_leaves_the_gpus_it_lent_to_a_running_instance_held(
-    launch, notebook_setup, org, four
-):
+def test_a_reservation_gone_short_leaves_the_gpus_it_lent_to_a_running_instance_held(launch, notebook_setup, org, four):
     # given a second 8-GPU node, 16 GPUs reserved over both and an instance on 4 of them
     setup = notebook_setup
     other = node_with_gpus(setup["region"], four.gpu_model, n=8)
     start = timezone.now()
     reservation = reservation_create(
-        organization=org, flavor=four, region=setup["region"], gpus=16, starts_at=start,
+        organization=org,
+        flavor=four,
+        region=setup["region"],
+        gpus=16,
+        starts_at=start,
         ends_at=start + timedelta(hours=2),
     )
     reservation = reservation_start(reservation_id=reservation.pk)

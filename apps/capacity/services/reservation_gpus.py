@@ -72,7 +72,9 @@ class ReservationNotHeld(Exception):
 
 def reservation_is_open(*, reservation: Reservation, now=None) -> bool:
     now = now or timezone.now()
-    return reservation.state == ReservationState.ACTIVE and reservation.gang_id is not None and now < reservation.ends_at
+    return (
+        reservation.state == ReservationState.ACTIVE and reservation.gang_id is not None and now < reservation.ends_at
+    )
 
 
 def _lendable(member_ids: list[int]) -> dict[int, list[int]]:
@@ -124,13 +126,17 @@ def reservation_gpus_take(
     )
     if not fitting:
         borrowers = list(
-            Allocation.objects.filter(gang_id=reservation.gang_id, state__in=(AllocationState.ACTIVE, AllocationState.LOST))
+            Allocation.objects.filter(
+                gang_id=reservation.gang_id, state__in=(AllocationState.ACTIVE, AllocationState.LOST)
+            )
             .exclude(holder=reservation.holder)
             .order_by("created_at", "id")
             .values_list("holder", flat=True)
         )
         room = ReservationRoom(
-            gpus=reservation.gpus if reservation.gpus is not None else reservation.whole_nodes * reservation.flavor.gpu_count,
+            gpus=reservation.gpus
+            if reservation.gpus is not None
+            else reservation.whole_nodes * reservation.flavor.gpu_count,
             free_on_one_node=max((len(s) for s in lendable.values()), default=0),
             borrowers=borrowers,
         )

@@ -12,7 +12,6 @@ from django.db import transaction
 from apps.accounts.models import Organization, Project
 from apps.capacity.models import Allocation, Reservation
 from apps.capacity.services.reservation_gpus import ReservationFull, ReservationNotHeld, reservation_gpus_take
-from apps.capacity.services.reservations import when
 from apps.catalog.models import Flavor
 
 from ..models import Instance
