@@ -13,9 +13,9 @@ reservation's own, and what it lent) still add up to what it holds (services.res
 read from the holder. A member the reservation has lent everything of stays live at 0 GPUs, so
 the node stays counted as one of the gang's.
 
-Lock order (portal/db.py): the reservation's member allocations (5), in id order, then the node's
-placement lock (7). A give-back locks the instance's allocation, then the member (both 5; a take
-never locks an instance's allocation, which it is creating).
+Lock order (portal/db.py): allocations (5) in id order, as a gang release takes them (a
+reservation's members are older than what they lend), then the node's placement lock (7): a take
+locks the reservation's members, a give-back its member on the node and the lent allocation.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
@@ -120,6 +120,8 @@ def reservation_gpus_take(
         .order_by("id")
         .values_list("pk", "node_id")
     )
+    if not members:  # its gang was given back since it was read (ended, or gone short)
+        raise ReservationNotHeld("This reservation is not holding capacity now.")
     lendable = _lendable([pk for pk, _ in members])
     fitting = sorted(
         ((len(lendable[pk]), str(node_id), pk, node_id) for pk, node_id in members if len(lendable[pk]) >= wanted),
@@ -162,7 +164,11 @@ def reservation_gpus_take(
         holder=holder,
         created_at=timezone.now(),
     )
-    AllocationSlice.objects.filter(pk__in=lendable[member_id][:wanted]).update(allocation=lent)
+    moved = AllocationSlice.objects.filter(
+        pk__in=lendable[member_id][:wanted], allocation_id=member_id, live=True
+    ).update(allocation=lent)
+    if moved != wanted:  # a backstop: the members' row locks keep two takes from reading the same slices
+        raise ReservationNotHeld("The reservation's GPUs changed meanwhile; try again in a moment.")
     Allocation.objects.filter(pk=member_id).update(gpu_milli=F("gpu_milli") - milli)
     return lent
 
@@ -172,24 +178,34 @@ def reservation_gpus_give_back(*, allocation_id: int) -> Allocation:
     """An instance's allocation ends: GPUs lent by a reservation whose window is still open go
     back to its member on the same node (held for it again, never free in between); anything
     else is released as usual (allocation_release). Idempotent."""
-    allocation = Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
+    allocation = Allocation.objects.filter(pk=allocation_id).first()
     if allocation is None:
         raise Allocation.DoesNotExist(f"Allocation {allocation_id} does not exist.")
     reservation = None
     if allocation.state == AllocationState.ACTIVE and allocation.gang_id is not None:
-        # A gang's own members (a reservation's, a bare-metal node's) are not lent: released as usual.
         reservation = Reservation.objects.filter(gang_id=allocation.gang_id).first()
-        if reservation is not None and allocation.holder == reservation.holder:
-            reservation = None
-    if reservation is None or not reservation_is_open(reservation=reservation):
+    # A gang's own members (a reservation's, a bare-metal node's) are not lent: released as usual.
+    if (
+        reservation is None
+        or allocation.holder == reservation.holder
+        or not reservation_is_open(reservation=reservation)
+    ):
         return allocation_release(allocation_id=allocation_id)
-    member = (
-        Allocation.objects.select_for_update(no_key=True)
-        .filter(gang_id=reservation.gang_id, holder=reservation.holder, node_id=allocation.node_id)
+    # The member and the lent allocation together, in id order (the member is the older), as a
+    # gang release locks them: the window's end racing this stop waits, it does not deadlock.
+    locked = {
+        a.pk: a
+        for a in Allocation.objects.select_for_update(no_key=True)
+        .filter(
+            Q(pk=allocation_id) | Q(gang_id=reservation.gang_id, holder=reservation.holder, node_id=allocation.node_id)
+        )
         .filter(state=AllocationState.ACTIVE)
-        .first()
-    )
-    if member is None:  # its member on that node was lost and released meanwhile: nothing to return to
+        .order_by("id")
+    }
+    allocation = locked.pop(allocation_id, None)
+    member = next(iter(locked.values()), None)
+    if allocation is None or member is None:
+        # Released meanwhile, or its member on that node was lost and released: nothing to return to.
         return allocation_release(allocation_id=allocation_id)
     AllocationSlice.objects.filter(allocation=allocation, live=True).update(allocation=member)
     Allocation.objects.filter(pk=member.pk).update(gpu_milli=F("gpu_milli") + allocation.gpu_milli)
