@@ -42,7 +42,10 @@ Reservations (apps/capacity/services/reservations.py) add two locks, kept out of
   and then only reads; a launch takes it last, after its hold (2, 5-8), to check what
   reservations about to start still need, and then only reads. Neither waits for a lock while
   holding it, so it closes no cycle.
-- a `Reservation` row: its start and end lock it first, then take what the allocator takes (2, 5-8).
+- a `Reservation` row: its start and end lock it first, then take what the allocator takes (2, 5-8);
+  its end also stops the instances launched into it (3, 4) before giving its gang back. Nothing
+  locks a reservation row after an instance row: lending its GPUs to an instance and taking them
+  back lock only allocations (5), in id order as a gang release does, then the placement lock (7).
 
 Retry. Some deadlocks cannot be ordered away (PostgreSQL's locking reads keep locks on rows that
 turn out not to match, for one), and SERIALIZABLE work can lose a serialization check. Entry
