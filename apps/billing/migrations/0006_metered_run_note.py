@@ -8,6 +8,9 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
-            model_name="meteredrun", name="note", field=models.CharField(blank=True, default="", max_length=200)
+            model_name="meteredrun",
+            name="note",
+            field=models.CharField(blank=True, default="", max_length=200),
+            preserve_default=False,
         ),
     ]
