@@ -36,6 +36,7 @@ from ..models import (
     AllocationSlice,
     AllocationState,
     GpuHealth,
+    Node,
     NodeState,
     Reservation,
     ReservationState,
@@ -123,8 +124,16 @@ def reservation_gpus_take(
     if not members:  # its gang was given back since it was read (ended, or gone short)
         raise ReservationNotHeld("This reservation is not holding capacity now.")
     lendable = _lendable([pk for pk, _ in members])
+    # As every placement does, nothing goes on a node still waiting for a bare-metal tenant's wipe.
+    unwiped = set(
+        Node.objects.filter(
+            pk__in=[node_id for _, node_id in members], wipe_pending_instance__isnull=False
+        ).values_list("pk", flat=True)
+    )
     fitting = sorted(
-        ((len(lendable[pk]), str(node_id), pk, node_id) for pk, node_id in members if len(lendable[pk]) >= wanted),
+        (len(lendable[pk]), str(node_id), pk, node_id)
+        for pk, node_id in members
+        if len(lendable[pk]) >= wanted and node_id not in unwiped
     )
     if not fitting:
         borrowers = list(
