@@ -1,6 +1,7 @@
 """Screenshots of the core journey's pages on a running portal (`make run`), for reviews:
 log-in and not-found pages, storefront, launch form, an instance page and the instance list, the
-billing overview and the operator's inventory and node pages.
+billing overview, SSH keys and a GPU instance with its ssh command, the reservations calendar, and
+the operator's inventory, node and reservations pages.
 
     python -m devtools.screenshots --url http://127.0.0.1:8000 --out /tmp/shots
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +39,34 @@ def _shot(page: Page, out: Path, name: str) -> None:
     print(f"{name}: {page.url}")
 
 
+def _ssh_journey(page: Page, url: str, out: Path) -> None:
+    """Add a fresh key, launch the GPU instances card's default flavor with it, wait for the ssh
+    command (the worker and the fleet's agent do the rest)."""
+    with tempfile.TemporaryDirectory() as folder:
+        key = Path(folder) / "screenshots"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        page.goto(f"{url}/ssh-keys/")
+        form = page.get_by_test_id("ssh-key-form")
+        form.locator("[name=name]").fill(f"laptop-{int(time.time()) % 100000}")
+        form.locator("[name=public_key]").fill(key.with_suffix(".pub").read_text())
+        form.get_by_role("button", name="Add key").click()
+        page.wait_for_load_state()
+    _shot(page, out, "7-ssh-keys")
+    page.goto(f"{url}/")
+    page.locator("#offering-gpu-instances [data-testid=launch]").click()
+    launch = page.get_by_test_id("launch-form")
+    launch.wait_for()
+    launch.locator("input[name=name]").fill(f"gpu-box-{int(time.time()) % 100000}")
+    _shot(page, out, "7-launch-gpu-instance")
+    launch.locator("button[type=submit]").first.click()
+    page.wait_for_load_state()
+    try:
+        page.get_by_test_id("ssh-command").wait_for(timeout=90_000)
+    except Exception as error:  # noqa: BLE001 - the screenshot shows what happened instead
+        print(f"the GPU instance showed no ssh command: {error.__class__.__name__}")
+    _shot(page, out, "7-gpu-instance")
+
+
 def take(url: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -48,7 +79,7 @@ def take(url: str, out: Path) -> None:
         _log_in(page, url, DEMO)
         page.goto(f"{url}/")
         _shot(page, out, "1-storefront")
-        page.locator("[data-testid=launch]").first.click()
+        page.locator("#offering-notebooks [data-testid=launch]").click()
         page.get_by_test_id("launch-form").wait_for()
         _shot(page, out, "2-launch-form")
         form = page.get_by_test_id("launch-form")
@@ -69,6 +100,11 @@ def take(url: str, out: Path) -> None:
         if billing.count():
             billing.click()
             _shot(page, out, "4-billing-overview")
+        _ssh_journey(page, url, out)
+        reservations = page.get_by_test_id("nav-reservations")
+        if reservations.count():
+            reservations.click()
+            _shot(page, out, "8-reservations")
         page.context.clear_cookies()
         _log_in(page, url, OPERATOR)
         page.goto(f"{url}/ops/")
@@ -77,6 +113,8 @@ def take(url: str, out: Path) -> None:
         if node.count():
             node.click()
         _shot(page, out, "6-operator-node")
+        page.goto(f"{url}/ops/reservations/")
+        _shot(page, out, "9-operator-reservations")
         browser.close()
 
 
