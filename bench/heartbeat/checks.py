@@ -23,7 +23,8 @@ def correctness_print(*, agents: list[SimulatedAgent], load: Measured, pause: di
     newest = sum(1 for index, seq in accepted.items() if stored[node_of[index]] == seq)
     lost = sum(1 for index, seq in accepted.items() if stored[node_of[index]] < seq)
     print(
-        f"\nCorrectness: {newest} of {len(accepted)} nodes that reported hold their newest accepted seq; "
+        f"\nCorrectness: {newest} of {len(accepted)} nodes that reported hold their newest accepted seq, "
+        f"{len(accepted) - newest - lost} a newer one (its answer came after the load ended); "
         f"{lost} hold an older one (a stale report won: must be 0)"
     )
     ok = lost == 0
@@ -32,14 +33,24 @@ def correctness_print(*, agents: list[SimulatedAgent], load: Measured, pause: di
         return ok
     node = node_of[pause["index"]]
     beats = sorted(load.result["beats"].get(pause["index"], []))
-    events = list(NodeEvent.objects.filter(node_id=node).order_by("created_at").values_list("to_state", "created_at"))
-    down = next((at.timestamp() for state, at in events if state == NodeState.DOWN), None)
+    if not beats:
+        print("   stopped agent: none of its heartbeats was accepted in the load")
+        return False
+    # Only what happened during the load (earlier phases leave the node down between them).
+    events = [
+        (state, at.timestamp())
+        for state, at in NodeEvent.objects.filter(node_id=node)
+        .order_by("created_at")
+        .values_list("to_state", "created_at")
+        if at.timestamp() > beats[0]
+    ]
+    down = next((at for state, at in events if state == NodeState.DOWN), None)
     if down is None:
         print(f"   stopped agent: its node did NOT go down (events: {events})")
         return False
     before = max((t for t in beats if t < down), default=None)
     after = min((t for t in beats if t > down), default=None)
-    ready = next((at.timestamp() for state, at in events if state == NodeState.READY and at.timestamp() > down), None)
+    ready = next((at for state, at in events if state == NodeState.READY and at > down), None)
     bound = 2 * interval + 1
     went = down - before if before is not None else float("nan")
     print(

@@ -37,14 +37,25 @@ _KINDS = ("heartbeat", "telemetry", "heartbeat_inventory", "heartbeat_telemetry"
 class Agent:
     """One simulated agent: its pre-encoded headers and bodies and its message counter."""
 
-    __slots__ = ("index", "auth", "telemetry", "inventory", "seq")
+    __slots__ = ("index", "auth", "telemetry", "inventory", "seq", "telemetry_around")
 
     def __init__(self, index: int, auth: str, telemetry: str, inventory: str, seq: int):
         self.index = index
         self.auth = auth.encode()
         self.telemetry = telemetry.encode()
+        # Around the value of collected_at, which each report sets to now as the real agent does
+        # (a fixed one would make every report after the first land in the same minute of
+        # history and write none of it).
+        head, marker, rest = self.telemetry.partition(b'"collected_at": "')
+        self.telemetry_around = (head + marker, rest[rest.index(b'"') :]) if marker else None
         self.inventory = inventory.encode()
         self.seq = seq
+
+    def telemetry_now(self) -> bytes:
+        if self.telemetry_around is None:
+            return self.telemetry
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").encode()
+        return self.telemetry_around[0] + now + self.telemetry_around[1]
 
     def seq_take(self) -> int:
         self.seq += 1
@@ -85,11 +96,11 @@ class Requests:
             body = b'{"seq": %d, "sent_at": "%s", "inventory": null, "telemetry": %s}' % (
                 agent.seq_take(),
                 sent_at,
-                agent.telemetry,
+                agent.telemetry_now(),
             )
             return self._post(b"/api/v1/agent/heartbeat", agent, body)
         if kind == "telemetry":
-            body = b'{"seq": %d, "telemetry": %s}' % (agent.seq_take(), agent.telemetry)
+            body = b'{"seq": %d, "telemetry": %s}' % (agent.seq_take(), agent.telemetry_now())
             return self._post(b"/api/v1/agent/telemetry", agent, body)
         if kind == "healthz":
             return b"GET /healthz HTTP/1.1\r\nHost: " + self.host + b"\r\n\r\n"

@@ -35,7 +35,8 @@ def merged(results: list[dict]) -> dict:
     out["accepted_seq"], out["beats"] = {}, {}
     for result in results:
         out["accepted_seq"].update({int(k): v for k, v in result.get("accepted_seq", {}).items()})
-        out["beats"].update({int(k): v for k, v in result.get("beats", {}).items()})
+        for index, times in result.get("beats", {}).items():
+            out["beats"].setdefault(int(index), []).extend(times)
         for kind, values in result["latency_ms"].items():
             out["latency_ms"].setdefault(kind, []).extend(values)
         for kind, counts in result["statuses"].items():
