@@ -322,10 +322,13 @@ def test_two_launches_racing_for_the_last_room_of_a_reservation_one_wins_nothing
         assert lent.count() == 2
         assert sum(a.gpu_milli for a in lent) == 8000 and _member(reservation).gpu_milli == 0
         assert set(Gpu.objects.values_list("allocated_milli", flat=True)) == {1000}
-        # (the next round starts from an empty reservation: both stopped, the agent confirming)
+        # (the next round starts from an empty reservation: both stopped, the agent confirming).
+        # A Celery worker of the session may have scheduled them meanwhile (their provision tasks
+        # are enqueued on commit): the state after the stop says whether the agent must confirm.
         for instance in Instance.objects.filter(state__in=[S.REQUESTED, S.SCHEDULED]):
             instance_stop(access=s["access"], instance=instance)
-            if instance.state == S.SCHEDULED:
+            instance.refresh_from_db()
+            if instance.state == S.STOPPING:
                 workload_report_apply(node=s["node"], instance_id=instance.pk, seq=99, state="stopped")
         assert _member(reservation).gpu_milli == 8000
         assert Instance.objects.get(pk=first.pk).state == S.STOPPED
