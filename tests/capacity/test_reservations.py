@@ -311,7 +311,8 @@ def test_a_start_within_the_next_pass_gets_an_eta_task_and_later_ones_wait_for_t
     # given the ETA tasks recorded instead of sent to the broker
     sent = []
     monkeypatch.setattr(
-        "apps.capacity.services.reservations._start_enqueue", lambda reservation: sent.append(reservation.pk)
+        "apps.capacity.services.reservation_hold.reservation_start_enqueue",
+        lambda reservation: sent.append(reservation.pk),
     )
     # when one reservation starts in 10 s and another tomorrow
     with django_capture_on_commit_callbacks(execute=True):

@@ -1,20 +1,16 @@
 """Reservations: whole GPUs or whole nodes of a GPU model in a region, promised for a future
 window, and held as a gang allocation (holder "reservation:<id>") from its start to its end.
 
+This module books and calls off. Holding the capacity for the window (start, end, the periodic
+pass) is in services.reservation_hold, the state machine both share in services.reservation_states;
+their public names are importable from here too, as callers always have.
+
 Booking (`reservation_create`) answers at once: a request that cannot be met is refused with the
 reason, and nothing is written. It fits when, at every instant of its window, it plus every booked
 reservation overlapping that instant fits the region's fleet of that GPU model
 (selectors.reservations). Two bookings for the same region and model are made one after the other
 under a transaction-scoped advisory lock of that pair, so two that each fit alone but not
 together can never both be booked; bookings of other pairs do not wait.
-
-Holding (`reservations_due_run`, every ~30 s from Celery beat, plus one task at each start): a due
-reservation takes its capacity with `allocation_gang_create`; if on-demand instances hold it, it
-goes SHORT with the allocator's reason and is tried again on every pass until its window ends. At
-its end the gang is given back. Both are idempotent: the reservation row is locked and its state
-re-read first, so a pass and the start task racing hold it once.
-
-One transition function (`_transition`): a compare-and-set on the state plus an event row.
 
 Lock order (portal/db.py): the booking lock, then the reservation row, then what the allocator
 takes (quota, GPU rows, placement lock, summary rows).
@@ -23,15 +19,14 @@ takes (quota, GPU rows, placement lock, summary rows).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
-from celery import signature
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.models import Organization, Project
@@ -40,88 +35,34 @@ from apps.catalog.models import Flavor, PriceUnit, Region, SliceKind
 from apps.catalog.selectors import price_current
 from portal.db import atomic_retry
 
-from ..errors import AllocationRefused
-from ..hooks import booking_checks_run, reservation_end_run
+from ..hooks import booking_checks_run
 from ..live_reservations import reservations_changed_on_commit
-from ..models import (
-    BOOKED_RESERVATION_STATES,
-    LIVE_ALLOCATION_STATES,
-    WHOLE_GPU_MILLI,
-    Allocation,
-    Quota,
-    Reservation,
-    ReservationEvent,
-    ReservationState,
-)
+from ..models import Quota, Reservation, ReservationEvent
 from ..selectors.reservations import fleet_capacity_get, reservations_overlapping, window_shortfall
-from .allocations import allocation_gang_create, allocation_gang_release, allocation_release
+from . import reservation_hold
+from .reservation_hold import (  # noqa: F401 - re-exported: callers import the hold pass from here
+    ETA_HORIZON,
+    START_TASK,
+    reservation_end,
+    reservation_hold_check,
+    reservation_start,
+    reservations_due_run,
+)
+from .reservation_states import (  # noqa: F401 - re-exported: callers import these from here
+    R,
+    ReservationTransitionRefused,
+    reservation_locked_get,
+    reservation_transition,
+    when,
+)
 
-R = ReservationState
 MIN_WINDOW = timedelta(hours=1)
 MAX_WINDOW = timedelta(days=90)
 MAX_LEAD = timedelta(days=365)  # how far ahead a window may start
 START_GRACE = timedelta(minutes=5)  # a window "starting now" may have begun a moment ago
 MAX_COUNT = 4096
-# Starts at most this far ahead get an ETA task; the periodic pass (as often) enqueues the rest.
-ETA_HORIZON = timedelta(seconds=settings.CAPACITY_RESERVATIONS_EVERY_S)
 # pg_advisory_xact_lock namespace for "a reservation of region × GPU model is being booked".
 BOOKING_LOCK = 0x7265_7376  # "resv"
-
-_TRANSITIONS: dict[str, frozenset[str]] = {
-    R.SCHEDULED: frozenset({R.ACTIVE, R.SHORT, R.ENDED, R.CANCELLED}),
-    R.SHORT: frozenset({R.ACTIVE, R.ENDED, R.CANCELLED}),
-    R.ACTIVE: frozenset({R.ENDED, R.SHORT}),  # short: its hold was lost (a node down, then back)
-    R.ENDED: frozenset(),
-    R.CANCELLED: frozenset(),
-}
-
-
-def when(moment: datetime) -> str:
-    """A moment as reasons spell it: UTC to the minute (reasons are stored, not localized)."""
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-
-
-class ReservationTransitionRefused(ValidationError):
-    """The reservation is not in a state that allows the change (it moved meanwhile, or never could)."""
-
-
-def _transition(
-    *,
-    reservation: Reservation,
-    to_state: str,
-    reason: str,
-    actor_id: int | None = None,
-    at: datetime | None = None,
-    **fields,
-) -> Reservation:
-    """The one way a reservation changes state: compare-and-set from the state it was read in, plus
-    an event row. Raises ReservationTransitionRefused when the row is no longer in that state or the
-    change is not allowed from it."""
-    from_state = reservation.state
-    if to_state not in _TRANSITIONS[from_state]:
-        raise ReservationTransitionRefused(
-            f"A {reservation.get_state_display().lower()} reservation cannot become {R(to_state).label.lower()}."
-        )
-    at = at or timezone.now()
-    reason = reason[:300]
-    changed = Reservation.objects.filter(pk=reservation.pk, state=from_state).update(
-        state=to_state, reason=reason, state_changed_at=at, **fields
-    )
-    if not changed:
-        raise ReservationTransitionRefused("The reservation changed meanwhile; reload and try again.")
-    ReservationEvent.objects.create(
-        reservation=reservation,
-        from_state=from_state,
-        to_state=to_state,
-        reason=reason,
-        actor_id=actor_id,
-        created_at=at,
-    )
-    reservation.state, reservation.reason, reservation.state_changed_at = to_state, reason, at
-    reservations_changed_on_commit(organization_id=reservation.organization_id)
-    for name, value in fields.items():
-        setattr(reservation, name, value)
-    return reservation
 
 
 # --- booking -------------------------------------------------------------------------------------
@@ -308,7 +249,8 @@ def reservation_create(
     )
     reservations_changed_on_commit(organization_id=organization.pk)
     if reservation.starts_at <= now + ETA_HORIZON:
-        transaction.on_commit(lambda: _start_enqueue(reservation))
+        # Through the module, so a test that records the tasks sees the booking's and the pass's.
+        transaction.on_commit(lambda: reservation_hold.reservation_start_enqueue(reservation))
     return reservation
 
 
@@ -320,19 +262,6 @@ def reservation_request(*, access: OrgAccess, project: Project | None = None, **
         raise PermissionDenied("Your role cannot reserve capacity; ask an owner or admin.")
     booking_checks_run(organization=access.organization, project=project)
     return reservation_create(organization=access.organization, project=project, actor_id=access.user_id, **request)
-
-
-# By name, as instances enqueue theirs: the task module imports this one.
-START_TASK = "apps.capacity.tasks.reservation_start"
-
-
-def _start_enqueue(reservation: Reservation) -> None:
-    """Hold it at its exact start (an ETA task); the periodic pass holds it anyway if this is lost.
-    Only for a start within ETA_HORIZON: a worker keeps an ETA task in memory until it is due,
-    and the Redis broker hands an unacknowledged one out again after its visibility timeout, so a
-    task weeks ahead would pile up copies. Later starts are enqueued by the pass that comes
-    within the horizon of them."""
-    signature(START_TASK, args=(str(reservation.pk),)).apply_async(eta=reservation.starts_at)
 
 
 def reservation_cancel(*, access: OrgAccess, reservation_id: UUID, now: datetime | None = None) -> Reservation:
@@ -352,166 +281,11 @@ def reservation_withdraw(
     and its window is free for others. A held (active) one is committed: it runs to its end and is
     billed for its window; the refusal says so. The building block courses call without a member."""
     now = now or timezone.now()
-    reservation = _locked(reservation_id=reservation_id, organization=organization)
+    reservation = reservation_locked_get(reservation_id=reservation_id, organization=organization)
     if reservation.state == R.ACTIVE:
         raise ReservationTransitionRefused(
             f"It has started and its capacity is held until {when(reservation.ends_at)}; it cannot be cancelled."
         )
-    return _transition(reservation=reservation, to_state=R.CANCELLED, reason="Cancelled", actor_id=actor_id, at=now)
-
-
-def _locked(*, reservation_id: UUID, organization: Organization | None = None) -> Reservation:
-    rows = Reservation.objects.select_for_update(no_key=True, of=("self",)).select_related(
-        "organization", "project", "flavor__gpu_model", "region", "gpu_model"
+    return reservation_transition(
+        reservation=reservation, to_state=R.CANCELLED, reason="Cancelled", actor_id=actor_id, at=now
     )
-    if organization is not None:
-        rows = rows.filter(organization=organization)
-    reservation = rows.filter(pk=reservation_id).first()
-    if reservation is None:
-        raise Reservation.DoesNotExist(f"No reservation {reservation_id}.")
-    return reservation
-
-
-# --- holding its capacity for the window -----------------------------------------------------------
-
-
-@atomic_retry
-def reservation_start(*, reservation_id: UUID, now: datetime | None = None) -> Reservation:
-    """Hold a due reservation's capacity (SCHEDULED or SHORT → ACTIVE), or mark it SHORT with the
-    allocator's reason. Does nothing before its start or to a reservation that is not waiting;
-    ends one whose window is over."""
-    now = now or timezone.now()
-    reservation = _locked(reservation_id=reservation_id)
-    if reservation.state not in (R.SCHEDULED, R.SHORT) or now < reservation.starts_at:
-        return reservation
-    if now >= reservation.ends_at:
-        return _end(reservation=reservation, now=now)
-    try:
-        gang = allocation_gang_create(
-            organization=reservation.organization,
-            project=reservation.project,
-            flavor=reservation.flavor,
-            region=reservation.region,
-            gpus=reservation.gpus,
-            whole_nodes=reservation.whole_nodes,
-            # A whole-node reservation is nodes of its flavor's size, as bare metal is.
-            node_gpus=reservation.flavor.gpu_count if reservation.whole_nodes is not None else None,
-            holder=reservation.holder,
-        )
-    except (AllocationRefused, ValidationError) as refused:
-        message = refused.message if isinstance(refused, AllocationRefused) else "; ".join(refused.messages)
-        reason = f"Its capacity could not be held: {message}"
-        if reservation.state == R.SCHEDULED:
-            return _transition(reservation=reservation, to_state=R.SHORT, reason=reason, at=now)
-        Reservation.objects.filter(pk=reservation.pk).update(reason=reason[:300])
-        return reservation
-    # On time, it is held from its start; held late (it was short), from now: billing charges from here.
-    held_from = reservation.held_from or (reservation.starts_at if reservation.state == R.SCHEDULED else now)
-    return _transition(
-        reservation=reservation,
-        to_state=R.ACTIVE,
-        at=now,
-        gang_id=gang.gang_id,
-        held_from=held_from,
-        reason=f"Held until {when(reservation.ends_at)}",
-    )
-
-
-def _end(*, reservation: Reservation, now: datetime) -> Reservation:
-    # Instances running on its GPUs are stopped first (apps above capacity subscribe), then the
-    # whole gang, what it lent included, is given back.
-    reservation_end_run(reservation=reservation, at=now)
-    if reservation.gang_id is not None:
-        allocation_gang_release(gang_id=reservation.gang_id)
-    reason = "Window over; capacity given back" if reservation.held_from else "Window over; its capacity was never held"
-    return _transition(reservation=reservation, to_state=R.ENDED, reason=reason, at=now)
-
-
-@atomic_retry
-def reservation_end(*, reservation_id: UUID, now: datetime | None = None) -> Reservation:
-    """Give back a reservation whose window is over. Does nothing earlier, or to one already done."""
-    now = now or timezone.now()
-    reservation = _locked(reservation_id=reservation_id)
-    if reservation.state not in BOOKED_RESERVATION_STATES or now < reservation.ends_at:
-        return reservation
-    return _end(reservation=reservation, now=now)
-
-
-def _gangs_whole(*, reservations: list[Reservation]) -> dict[UUID, bool]:
-    """Whether each reservation's gang still holds all it asked for (live members: active, or lost
-    on a node that may come back), in one query."""
-    live = {
-        row["gang_id"]: row
-        for row in Allocation.objects.filter(
-            gang_id__in=[r.gang_id for r in reservations if r.gang_id], state__in=LIVE_ALLOCATION_STATES
-        )
-        .values("gang_id")
-        # Instances' allocations on lent GPUs share the gang id (services.reservation_gpus): the
-        # milli add up to what is held, and a node counts once however many it carries.
-        .annotate(milli=Sum("gpu_milli"), nodes=Count("node", distinct=True))
-        .order_by()
-    }
-    whole = {}
-    for r in reservations:
-        held = live.get(r.gang_id, {"milli": 0, "nodes": 0})
-        whole[r.pk] = (
-            held["milli"] >= r.gpus * WHOLE_GPU_MILLI if r.gpus is not None else held["nodes"] >= r.whole_nodes
-        )
-    return whole
-
-
-@atomic_retry
-def reservation_hold_check(*, reservation_id: UUID, now: datetime | None = None) -> Reservation:
-    """An active reservation whose gang is no longer whole (a node went down, its allocations were
-    lost, and released when it came back, as lost workloads' are) goes SHORT, giving back what is
-    left, so the pass holds it again in full. Lost but not yet released members still hold their
-    GPUs: the node may come back with them, so that is not short yet."""
-    now = now or timezone.now()
-    reservation = _locked(reservation_id=reservation_id)
-    if reservation.state != R.ACTIVE or reservation.gang_id is None:
-        return reservation
-    if _gangs_whole(reservations=[reservation])[reservation.pk]:
-        return reservation
-    # Only its own members: GPUs it lent to running instances stay theirs (released when they
-    # stop, as on-demand ones are), never freed under a running workload.
-    own = Allocation.objects.filter(
-        gang_id=reservation.gang_id, holder=reservation.holder, state__in=LIVE_ALLOCATION_STATES
-    ).order_by("id")
-    for allocation_id in own.values_list("pk", flat=True):
-        allocation_release(allocation_id=allocation_id)
-    return _transition(
-        reservation=reservation,
-        to_state=R.SHORT,
-        at=now,
-        gang_id=None,
-        reason="Part of its held capacity was lost with a node; holding it again",
-    )
-
-
-def reservations_due_run(*, now: datetime | None = None) -> dict[str, int]:
-    """The periodic pass: end what is over, then hold what is due (its own transaction each, so one
-    that fails stops no other). Returns how many reservations each step touched."""
-    now = now or timezone.now()
-    over = Reservation.objects.filter(state__in=BOOKED_RESERVATION_STATES, ends_at__lte=now)
-    ended = 0
-    for reservation_id in over.order_by("ends_at").values_list("pk", flat=True):
-        ended += reservation_end(reservation_id=reservation_id, now=now).state == R.ENDED
-    # Two queries for every active reservation; a transaction only for one whose gang is not whole.
-    held = list(
-        Reservation.objects.filter(state=R.ACTIVE, ends_at__gt=now).only("id", "gang_id", "gpus", "whole_nodes")
-    )
-    for reservation_id, whole in _gangs_whole(reservations=held).items():
-        if not whole:
-            reservation_hold_check(reservation_id=reservation_id, now=now)
-    due = Reservation.objects.filter(state__in=(R.SCHEDULED, R.SHORT), starts_at__lte=now, ends_at__gt=now)
-    started = short = 0
-    for reservation_id in due.order_by("starts_at").values_list("pk", flat=True):
-        state = reservation_start(reservation_id=reservation_id, now=now).state
-        started += state == R.ACTIVE
-        short += state == R.SHORT
-    # Held on the second of their start rather than at the next pass (reservation_start is idempotent
-    # if two passes enqueue one).
-    soon = Reservation.objects.filter(state=R.SCHEDULED, starts_at__gt=now, starts_at__lte=now + ETA_HORIZON)
-    for reservation in soon.only("id", "starts_at"):
-        _start_enqueue(reservation)
-    return {"ended": ended, "started": started, "short": short}
