@@ -19,7 +19,11 @@
     if (event.target.matches("#launch-form input[name=queue]")) sync(event.target.form);
   });
   document.addEventListener("htmx:beforeRequest", function (event) {
-    if (!event.target.matches("#launch-form select[name=flavor]")) return;
+    if (!event.target.matches("#launch-form select[name=flavor]")) {
+      // Another redraw ("Run on": a reservation fixes the region): the server's region stands.
+      regionAtRequest = null;
+      return;
+    }
     const region = regionSelect();
     regionAtRequest = region ? region.value : null;
   });
@@ -27,7 +31,7 @@
     if (event.detail.target.id !== "launch-region-choices") return;
     const region = regionSelect();
     // Changed since the request left: remember it for after the swap.
-    keptRegion = region && region.value !== regionAtRequest ? region.value : null;
+    keptRegion = region && regionAtRequest !== null && region.value !== regionAtRequest ? region.value : null;
   });
   document.addEventListener("htmx:afterSwap", function (event) {
     const form = document.getElementById("launch-form");

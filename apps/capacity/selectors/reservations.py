@@ -15,13 +15,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404
+from django.utils import timezone
 
 from apps.accounts.models import Organization
-from apps.catalog.models import GpuModel, Region
+from apps.catalog.models import Flavor, GpuModel, Region, SliceKind
 
-from ..models import BOOKED_RESERVATION_STATES, Gpu, GpuHealth, NodeState, Reservation
+from ..models import (
+    BOOKED_RESERVATION_STATES,
+    WHOLE_GPU_MILLI,
+    Allocation,
+    AllocationState,
+    Gpu,
+    GpuHealth,
+    NodeState,
+    Reservation,
+    ReservationState,
+)
 
 OUT_OF_FLEET_NODE_STATES = (NodeState.DOWN, NodeState.MAINTENANCE)
 
@@ -202,3 +214,55 @@ def reservations_all_list(*, since: datetime, until: datetime) -> QuerySet[Reser
         .select_related("organization", "flavor__offering", "region", "gpu_model", "project")
         .order_by("region__code", "gpu_model__name", "starts_at")
     )
+
+
+# --- launching into one --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchableReservation:
+    reservation: Reservation
+    gpus_free: int  # whole GPUs it holds and has not lent to instances
+
+    @property
+    def gpus(self) -> int:
+        """Its size in GPUs (a whole-node reservation: nodes of its flavor's size)."""
+        r = self.reservation
+        return r.gpus if r.gpus is not None else r.whole_nodes * r.flavor.gpu_count
+
+
+def reservations_launchable_list(
+    *, organization: Organization, flavor: Flavor, now: datetime | None = None
+) -> list[LaunchableReservation]:
+    """The organization's reservations an instance of `flavor` may be launched into now: active
+    (holding capacity), inside their window, of the flavor's GPU model; region and model joined,
+    soonest end first, each with its `gpus_free`: whole GPUs its own members still hold, not
+    lent to instances (services.reservation_gpus moves lent GPUs to the instance's allocation).
+    One query, however many. A snapshot for the launch form: the launch checks again under locks."""
+    if flavor.gpu_model_id is None or flavor.slice_kind != SliceKind.WHOLE:
+        return []
+    now = now or timezone.now()
+    # A gang belongs to one reservation, so its members named "reservation:…" are the reservation's own.
+    own_milli = (
+        Allocation.objects.filter(
+            gang_id=OuterRef("gang_id"), holder__startswith="reservation:", state=AllocationState.ACTIVE
+        )
+        .values("gang_id")
+        .annotate(milli=Sum("gpu_milli"))
+        .values("milli")
+    )
+    rows = (
+        Reservation.objects.filter(
+            organization=organization,
+            gpu_model_id=flavor.gpu_model_id,
+            region__is_active=True,
+            state=ReservationState.ACTIVE,
+            gang_id__isnull=False,
+            starts_at__lte=now,
+            ends_at__gt=now,
+        )
+        .select_related("region", "gpu_model", "flavor")
+        .annotate(held_milli=Coalesce(Subquery(own_milli, output_field=IntegerField()), 0))
+        .order_by("ends_at", "id")
+    )
+    return [LaunchableReservation(reservation=r, gpus_free=r.held_milli // WHOLE_GPU_MILLI) for r in rows]

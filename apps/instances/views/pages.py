@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import organization_access_get, ssh_keys_list
 from apps.accounts.views.common import add_service_errors
+from apps.capacity.selectors.reservations import LaunchableReservation, reservations_launchable_list
 
 from ..forms import LaunchForm
 from ..hooks import launch_gate_get
@@ -86,6 +87,13 @@ def _launch_chosen(options, request, *, has_ssh_keys: bool) -> tuple[FlavorChoic
     return chosen, fallback.region.code if fallback else None
 
 
+def _launch_reservation(reservations: list[LaunchableReservation], request) -> LaunchableReservation | None:
+    """The offered reservation the form's values name (a redraw after "Run on" changed), if any."""
+    source = request.POST if request.method == "POST" else request.GET
+    asked = source.get("reservation", "")
+    return next((c for c in reservations if str(c.reservation.pk) == asked), None)
+
+
 @login_required
 def launch_page(request, slug: str):
     """The launch form, once billing says this organization may launch; else, once, what to fix
@@ -101,12 +109,19 @@ def launch_page(request, slug: str):
     options = launch_options_get()
     ssh_keys = list(ssh_keys_list(user=request.user))
     chosen, region_code = _launch_chosen(options, request, has_ssh_keys=bool(ssh_keys))
+    reservations = (
+        reservations_launchable_list(organization=access.organization, flavor=chosen.flavor) if chosen else []
+    )
+    on_reservation = _launch_reservation(reservations, request)
+    if on_reservation is not None:  # a reservation fixes the region
+        region_code = on_reservation.reservation.region.code
     images = [i.pk for i in options.images_for(chosen)]
     asked_image = request.GET.get("image", "")
     asked_keys = {k for k in request.GET.getlist("ssh_keys") if k.isdigit()}
     initial = {
         "flavor": chosen.flavor.pk if chosen else None,
         "region": region_code,
+        "reservation": str(on_reservation.reservation.pk) if on_reservation else "",
         # A flavor change (htmx GET with the form's values) keeps the image when it still applies.
         "image": int(asked_image) if asked_image.isdigit() and int(asked_image) in images else next(iter(images), None),
         "name": request.GET.get("name", ""),
@@ -120,6 +135,7 @@ def launch_page(request, slug: str):
         options=options,
         chosen=chosen,
         ssh_keys=ssh_keys,
+        reservations=reservations,
         initial=initial,
         refresh_url=request.path,
     )
