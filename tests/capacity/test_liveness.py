@@ -1,25 +1,32 @@
 """Nodes that stop heartbeating go down; their allocations are marked lost."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
 from apps.capacity.models import Node, NodeEvent, NodeState
-from apps.capacity.services.nodes import node_liveness_check, node_state_transition
+from apps.capacity.services.nodes import node_liveness_check, node_liveness_cutoff, node_state_transition
 from tests.factories.catalog import RegionFactory
 
 pytestmark = pytest.mark.django_db
 
 
-def make_node(region, seconds_since_heartbeat: float, state=NodeState.READY) -> Node:
+# The issue's promise: a node that misses two beats is down within 2 intervals + 1 s of its last.
+INTERVAL_S, MISSES = 10, 2
+BOUND_S = 2 * INTERVAL_S + 1
+# What the sweep's cadence may not use of the bound: beat sending the task, the broker, the worker.
+DELIVERY_ALLOWANCE_S = 0.25
+
+
+def make_node(region, seconds_since_heartbeat: float, state=NodeState.READY, now: datetime | None = None) -> Node:
     return Node.objects.create(
         region=region,
         hostname=f"n{seconds_since_heartbeat}",
         simulated=True,
         credential_hash="x",
         state=state,
-        last_heartbeat_at=timezone.now() - timedelta(seconds=seconds_since_heartbeat),
+        last_heartbeat_at=(now or timezone.now()) - timedelta(seconds=seconds_since_heartbeat),
     )
 
 
@@ -48,4 +55,53 @@ def test_an_invalid_operator_transition_is_refused(settings):
 
     with pytest.raises(ValidationError, match="cannot become"):
         node_state_transition(node_id=node.pk, to_state=NodeState.CORDONED, reason="test")
+    assert not NodeEvent.objects.exists()
+
+
+def test_the_cut_off_is_two_missed_intervals_to_the_microsecond(settings):
+    settings.CAPACITY_HEARTBEAT_INTERVAL_S, settings.CAPACITY_HEARTBEAT_MISSES = INTERVAL_S, MISSES
+    now = timezone.now()
+    on_time = make_node(RegionFactory(), 2 * INTERVAL_S, now=now)
+
+    assert node_liveness_cutoff(now=now) == now - timedelta(seconds=2 * INTERVAL_S)
+    assert node_liveness_check(now=now) == 0  # beat exactly two intervals ago: not late yet
+    assert node_liveness_check(now=now + timedelta(microseconds=1)) == 1
+    assert Node.objects.get(pk=on_time.pk).state == NodeState.DOWN
+
+
+def test_at_the_sweeps_cadence_a_silent_node_is_down_within_two_intervals_and_a_second(settings):
+    """Given nodes whose last beats fall at every phase of the sweep's tick, when the sweep runs at
+    the cadence Celery beat is given (ticks from just before the cut-off on), then each node goes
+    down after two whole intervals and, at the latest, 2 intervals + 1 s after its last beat, less
+    an allowance for the task's delivery. Fails if the cadence or the cut-off grows."""
+    cadence = settings.CELERY_BEAT_SCHEDULE["capacity-node-liveness"]["schedule"]
+    settings.CAPACITY_HEARTBEAT_INTERVAL_S, settings.CAPACITY_HEARTBEAT_MISSES = INTERVAL_S, MISSES
+    start = timezone.now()
+    region = RegionFactory()
+    phases = [cadence * k / 8 for k in range(8)]  # a last beat anywhere between two ticks
+    nodes = {make_node(region, phase, now=start).pk: phase for phase in phases}
+    went_down_at: dict = {}
+
+    tick = 2 * INTERVAL_S - 1.0  # seconds after `start`; every node is still on time here
+    while len(went_down_at) < len(nodes) and tick < 2 * BOUND_S:
+        node_liveness_check(now=start + timedelta(seconds=tick))
+        for pk in Node.objects.filter(pk__in=nodes, state=NodeState.DOWN).values_list("pk", flat=True):
+            went_down_at.setdefault(pk, tick)
+        tick += cadence
+
+    assert set(went_down_at) == set(nodes)
+    silent_for = {pk: went_down_at[pk] + phase for pk, phase in nodes.items()}  # since each last beat
+    assert min(silent_for.values()) > 2 * INTERVAL_S
+    assert max(silent_for.values()) <= BOUND_S - DELIVERY_ALLOWANCE_S
+
+
+def test_a_sweep_with_nobody_late_is_one_query_and_moves_nothing(settings, django_assert_num_queries):
+    settings.CAPACITY_HEARTBEAT_INTERVAL_S, settings.CAPACITY_HEARTBEAT_MISSES = INTERVAL_S, MISSES
+    region = RegionFactory()
+    for seconds in (0, 5, 19.9):
+        make_node(region, seconds)
+    make_node(region, 600, NodeState.DOWN)  # already down: not the sweep's business
+
+    with django_assert_num_queries(1):
+        assert node_liveness_check() == 0
     assert not NodeEvent.objects.exists()
