@@ -89,6 +89,8 @@ def test_an_active_reservation_is_offered_with_its_size_region_end_and_free_gpus
     model = notebook_setup["flavor"].gpu_model.name
     assert f"Reservation of 4 × {model} in us-east-1 until {when(reservation.ends_at)} · 3 GPUs free" in options[1]
     assert f'value="{reservation.pk}"' in options[1] and "disabled" not in options[1]
+    # and changing it redraws the region choices, as a flavor change does
+    assert 'hx-target="#launch-region-choices"' in _select(html, "reservation")
 
 
 def test_a_flavor_of_another_gpu_model_offers_no_reservation(client, user, org, notebook_setup):
