@@ -37,7 +37,7 @@ each gives:
   instance's row (its stop, say) takes no capacity locks, since a queued instance holds none, so
   the placement's wait for that row cannot close a cycle.
 
-Reservations (apps/capacity/services/reservations.py) add two locks, kept out of cycles:
+Reservations (apps/capacity/services/reservations.py, reservation_hold.py, reservation_states.py) add two locks, kept out of cycles:
 - the booking lock of a region × GPU model (`pg_advisory_xact_lock`): a booking takes it first
   and then only reads; a launch takes it last, after its hold (2, 5-8), to check what
   reservations about to start still need, and then only reads. Neither waits for a lock while
