@@ -75,15 +75,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# How often the liveness sweep runs. Its common case (nobody late) is one index probe that finds
-# nothing (apps/capacity/services/nodes.py node_liveness_check), so a short cadence is cheap.
-CAPACITY_LIVENESS_SWEEP_S = env_int("PORTAL_LIVENESS_SWEEP_MS", 500) / 1000
 CELERY_BEAT_SCHEDULE = {
     "capacity-node-liveness": {
         "task": "apps.capacity.tasks.node_liveness_check",
-        # A node that misses its beats must be down within 2 intervals + 1 s of its last one: the
-        # cut-off takes 2 intervals, the sweep's cadence and its delivery share the 1 s left.
-        "schedule": CAPACITY_LIVENESS_SWEEP_S,
+        # Only a backstop: each sweep plans the next at the oldest heartbeat's deadline (an ETA
+        # task), which keeps the 2 intervals + 1 s bound; this restarts that chain if it is lost.
+        "schedule": env_int("PORTAL_HEARTBEAT_INTERVAL_S", 10) / 2,
         # A sweep that waited this long behind other tasks is dropped: the next one is due anyway.
         "options": {"expires": 5},
     },

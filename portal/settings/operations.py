@@ -18,8 +18,8 @@ LOGGING = {
 from .env import env_int  # noqa: E402
 
 CAPACITY_HEARTBEAT_INTERVAL_S = env_int("PORTAL_HEARTBEAT_INTERVAL_S", 10)
-# A node is down once it has missed this many intervals; the sweep runs every
-# CAPACITY_LIVENESS_SWEEP_S (settings/data.py), so a silent node is down within 2 intervals + 1 s.
+# A node is down once it has missed this many intervals; each liveness sweep plans the next at the
+# oldest heartbeat's deadline (apps/capacity/tasks.py), so a silent node is down within 2 intervals + 1 s.
 CAPACITY_HEARTBEAT_MISSES = env_int("PORTAL_HEARTBEAT_MISSES", 2)
 # Agent payloads above this size are refused with 413 before they are parsed.
 CAPACITY_AGENT_MAX_BODY_BYTES = env_int("PORTAL_AGENT_MAX_BODY_BYTES", 256 * 1024)

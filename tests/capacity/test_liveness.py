@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from apps.capacity.models import Node, NodeEvent, NodeState
 from apps.capacity.services.nodes import node_liveness_check, node_liveness_cutoff, node_state_transition
+from apps.capacity.tasks import LIVENESS_PLAN_STALE_S, liveness_next_sweep_eta, liveness_plan_needed
 from tests.factories.catalog import RegionFactory
 
 pytestmark = pytest.mark.django_db
@@ -69,30 +70,59 @@ def test_the_cut_off_is_two_missed_intervals_to_the_microsecond(settings):
     assert Node.objects.get(pk=on_time.pk).state == NodeState.DOWN
 
 
-def test_at_the_sweeps_cadence_a_silent_node_is_down_within_two_intervals_and_a_second(settings):
-    """Given nodes whose last beats fall at every phase of the sweep's tick, when the sweep runs at
-    the cadence Celery beat is given (ticks from just before the cut-off on), then each node goes
-    down after two whole intervals and, at the latest, 2 intervals + 1 s after its last beat, less
-    an allowance for the task's delivery. Fails if the cadence or the cut-off grows."""
-    cadence = settings.CELERY_BEAT_SCHEDULE["capacity-node-liveness"]["schedule"]
+def test_swept_when_planned_a_silent_node_is_down_within_two_intervals_and_a_second(settings):
+    """Given silent nodes whose last beats fall at many phases of an interval, when each sweep
+    runs when the one before planned it (or at beat's backstop, whichever is first), then each node
+    goes down after two whole intervals and at most 2 intervals + 1 s after its last beat, less an
+    allowance for the task's delivery. Fails if the cut-off or the planning grows."""
+    backstop = settings.CELERY_BEAT_SCHEDULE["capacity-node-liveness"]["schedule"]
     settings.CAPACITY_HEARTBEAT_INTERVAL_S, settings.CAPACITY_HEARTBEAT_MISSES = INTERVAL_S, MISSES
     start = timezone.now()
     region = RegionFactory()
-    phases = [cadence * k / 8 for k in range(8)]  # a last beat anywhere between two ticks
+    phases = [k * 0.37 for k in range(27)]  # last beats spread over 10 s, none on a whole second
     nodes = {make_node(region, phase, now=start).pk: phase for phase in phases}
     went_down_at: dict = {}
+    sweeps = 0
 
-    tick = 2 * INTERVAL_S - 1.0  # seconds after `start`; every node is still on time here
-    while len(went_down_at) < len(nodes) and tick < 2 * BOUND_S:
-        node_liveness_check(now=start + timedelta(seconds=tick))
+    at = start
+    while len(went_down_at) < len(nodes) and at < start + timedelta(seconds=2 * BOUND_S):
+        node_liveness_check(now=at)
+        sweeps += 1
         for pk in Node.objects.filter(pk__in=nodes, state=NodeState.DOWN).values_list("pk", flat=True):
-            went_down_at.setdefault(pk, tick)
-        tick += cadence
+            went_down_at.setdefault(pk, (at - start).total_seconds())
+        planned = liveness_next_sweep_eta(now=at)
+        at = min(planned, at + timedelta(seconds=backstop)) if planned else at + timedelta(seconds=backstop)
 
     assert set(went_down_at) == set(nodes)
     silent_for = {pk: went_down_at[pk] + phase for pk, phase in nodes.items()}  # since each last beat
     assert min(silent_for.values()) > 2 * INTERVAL_S
     assert max(silent_for.values()) <= BOUND_S - DELIVERY_ALLOWANCE_S
+    assert sweeps <= len(nodes) + 2 * BOUND_S / backstop  # about one a node going down, plus backstops
+
+
+def test_a_planned_sweep_waits_for_the_oldest_beats_deadline_and_ignores_down_nodes(settings):
+    settings.CAPACITY_HEARTBEAT_INTERVAL_S, settings.CAPACITY_HEARTBEAT_MISSES = INTERVAL_S, MISSES
+    now = timezone.now()
+    region = RegionFactory()
+    make_node(region, 600, NodeState.DOWN, now=now)  # long silent, already down: not waited for
+    assert liveness_next_sweep_eta(now=now) is None  # nobody the sweep could move
+    make_node(region, 3, now=now)
+    make_node(region, 7, NodeState.CORDONED, now=now)
+
+    eta = liveness_next_sweep_eta(now=now)
+
+    deadline = now - timedelta(seconds=7) + timedelta(seconds=2 * INTERVAL_S)  # the cordoned one's
+    assert deadline < eta <= deadline + timedelta(seconds=1 - DELIVERY_ALLOWANCE_S)
+    assert node_liveness_check(now=eta) == 1  # at its eta, the sweep finds that node late
+
+
+def test_one_planned_sweep_at_a_time_unless_it_was_lost():
+    # Given a sweep planned at t=100: a later deadline waits for it; an earlier one plans anew.
+    assert not liveness_plan_needed(planned=100.0, next_at=110.0, now=90.0)
+    assert liveness_plan_needed(planned=100.0, next_at=95.0, now=90.0)
+    assert liveness_plan_needed(planned=None, next_at=110.0, now=90.0)
+    # When it is long overdue (a restarted worker dropped it), the next one is planned.
+    assert liveness_plan_needed(planned=100.0, next_at=110.0, now=100.0 + LIVENESS_PLAN_STALE_S + 1)
 
 
 def test_a_sweep_with_nobody_late_is_one_query_and_moves_nothing(settings, django_assert_num_queries):

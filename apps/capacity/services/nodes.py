@@ -10,7 +10,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -127,8 +127,7 @@ def node_liveness_cutoff(*, now: datetime) -> datetime:
 def node_liveness_check(*, now: datetime | None = None) -> int:
     """Mark down every node whose agent has missed its heartbeats. Returns how many went down.
 
-    Runs every CAPACITY_LIVENESS_SWEEP_S (a fraction of a second, see portal/settings/data.py), so
-    its common case, nobody late, is one index probe that finds no entry and reads no table page.
+    Its common case, nobody late, is one index probe that finds no entry and reads no table page.
     """
     misses = settings.CAPACITY_HEARTBEAT_MISSES
     deadline = node_liveness_cutoff(now=now or timezone.now())
@@ -146,3 +145,25 @@ def node_liveness_check(*, now: datetime | None = None) -> int:
         ):
             went_down += 1
     return went_down
+
+
+# One descent of the (state, last_heartbeat_at) index per swept state: min() under an equality on
+# the leading column is the first entry of that state, where min() under an IN list would read
+# every entry of the four states.
+_NEXT_SILENT_SQL = "SELECT LEAST({}) ".format(
+    ", ".join("(SELECT min(last_heartbeat_at) FROM capacity_node WHERE state = %s)" for _ in _SWEPT_STATES)
+)
+# The cut-off is strict (older than), so a node is late just after its deadline, not at it.
+_PAST_DEADLINE = timedelta(milliseconds=10)
+
+
+def node_liveness_next_sweep_at() -> datetime | None:
+    """When the next sweep finds someone late unless that node beats first: the oldest heartbeat
+    of a node the sweep could move, plus the missed intervals. None when there is no such node."""
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_SILENT_SQL, _SWEPT_STATES)
+        oldest = cursor.fetchone()[0]
+    if oldest is None:
+        return None
+    misses = settings.CAPACITY_HEARTBEAT_MISSES
+    return oldest + timedelta(seconds=settings.CAPACITY_HEARTBEAT_INTERVAL_S * misses) + _PAST_DEADLINE
