@@ -3,8 +3,8 @@
 - Stored seq: every node's `last_seq` must be the highest seq of its heartbeats answered 200 in the
   load (a stale report that overwrote a newer one would leave it lower).
 - A stopped agent: one agent sends nothing for three intervals; its node must go down within
-  2 intervals + 1 s of its last accepted heartbeat (the issue's bound; the liveness sweep runs
-  every half interval, so up to 2.5 intervals is what the schedule allows), and be ready again
+  2 intervals + 1 s of its last accepted heartbeat (the issue's bound; the liveness sweep plans
+  its next run at the oldest heartbeat's deadline, apps/capacity/tasks.py), and be ready again
   with its next heartbeat.
 """
 
