@@ -6,7 +6,6 @@ and with a wipe of the account and home on every stop; the portal's side is doub
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -18,18 +17,15 @@ from provisioning.agent.loop import seq_start, sources_simulated
 from provisioning.agent.workloads.identity import accounts_of_root
 from provisioning.agent.workloads.process import proc_alive, proc_uid
 from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
-from provisioning.agent.workloads.ssh import ssh_available, ssh_root_clear
+from provisioning.agent.workloads.ssh import ssh_root_clear
 from tests.agent.test_workloads_support import WorkloadPortalServer
 from tests.support.processes import workload_root_new
+from tests.support.ssh import NEEDS_ROOT_AND_OPENSSH
 from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="per-instance accounts need the agent to be root"),
-    pytest.mark.skipif(
-        ssh_available() is not None or shutil.which("ssh") is None,
-        reason="OpenSSH (server and client) is not installed",
-    ),
+    *NEEDS_ROOT_AND_OPENSSH,
 ]
 
 METAL, SLICE = "77700000-0000-4000-8000-00000000000a", "77700000-0000-4000-8000-00000000000b"

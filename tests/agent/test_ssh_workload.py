@@ -9,7 +9,6 @@ module costs a few sshd starts of about a second each.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,17 +23,16 @@ from provisioning.agent.workloads.identity import accounts_of_root, processes_ki
 from provisioning.agent.workloads.notebook import workload_root_clear
 from provisioning.agent.workloads.process import proc_alive, proc_uid
 from provisioning.agent.workloads.service import WorkloadOptions, WorkloadService
-from provisioning.agent.workloads.ssh import ssh_available, ssh_root_clear, ssh_slot_dir
+from provisioning.agent.workloads.ssh import ssh_root_clear, ssh_slot_dir
 from provisioning.protocol import SSH_ENDPOINT_FIELDS, SpecRefused, report_body, spec_from_wire
 from tests.agent.test_workloads_support import WorkloadPortalServer
 from tests.support.processes import workload_root_new
+from tests.support.ssh import NEEDS_ROOT_AND_OPENSSH
 from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="per-instance accounts need the agent to be root"),
-    pytest.mark.skipif(ssh_available() is not None or shutil.which("ssh") is None,
-                       reason="OpenSSH (server and client) is not installed"),
+    *NEEDS_ROOT_AND_OPENSSH,
 ]
 
 A, B = "55500000-0000-4000-8000-00000000000a", "55500000-0000-4000-8000-00000000000b"

@@ -3,9 +3,7 @@ agent running a real sshd: the user adds an SSH key made with ssh-keygen, launch
 from the storefront choosing that key, sees the ssh command appear live when it is ready, and that
 very command (with the known_hosts line the page shows) logs in with the real OpenSSH client."""
 
-import os
 import re
-import shutil
 import signal
 import subprocess
 from decimal import Decimal
@@ -17,20 +15,16 @@ from apps.capacity.models import Gpu, NodeState
 from apps.capacity.services.nodes import registration_token_create
 from apps.catalog.models import Flavor, Region
 from apps.instances.models import Instance
-from provisioning.agent.workloads.ssh import ssh_available
 from tests.browser.conftest import log_in
 from tests.factories.accounts import PASSWORD, OrganizationFactory, UserFactory
 from tests.support.processes import agent_start
+from tests.support.ssh import NEEDS_ROOT_AND_OPENSSH
 from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="per-instance accounts need the agent to be root"),
-    pytest.mark.skipif(
-        ssh_available() is not None or shutil.which("ssh") is None,
-        reason="OpenSSH (server and client) is not installed",
-    ),
+    *NEEDS_ROOT_AND_OPENSSH,
 ]
 NODE = "ssh-browser-node"
 PORTS = (42380, 42389)  # apart from the other SSH tests' ranges

@@ -10,9 +10,7 @@ and SSH ports), launched through the API with a Celery worker placing it:
   gets the other host.
 """
 
-import os
 import pwd
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,19 +21,15 @@ from apps.capacity.models import Allocation, Gpu, Node, NodeEvent, NodeState
 from apps.capacity.services.nodes import registration_token_create
 from apps.catalog.models import Image, Region
 from apps.instances.models import Instance, InstanceRuntime, InstanceState
-from provisioning.agent.workloads.ssh import ssh_available
 from tests.factories.accounts import OrganizationFactory, UserFactory
 from tests.instances.test_notebook_integration import logged_in_client
 from tests.support.processes import agent_start
+from tests.support.ssh import NEEDS_ROOT_AND_OPENSSH
 from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="per-instance accounts need the agent to be root"),
-    pytest.mark.skipif(
-        ssh_available() is not None or shutil.which("ssh") is None,
-        reason="OpenSSH (server and client) is not installed",
-    ),
+    *NEEDS_ROOT_AND_OPENSSH,
 ]
 S = InstanceState
 ENDED = (S.RUNNING, S.FAILED)

@@ -3,8 +3,6 @@
 reason, its GPU stays held while the node is away, and the agent's return releases it and stops
 what was left of the lost instance's sshd."""
 
-import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -22,18 +20,14 @@ from apps.instances.models import Instance, InstanceRuntime, InstanceState
 from apps.instances.services.actions import instance_launch
 from apps.instances.services.placement import LaunchUnplaceable
 from devtools.commands import agent_command
-from provisioning.agent.workloads.ssh import ssh_available
 from tests.factories.accounts import OrganizationFactory, UserFactory
 from tests.support.processes import TEST_HEARTBEAT_INTERVAL_S, agent_start, process_env, spawn
+from tests.support.ssh import NEEDS_ROOT_AND_OPENSSH
 from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="per-instance accounts need the agent to be root"),
-    pytest.mark.skipif(
-        ssh_available() is not None or shutil.which("ssh") is None,
-        reason="OpenSSH (server and client) is not installed",
-    ),
+    *NEEDS_ROOT_AND_OPENSSH,
 ]
 S = InstanceState
 NODE = "ssh-lost-node"
