@@ -200,6 +200,14 @@ def _run(strategy: str, *, ops, region, flavors, organization, threads: int, tar
         finally:
             connection.close()
 
+    run.wall_s, run.cpu_s = _clients_run(client, threads)
+    run.result = _measure_cluster()
+    return run
+
+
+def _clients_run(client, threads: int) -> tuple[float, tuple[float, float]]:
+    """Run `client` in `threads` threads at once; their wall time and the CPU seconds they cost
+    (this process: clients + Django, and PostgreSQL's processes), as `_cpu_seconds` counts them."""
     workers = [threading.Thread(target=client, name=f"client-{i}") for i in range(threads)]
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
@@ -207,11 +215,9 @@ def _run(strategy: str, *, ops, region, flavors, organization, threads: int, tar
         worker.start()
     for worker in workers:
         worker.join()
-    run.wall_s = time.perf_counter() - started
+    wall_s = time.perf_counter() - started
     time.sleep(1)  # let the clients' PostgreSQL backends exit, so that their CPU time is counted
-    run.cpu_s = tuple(after - before for after, before in zip(_cpu_seconds(), cpu_before, strict=True))
-    run.result = _measure_cluster()
-    return run
+    return wall_s, tuple(after - before for after, before in zip(_cpu_seconds(), cpu_before, strict=True))
 
 
 def _cpu_seconds() -> tuple[float, float]:

@@ -36,7 +36,7 @@ from decimal import Decimal
 
 from bench.allocator import (
     GPUS_PER_NODE,
-    _cpu_seconds,
+    _clients_run,
     _create_inventory,
     _measure_cluster,
     _percentile,
@@ -198,16 +198,7 @@ def _run(
         finally:
             connection.close()
 
-    workers = [threading.Thread(target=client, name=f"client-{i}") for i in range(threads)]
-    cpu_before = _cpu_seconds()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    run.wall_s = time.perf_counter() - started
-    time.sleep(1)  # let the clients' PostgreSQL backends exit, so that their CPU time is counted
-    run.cpu_s = tuple(after - before for after, before in zip(_cpu_seconds(), cpu_before, strict=True))
+    run.wall_s, run.cpu_s = _clients_run(client, threads)
     run.result = {**_measure_cluster(), **_measure_gangs()}
     return run
 
