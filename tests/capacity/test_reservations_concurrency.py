@@ -1,20 +1,19 @@
 """Bookings racing on real PostgreSQL (READ COMMITTED, a connection per thread, all released at
 once): requests that each fit alone but not together are never both booked."""
 
-import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 
 from apps.capacity.models import Reservation
 from apps.capacity.services.reservations import reservation_create
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.capacity import node_with_gpus
 from tests.factories.catalog import FlavorFactory, PriceFactory
+from tests.support.racing import outcomes_racing
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -24,33 +23,15 @@ START = datetime(2030, 3, 3, 10, 0, tzinfo=UTC)
 
 def book_concurrently(requests: list[dict], **common) -> Counter:
     """Each request in its own thread, all at the same instant; returns outcome counts."""
-    barrier = threading.Barrier(len(requests))
-    outcomes: Counter = Counter()
-    errors: list[BaseException] = []
-    lock = threading.Lock()
 
-    def book(request: dict) -> None:
+    def book(request: dict) -> str:
         try:
-            barrier.wait(timeout=30)
-            try:
-                reservation_create(now=NOW, **common, **request)
-                outcome = "booked"
-            except ValidationError:
-                outcome = "refused"
-            with lock:
-                outcomes[outcome] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-        finally:
-            connection.close()
+            reservation_create(now=NOW, **common, **request)
+        except ValidationError:
+            return "refused"
+        return "booked"
 
-    threads = [threading.Thread(target=book, args=(request,)) for request in requests]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    return outcomes
+    return outcomes_racing(book, requests)
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@ gang on one node (never through the free pool), given back to it when they stop,
 started within the window, stopped at its end; their runs cost nothing (the reservation's charge
 pays for the window)."""
 
-import threading
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.utils import timezone
 
 from apps.billing.models import MeteredRun, ReservationCharge, UsageRecord
@@ -25,6 +23,7 @@ from apps.instances.services.placement import instance_schedule
 from apps.instances.services.reports import workload_report_apply
 from tests.factories.capacity import node_with_gpus
 from tests.factories.catalog import FlavorFactory, PriceFactory
+from tests.support.racing import outcomes_racing
 
 S = InstanceState
 HOURLY = Decimal("9.96")  # the 4-GPU flavor's list price
@@ -263,40 +262,22 @@ def test_its_runs_cost_nothing_for_the_gpus_and_the_reservation_charge_is_unchan
 
 def _launch_concurrently(setup, flavor, reservation, names: list[str]) -> Counter:
     """Each launch into `reservation` in its own thread and connection, all at the same instant."""
-    barrier = threading.Barrier(len(names))
-    outcomes: Counter = Counter()
-    errors: list[BaseException] = []
-    lock = threading.Lock()
 
-    def one(name: str) -> None:
+    def one(name: str) -> str:
         try:
-            barrier.wait(timeout=30)
-            try:
-                instance_launch(
-                    access=setup["access"],
-                    flavor=flavor,
-                    image=setup["image"],
-                    region=setup["region"],
-                    name=name,
-                    reservation=reservation.pk,
-                )
-                outcome = "launched"
-            except ValidationError as refused:
-                outcome = "refused" if "in use by your instances" in str(refused) else str(refused)
-            with lock:
-                outcomes[outcome] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            errors.append(exc)
-        finally:
-            connection.close()
+            instance_launch(
+                access=setup["access"],
+                flavor=flavor,
+                image=setup["image"],
+                region=setup["region"],
+                name=name,
+                reservation=reservation.pk,
+            )
+        except ValidationError as refused:
+            return "refused" if "in use by your instances" in str(refused) else str(refused)
+        return "launched"
 
-    threads = [threading.Thread(target=one, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=90)
-    assert not errors, errors
-    return outcomes
+    return outcomes_racing(one, names, join_timeout_s=90)
 
 
 @pytest.mark.django_db(transaction=True)
