@@ -131,6 +131,12 @@ class LaunchSuperseded(Exception):
     """The instance left `requested` while we placed it: undo the allocation."""
 
 
+def _scheduled_message(allocation: Allocation) -> str:
+    node = allocation.node
+    simulated = " (simulated)" if node.simulated else ""
+    return f"Scheduled on node {node.hostname}{simulated}, {_placement_label(allocation)}"
+
+
 def _placement_label(allocation: Allocation) -> str:
     parts = []
     for piece in allocation.slices.select_related("gpu", "mig_device").order_by("gpu__index"):
@@ -165,8 +171,7 @@ def instance_schedule(
             instance_id=instance.pk,
             to_state=S.SCHEDULED,
             expected_from=[S.REQUESTED],
-            message=f"Scheduled on node {held.node.hostname}{' (simulated)' if held.node.simulated else ''}, "
-            f"{_placement_label(held)}",
+            message=_scheduled_message(held),
             node_id=held.node_id,
         ) or Instance.objects.get(pk=instance.pk)
     needs = needs or driver_for_kind(instance.offering.kind).placement_needs()
@@ -183,32 +188,22 @@ def instance_schedule(
         fields["reservation"] = None  # its window is over: on-demand capacity from now, billed as such
     try:
         with transaction.atomic():
-            if reservation is not None:
-                # Started again within its reservation's window: on the reservation's GPUs again.
-                allocation = reservation_capacity_hold(
-                    reservation=reservation,
-                    holder_id=instance.pk,
-                    organization=instance.organization,
-                    project=instance.project,
-                    flavor=instance.flavor,
-                )
-            else:
-                allocation = capacity_take(
-                    organization=instance.organization,
-                    flavor=instance.flavor,
-                    region=instance.region,
-                    project=instance.project,
-                    holder=f"instance:{instance.pk}",
-                )
-            node = allocation.node
+            # Started again within its reservation's window: on the reservation's GPUs again.
+            allocation = launch_capacity_hold(
+                holder_id=instance.pk,
+                organization=instance.organization,
+                project=instance.project,
+                flavor=instance.flavor,
+                region=instance.region,
+                reservation=reservation,
+            )
             moved = instance_transition(
                 instance_id=instance.pk,
                 to_state=S.SCHEDULED,
                 expected_from=[S.REQUESTED],
-                message=f"Scheduled on node {node.hostname}{' (simulated)' if node.simulated else ''}, "
-                f"{_placement_label(allocation)}",
+                message=_scheduled_message(allocation),
                 allocation=allocation,
-                node_id=node.pk,
+                node_id=allocation.node_id,
                 **fields,
             )
             if moved is None:
