@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import connections
 from django.utils.dateparse import parse_datetime
+from rest_framework import serializers
 
 from ..services.reports import (
     ReportRejected,
@@ -36,24 +37,31 @@ from ..services.reports import (
     node_heartbeat_report_apply,
     node_telemetry_apply,
 )
-from .serializers import MAX_GPUS_PER_NODE
+from .serializers import MAX_GPUS_PER_NODE, GpuTelemetrySerializer
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_PATH = "/api/v1/agent/heartbeat"
 TELEMETRY_PATH = "/api/v1/agent/telemetry"
 _SEQ_MAX = 2**63 - 1  # the column is a bigint
-_GPU_UUID = re.compile(r"^GPU-[A-Za-z0-9-]+$")
-# GpuTelemetrySerializer's fields: (integer?, minimum, maximum); all optional and nullable.
-_GPU_FIELDS: dict[str, tuple[bool, float, float]] = {
-    "utilization_pct": (True, 0, 100),
-    "memory_used_bytes": (True, 0, _SEQ_MAX),
-    "temperature_c": (True, -50, 200),
-    "power_w": (False, 0, 10_000),
-    "power_limit_w": (False, 0, 10_000),
-    "ecc_uncorrected_volatile": (True, 0, _SEQ_MAX),
-    "xid_errors": (True, 0, _SEQ_MAX),
-}
+
+
+def _gpu_rules() -> dict[str, tuple[bool, float, float]]:
+    """GpuTelemetrySerializer's numeric fields as (integer?, minimum, maximum), read from the
+    serializer itself so the two cannot drift; an unbounded maximum is the bigint's."""
+    rules = {}
+    for name, field in GpuTelemetrySerializer().fields.items():
+        if isinstance(field, serializers.IntegerField | serializers.FloatField):
+            maximum = field.max_value if field.max_value is not None else _SEQ_MAX
+            rules[name] = (isinstance(field, serializers.IntegerField), field.min_value, maximum)
+    return rules
+
+
+_UUID_FIELD = GpuTelemetrySerializer().fields["uuid"]
+_GPU_UUID = next(v.regex for v in _UUID_FIELD.validators if isinstance(v, RegexValidator))
+_GPU_UUID_MAX = _UUID_FIELD.max_length
+# All optional and nullable, as in the serializer.
+_GPU_FIELDS = _gpu_rules()
 
 Answer = tuple[int, dict[str, Any]]
 
@@ -92,7 +100,7 @@ def _telemetry(body: Any) -> dict[str, Any] | None:
         if not isinstance(gpu, dict):
             return None
         uuid = gpu.get("uuid")
-        if not isinstance(uuid, str) or len(uuid) > 96 or not _GPU_UUID.fullmatch(uuid):
+        if not isinstance(uuid, str) or len(uuid) > _GPU_UUID_MAX or not _GPU_UUID.fullmatch(uuid):
             return None
         if not all(_number_ok(gpu.get(name), *rule) for name, rule in _GPU_FIELDS.items()):
             return None
