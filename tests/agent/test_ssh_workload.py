@@ -9,6 +9,7 @@ module costs a few sshd starts of about a second each.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -185,20 +186,27 @@ def test_another_key_root_and_a_password_are_refused(agent, keys, running_a):
 def test_another_tenant_cannot_read_the_home_and_gets_its_own_port(agent, keys, running_a):
     # Given A's user writes a file in the home, and a second tenant's instance B on the node
     assert ssh_run(keys["mine"], running_a, "echo secret > ~/private.txt").returncode == 0
+    # ... and leaves a process running as A's account (its environment holds A's GPUs)
+    started = ssh_run(keys["mine"], running_a, "nohup sleep 300 >/dev/null 2>&1 & echo $!")
+    a_pid = int(started.stdout.strip())
+    assert proc_uid(a_pid) == pwd.getpwnam(running_a["user"]).pw_uid
     agent.portal.desire(ssh_spec(A, [public(keys["mine"])], gpus=A_GPUS),
                         ssh_spec(B, [public(keys["theirs"])], gpus=B_GPUS))
     running_b = agent.portal.wait_report(B, "running", timeout=60).body
     try:
         assert running_b["port"] != running_a["port"] and running_b["user"] != running_a["user"]
-        # when B's user tries to read A's home, the slot's sshd files or A's GPUs, nothing comes
+        # when B's user tries to read A's home, the slot's sshd files or A's GPUs, or to read or
+        # signal A's process, nothing comes
         a_home = agent.root / A / "work"
         slot_a = ssh_slot_dir(agent.root, A)
         done = ssh_run(keys["theirs"], running_b,
                        f'echo "$CUDA_VISIBLE_DEVICES"; cat {a_home}/private.txt; ls {a_home}; '
-                       f'cat {slot_a}/host_key; cat {slot_a}/authorized_keys; echo end')
+                       f'cat {slot_a}/host_key; cat {slot_a}/authorized_keys; '
+                       f'cat /proc/{a_pid}/environ; kill -TERM {a_pid}; echo end')
         lines = done.stdout.split("\n")
         assert lines[0] == ",".join(B_GPUS) and lines[1] == "end"
-        assert done.stderr.count("Permission denied") == 4, done.stderr
+        assert done.stderr.count("Permission denied") == 5, done.stderr
+        assert "Operation not permitted" in done.stderr and proc_alive(a_pid)
         # and B's key does not open A
         assert ssh_run(keys["theirs"], running_a, "true").returncode == 255
     finally:
