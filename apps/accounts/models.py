@@ -108,6 +108,9 @@ class Project(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="projects")
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=64)
+    # key=value pairs for chargeback (cost-centre=CC-104); an instance's own labels override
+    # these key by key (apps.accounts.labels says what a valid label is).
+    labels = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -73,6 +73,8 @@ class Instance(models.Model):
     reservation = models.ForeignKey(
         "capacity.Reservation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # key=value pairs for chargeback, over its project's (apps.accounts.labels).
+    labels = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     # Idle culling: when the owner was warned that the notebook will be stopped.
     idle_warned_at = models.DateTimeField(null=True, blank=True)

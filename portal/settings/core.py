@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "apps.capacity",
     "apps.instances",
     "apps.billing",
+    "apps.chargeback",
 ]
 
 MIDDLEWARE = [

@@ -11,7 +11,7 @@ The layers, lowest first; a unit may import only units of a lower rank:
 
     portal (db, live, api, …), provisioning (drivers, registry: no Django apps)  0
     provisioning.agent (the node agent: no Django, no apps, no portal)         0.5
-    accounts 1 → catalog 2 → capacity 3 → instances 4 → billing 5, provisioning.tasks 5
+    accounts 1 → catalog 2 → capacity 3 → instances 4 → billing 5, provisioning.tasks 5 → chargeback 6
     portal's project modules (settings, urls, routing, asgi, wsgi)               9
 
 provisioning is three units, not one: its drivers are a Django-free library every app may ask
@@ -44,6 +44,7 @@ RANKS: dict[str, float] = {
     "instances": 4,
     "billing": 5,
     "provisioning.tasks": 5,
+    "chargeback": 6,
     "portal.project": 9,
 }
 PORTAL_PROJECT = ("portal.settings", "portal.urls", "portal.routing", "portal.asgi", "portal.wsgi")
