@@ -1,0 +1,116 @@
+"""Idle holders: instances that held GPUs for long while barely using them (the GPU-hoarding view).
+
+Over whole UTC days of the daily roll-up, per instance: allocated and used GPU-hours, their ratio
+and what the instance cost over the range (the invoice's rule: per unit price rounded once).
+Two queries whatever the number of rows: the aggregate, then the instances with their owner,
+project and flavor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import connection
+
+from apps.instances.models import Instance
+
+from ._sql import SUBJECT_COST_SQL, SUBJECT_KEY_SQL, usage_filter
+from .names import user_display
+
+_MILLI_HOUR = Decimal(3_600_000)
+_HOURS_QUANTUM = Decimal("0.0001")
+
+
+def _hours(milli_seconds: int) -> Decimal:
+    return (Decimal(milli_seconds) / _MILLI_HOUR).quantize(_HOURS_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class IdleHolder:
+    instance_id: object  # UUID
+    instance_name: str
+    instance_state: str
+    owner_id: int
+    owner_name: str
+    project_id: int
+    project_name: str
+    flavor_name: str
+    allocated_milli_seconds: int
+    used_milli_seconds: int
+    cost: Decimal
+    currency: str
+
+    @property
+    def allocated_gpu_hours(self) -> Decimal:
+        return _hours(self.allocated_milli_seconds)
+
+    @property
+    def used_gpu_hours(self) -> Decimal:
+        return _hours(self.used_milli_seconds)
+
+    @property
+    def wasted_gpu_hours(self) -> Decimal:
+        return _hours(self.allocated_milli_seconds - self.used_milli_seconds)
+
+    @property
+    def utilisation_pct(self) -> Decimal:
+        value = Decimal(self.used_milli_seconds) * 100 / Decimal(self.allocated_milli_seconds)
+        return value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+def chargeback_idle_holders(
+    *,
+    organization_id: int,
+    start: date,
+    end: date,
+    below_pct: Decimal | int | float | str,
+    min_hours: Decimal | int | float | str,
+    owner_id: int | None = None,
+    limit: int | None = None,
+) -> list[IdleHolder]:
+    """Instances of the organization whose GPU utilisation over the UTC days [start, end) stayed
+    below `below_pct` percent while they held at least `min_hours` GPU-hours, most wasted
+    GPU-hours (allocated − used) first. `owner_id`: only that user's instances."""
+    below = Decimal(str(below_pct))
+    min_milli = int(Decimal(str(min_hours)) * _MILLI_HOUR)
+    filt = usage_filter(organization_id=organization_id, start=start, end=end, owner_id=owner_id, instances_only=True)
+    inner = (
+        f"SELECT r.instance_id AS inst, SUM(r.allocated_milli_seconds) AS a, SUM(r.used_milli_seconds) AS u, "
+        f"{SUBJECT_COST_SQL} AS c, r.currency AS cur {filt.sql} GROUP BY {SUBJECT_KEY_SQL}"
+    )
+    # used/allocated < below/100, without division: used × 100 < below × allocated.
+    sql = (
+        f"SELECT inst, SUM(a), SUM(u), SUM(c), MAX(cur) FROM ({inner}) subject GROUP BY inst "
+        "HAVING SUM(a) > 0 AND SUM(a) >= %s AND SUM(u) * 100 < %s * SUM(a) "
+        "ORDER BY SUM(a) - SUM(u) DESC, inst"
+    )
+    params = [*filt.params, min_milli, below]
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        raw = cursor.fetchall()
+    instances = Instance.objects.select_related("owner", "project", "flavor").in_bulk([r[0] for r in raw])
+    holders = []
+    for inst, allocated, used, cost, currency in raw:
+        instance = instances[inst]
+        holders.append(
+            IdleHolder(
+                instance_id=inst,
+                instance_name=instance.name,
+                instance_state=instance.state,
+                owner_id=instance.owner_id,
+                owner_name=user_display(instance.owner),
+                project_id=instance.project_id,
+                project_name=instance.project.name,
+                flavor_name=instance.flavor.name,
+                allocated_milli_seconds=int(allocated),
+                used_milli_seconds=int(used),
+                cost=Decimal(cost),
+                currency=currency,
+            )
+        )
+    return holders

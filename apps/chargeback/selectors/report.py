@@ -1,0 +1,308 @@
+"""Chargeback reads: usage and cost of an organization over whole UTC days, grouped by up to two
+dimensions, filtered by effective labels; the per-day series for the stacked chart. Reads the
+daily roll-up (UsageDay) only, never usage records or telemetry.
+
+Costs follow the invoice's rule (see _sql.py): per subject and unit price rounded once, groups
+are sums of those, so any grouping of a month adds up to the month's invoice lines to the cent.
+Every function runs a fixed number of queries (one aggregate, then one name lookup per
+dimension), whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import connection
+
+from apps.accounts.labels import LABEL_KEY
+
+from ._sql import LABEL_PREFIX, SUBJECT_COST_SQL, SUBJECT_KEY_SQL, dimension_sql, usage_filter
+from .idle import IdleHolder, chargeback_idle_holders  # noqa: F401 - part of this module's API
+from .names import dimension_names
+
+# Dimension names used in URLs, the API and CSV; `label:<key>` groups by an effective label.
+DIMENSIONS: tuple[str, ...] = ("project", "owner", "instance", "offering", "flavor", "region")
+DIMENSION_TITLES = {
+    "project": "Project",
+    "owner": "User",
+    "instance": "Instance",
+    "offering": "Offering",
+    "flavor": "Flavor",
+    "region": "Region",
+}
+GROUP_BY_MAX = 2
+DEFAULT_CURRENCY = "USD"
+
+_MILLI_HOUR = Decimal(3_600_000)  # thousandths of a GPU × seconds in one GPU-hour
+_HOURS_QUANTUM = Decimal("0.0001")
+_PCT_QUANTUM = Decimal("0.1")
+
+
+def dimension_is_valid(name: str) -> bool:
+    if name in DIMENSIONS:
+        return True
+    return name.startswith(LABEL_PREFIX) and bool(LABEL_KEY.match(name[len(LABEL_PREFIX) :]))
+
+
+def dimension_title(name: str) -> str:
+    """A column heading: 'Project', 'User', … or the label key itself ('cost-centre')."""
+    return name[len(LABEL_PREFIX) :] if name.startswith(LABEL_PREFIX) else DIMENSION_TITLES[name]
+
+
+@dataclass(frozen=True)
+class ChargebackQuery:
+    organization_id: int
+    start: date  # first UTC day, inclusive
+    end: date  # last UTC day, EXCLUSIVE
+    group_by: tuple[str, ...] = ()  # 0, 1 or 2 names from DIMENSIONS (or label:<key>)
+    labels: tuple[tuple[str, str], ...] = ()  # effective-label filters; all must match
+    owner_id: int | None = None  # a member or viewer sees only their own usage
+    project_id: int | None = None  # drill-down
+    instance_id: object = None  # drill-down (an instance's UUID)
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+
+@dataclass(frozen=True)
+class ChargebackKey:
+    """One group key: the dimension, a stable value (an id as text, a label's value; None for
+    "no label" or a deleted owner) and what people read."""
+
+    dimension: str
+    value: str | None
+    name: str
+
+
+def _hours(milli_seconds: int) -> Decimal:
+    return (Decimal(milli_seconds) / _MILLI_HOUR).quantize(_HOURS_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def utilisation_pct(*, used_milli_seconds: int, allocated_milli_seconds: int) -> Decimal | None:
+    """Used over allocated GPU time in percent, to 0.1; None when nothing was allocated."""
+    if not allocated_milli_seconds:
+        return None
+    value = Decimal(used_milli_seconds) * 100 / Decimal(allocated_milli_seconds)
+    return value.quantize(_PCT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class ChargebackRow:
+    keys: tuple[ChargebackKey, ...]
+    seconds: int  # billed seconds, corrections included
+    allocated_milli_seconds: int
+    used_milli_seconds: int
+    cost: Decimal  # sum of the rows' subjects' rounded costs
+    currency: str
+
+    @property
+    def hours(self) -> Decimal:
+        return _hours(self.seconds * 1000)
+
+    @property
+    def allocated_gpu_hours(self) -> Decimal:
+        return _hours(self.allocated_milli_seconds)
+
+    @property
+    def used_gpu_hours(self) -> Decimal:
+        return _hours(self.used_milli_seconds)
+
+    @property
+    def utilisation_pct(self) -> Decimal | None:
+        return utilisation_pct(
+            used_milli_seconds=self.used_milli_seconds, allocated_milli_seconds=self.allocated_milli_seconds
+        )
+
+    @property
+    def label(self) -> str:
+        return " / ".join(k.name for k in self.keys) or "Total"
+
+
+@dataclass(frozen=True)
+class ChargebackReport:
+    query: ChargebackQuery
+    rows: list[ChargebackRow]
+    total: ChargebackRow  # the sum of `rows` of the report's currency (keys ())
+    currency: str
+
+
+def _group_sql(query: ChargebackQuery, *, extra_keys: tuple[str, ...] = ()) -> tuple[str, list, int]:
+    """The two-level aggregate: per subject and price (rounded cost), then per group. Returns
+    (sql, params, number of group columns); the group columns come first in each result row,
+    then seconds, allocated, used, cost, currency."""
+    filt = usage_filter(
+        organization_id=query.organization_id,
+        start=query.start,
+        end=query.end,
+        labels=query.labels,
+        owner_id=query.owner_id,
+        project_id=query.project_id,
+        instance_id=query.instance_id,
+    )
+    select, params = [], []
+    for n, expr in enumerate(extra_keys):
+        select.append(f"{expr} AS k{n}")
+    for dimension in query.group_by:
+        expr, expr_params = dimension_sql(dimension)
+        select.append(f"{expr} AS k{len(select)}")
+        params += expr_params
+    keys = [f"k{n}" for n in range(len(select))]
+    inner = (
+        f"SELECT {', '.join([*select, ''])} SUM(r.seconds) AS s, SUM(r.allocated_milli_seconds) AS a, "
+        f"SUM(r.used_milli_seconds) AS u, {SUBJECT_COST_SQL} AS c, r.currency AS cur "
+        f"{filt.sql} GROUP BY {', '.join([SUBJECT_KEY_SQL, *keys])}"
+    )
+    outer_keys = ", ".join([*keys, "cur"])
+    sql = (
+        f"SELECT {', '.join([*keys, ''])} SUM(s), SUM(a), SUM(u), SUM(c), cur "
+        f"FROM ({inner}) subject GROUP BY {outer_keys}"
+    )
+    return sql, params + filt.params, len(keys)
+
+
+def _fetch(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _names(group_by: tuple[str, ...], raw_keys: list[tuple]) -> list[dict]:
+    return [dimension_names(d, (k[n] for k in raw_keys)) for n, d in enumerate(group_by)]
+
+
+def _report_currency(currencies: dict[str, Decimal]) -> str:
+    # An organization bills in one currency; were there several, the largest is the report's.
+    if not currencies:
+        return DEFAULT_CURRENCY
+    return max(currencies.items(), key=lambda item: (item[1], item[0]))[0]
+
+
+def _row_sort_key(row: ChargebackRow) -> tuple:
+    # Biggest cost first; ties by name then value, so pages of the API walk a stable order.
+    return (-row.cost, -row.seconds, *((k.name, k.value or "") for k in row.keys), row.currency)
+
+
+def chargeback_report(*, query: ChargebackQuery) -> ChargebackReport:
+    """Rows grouped by `query.group_by` (one row, the total, when it is empty), biggest cost
+    first, and their total. Two queries plus one per group dimension (two for `instance`)."""
+    sql, params, n_keys = _group_sql(query)
+    raw = _fetch(sql, params)
+    names = _names(query.group_by, raw)
+    rows = [
+        ChargebackRow(
+            keys=tuple(
+                ChargebackKey(dimension=d, value=r[n], name=names[n][r[n]]) for n, d in enumerate(query.group_by)
+            ),
+            seconds=int(r[n_keys]),
+            allocated_milli_seconds=int(r[n_keys + 1]),
+            used_milli_seconds=int(r[n_keys + 2]),
+            cost=Decimal(r[n_keys + 3]),
+            currency=r[n_keys + 4],
+        )
+        for r in raw
+    ]
+    rows.sort(key=_row_sort_key)
+    by_currency: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        by_currency[row.currency] += row.cost
+    currency = _report_currency(by_currency)
+    mine = [row for row in rows if row.currency == currency]
+    total = ChargebackRow(
+        keys=(),
+        seconds=sum(r.seconds for r in mine),
+        allocated_milli_seconds=sum(r.allocated_milli_seconds for r in mine),
+        used_milli_seconds=sum(r.used_milli_seconds for r in mine),
+        cost=sum((r.cost for r in mine), Decimal(0)),
+        currency=currency,
+    )
+    return ChargebackReport(query=query, rows=rows, total=total, currency=currency)
+
+
+# --- the stacked daily chart --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChargebackSeries:
+    key: ChargebackKey | None  # None: the whole organization (no group) or "Other" (folded)
+    name: str
+    cost: list[Decimal]  # one per day of ChargebackDaily.days
+    allocated_gpu_hours: list[Decimal]
+    used_gpu_hours: list[Decimal]
+
+    @property
+    def total_cost(self) -> Decimal:
+        return sum(self.cost, Decimal(0))
+
+
+@dataclass(frozen=True)
+class ChargebackDaily:
+    days: list[date]  # every UTC day of the range, usage or not
+    series: list[ChargebackSeries]  # biggest total cost first; "Other" last
+    currency: str
+
+
+@dataclass
+class _Acc:
+    cost: dict = field(default_factory=lambda: defaultdict(Decimal))
+    allocated: dict = field(default_factory=lambda: defaultdict(int))
+    used: dict = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, day, cost, allocated, used) -> None:
+        self.cost[day] += cost
+        self.allocated[day] += allocated
+        self.used[day] += used
+
+    def total(self) -> Decimal:
+        return sum(self.cost.values(), Decimal(0))
+
+
+def chargeback_daily(*, query: ChargebackQuery, top: int | None = None) -> ChargebackDaily:
+    """Cost and GPU-hours per UTC day per value of the first group dimension (one series when
+    there is none). The rule is applied per day (each subject's day rounded once), which is exact
+    for a chart; the report's figures are the ones that reconcile. `top`: keep the biggest `top`
+    series and fold the rest into one "Other"."""
+    query = replace(query, group_by=query.group_by[:1])
+    sql, params, n_keys = _group_sql(query, extra_keys=("r.day",))
+    raw = _fetch(sql, params)
+    currencies: dict[str, Decimal] = defaultdict(Decimal)
+    for r in raw:
+        currencies[r[n_keys + 4]] += Decimal(r[n_keys + 3])
+    currency = _report_currency(currencies)
+    accs: dict[str | None, _Acc] = defaultdict(_Acc)
+    for r in raw:
+        if r[n_keys + 4] != currency:
+            continue
+        value = r[1] if query.group_by else None
+        accs[value].add(r[0], Decimal(r[n_keys + 3]), int(r[n_keys + 1]), int(r[n_keys + 2]))
+    names = dimension_names(query.group_by[0], accs.keys()) if query.group_by else {}
+    ordered = sorted(accs.items(), key=lambda item: (-item[1].total(), names.get(item[0], ""), item[0] or ""))
+    if top is not None and len(ordered) > top:
+        other = _Acc()
+        for _, acc in ordered[top:]:
+            for day in acc.cost:
+                other.add(day, acc.cost[day], acc.allocated[day], acc.used[day])
+        ordered = [*ordered[:top], ("\x00other", other)]
+    days = [query.start + timedelta(days=n) for n in range(query.days)]
+    series = []
+    for value, acc in ordered:
+        if value == "\x00other":
+            key, name = None, "Other"
+        elif query.group_by:
+            key = ChargebackKey(dimension=query.group_by[0], value=value, name=names[value])
+            name = key.name
+        else:
+            key, name = None, "Total"
+        series.append(
+            ChargebackSeries(
+                key=key,
+                name=name,
+                cost=[acc.cost.get(d, Decimal(0)) for d in days],
+                allocated_gpu_hours=[_hours(acc.allocated.get(d, 0)) for d in days],
+                used_gpu_hours=[_hours(acc.used.get(d, 0)) for d in days],
+            )
+        )
+    return ChargebackDaily(days=days, series=series, currency=currency)
