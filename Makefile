@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint system-packages
+.PHONY: run test lint system-packages focus-validator
 
 # `exec`: the launcher replaces the recipe's shell, so make's child is the launcher itself. Make
 # forwards SIGTERM to it but not SIGINT/SIGHUP (it counts on the terminal signalling the whole
@@ -12,8 +12,13 @@ STAMP  := $(VENV)/.installed-stamp
 run: $(STAMP) system-packages
 	@exec $(PY) -m devtools.launcher
 
-test: $(STAMP) system-packages
+test: $(STAMP) system-packages focus-validator
 	@$(PY) -m pytest
+
+# The FinOps FOCUS validator in a venv of its own (it needs Python 3.12, from pyenv); made once,
+# again only when its pinned plan changes (devtools/focus_validator.py says why and how).
+focus-validator: $(STAMP)
+	@$(PY) -m devtools.focus_validator --ensure
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
