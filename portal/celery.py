@@ -9,5 +9,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(
-    lambda: ["apps.accounts", "apps.catalog", "apps.capacity", "apps.instances", "apps.billing", "provisioning"]
+    lambda: [
+        "apps.accounts", "apps.catalog", "apps.capacity", "apps.instances", "apps.billing", "apps.chargeback",
+        "provisioning",
+    ]
 )

@@ -69,7 +69,9 @@ def test_folding_twice_changes_nothing():
     assert (row.organization_id, row.project_id, row.owner_id) == (
         instance.organization_id, instance.project_id, instance.owner_id,
     )
-    assert (row.offering_id, row.flavor_id, row.region_id) == (instance.offering_id, instance.flavor_id, instance.region_id)
+    assert (row.offering_id, row.flavor_id, row.region_id) == (
+        instance.offering_id, instance.flavor_id, instance.region_id,
+    )
     assert (row.hourly_amount, row.currency) == (Decimal("2.490000"), "USD")
 
 
@@ -152,7 +154,9 @@ def test_a_reservation_charge_is_spread_over_the_hours_of_its_window():
     }
     assert days(reservation=reservation) == {T0.date(): (9900, 9900 * 4000, 0)}
     row = UsageHour.objects.filter(reservation=reservation).first()
-    assert (row.owner_id, row.flavor_id, row.offering_id, row.instance_id) == (booker.pk, flavor.pk, flavor.offering_id, None)
+    assert (row.owner_id, row.flavor_id, row.offering_id, row.instance_id) == (
+        booker.pk, flavor.pk, flavor.offering_id, None,
+    )
     assert row.hourly_amount == Decimal("8.000000")
 
 
