@@ -119,6 +119,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.billing.tasks.stripe.payment_standing_enforce",
         "schedule": env_int("PORTAL_STANDING_EVERY_S", 300),
     },
+    "chargeback-usage-rollup": {
+        "task": "chargeback.usage_rollup",
+        # Folds new usage records and charges, and the telemetry of hours that are over.
+        "schedule": env_int("PORTAL_CHARGEBACK_ROLLUP_EVERY_S", 300),
+    },
     "instances-reconcile": {
         "task": "provisioning.tasks.instances_reconcile",
         "schedule": env_int("PORTAL_RECONCILE_EVERY_S", 5),
