@@ -66,7 +66,8 @@ def month_spend_by_project_get(*, organization_id: int, now: datetime | None = N
     )
     spend = {row["project_id"]: (row["cost"] or Decimal(0)) / SECONDS_PER_HOUR for row in rows}
     for run in MeteredRun.objects.filter(organization_id=organization_id, ended_at__isnull=True):
-        spend[run.project_id] = spend.get(run.project_id, Decimal(0)) + usage_cost_since(run=run, now=now)
+        cost = usage_cost_since(run=run, now=now, start=start, end=end)  # as usage_spend_get counts it
+        spend[run.project_id] = spend.get(run.project_id, Decimal(0)) + cost
     return spend
 
 

@@ -1,15 +1,16 @@
 """Spend per day of the current month, for the billing overview's chart.
 
-A record counts on the day its period starts, as it counts in the month it starts (the meter
-cuts records every minute, so a day's edge moves at most that much). The days add up to
-`usage_spend_get` for the month: the records, plus the seconds of open runs not yet cut, counted
-on the day their uncut part starts (never before the month).
+A record counts on the day its period starts, as it counts in the month it starts; the meter cuts
+records at UTC hour boundaries, so with days in UTC (TIME_ZONE) a record lies inside its day. The
+days add up to `usage_spend_get` for the month: the records, plus the seconds of open runs not
+yet cut, each counted on the day it falls in (the uncut part is the hour running now, so one day,
+unless a pass is late across midnight; never before the month).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db.models import Sum
@@ -45,8 +46,13 @@ def spend_by_day_list(*, organization_id: int, now: datetime | None = None) -> l
     first, today = timezone.localtime(start, tz).date(), timezone.localtime(now, tz).date()
     for run in MeteredRun.objects.filter(organization_id=organization_id, ended_at__isnull=True):
         uncut_from = timezone.localtime(run.started_at + timedelta(seconds=run.metered_seconds), tz).date()
-        day = min(max(uncut_from, first), today)
-        spend[day] = spend.get(day, Decimal(0)) + usage_cost_since(run=run, now=now)
+        day = max(uncut_from, first)
+        while day <= today:
+            day_start = datetime.combine(day, time(), tzinfo=tz)
+            day_end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
+            cost = usage_cost_since(run=run, now=now, start=max(day_start, start), end=min(day_end, end))
+            spend[day] = spend.get(day, Decimal(0)) + cost
+            day += timedelta(days=1)
     days = []
     day = first
     while day <= today:

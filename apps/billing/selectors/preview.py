@@ -2,17 +2,17 @@
 ran at this moment, to the cent.
 
 It is the builder's own arithmetic on the builder's own records: the records no invoice holds yet
-(`records_uninvoiced`, the monthly invoice's selection), plus the seconds of open runs that the
-next metering pass will cut into records; lines by `invoice_lines_plan` (one per instance and
-unit price, rounded once); credits by `credit_applications_plan` (soonest-expiring first, grants
-valid in the invoiced month). Only the reading differs: records come summed per instance, price
-and project by the database (a month of per-minute records stays one row per line), which a line
-adds up the same way.
+(`records_uninvoiced`, the monthly invoice's selection), plus the seconds of open runs not yet
+cut into records (the meter writes only finished hours, so the hour running now is in none) as
+the records cutting them will hold them (services.metering.run_unmetered_seconds); lines by
+`invoice_lines_plan` (one per instance and unit price, rounded once); credits by
+`credit_applications_plan` (soonest-expiring first, grants valid in the invoiced month). Only the
+reading differs: records come summed per instance, price and project by the database (a month of
+hourly records stays one row per line), which a line adds up the same way.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,6 +29,7 @@ from ..services.invoicing.reservations import (
     reservation_charges_uninvoiced,
     reservation_lines_plan,
 )
+from ..services.metering import run_unmetered_seconds
 from .credits import credit_applications_plan, credit_grants_usable
 from .usage import month_bounds
 
@@ -73,12 +74,6 @@ class InvoicePreview:
         return self.total <= 0 < self.credits_applied
 
 
-def run_unmetered_seconds(*, run: MeteredRun, now: datetime) -> int:
-    """Whole seconds of an open run that the next metering pass up to `now` cuts into records
-    (services.metering cuts floor(now - start) less what is metered, as usage_cost_since counts)."""
-    return max(math.floor((now - run.started_at).total_seconds()) - run.metered_seconds, 0)
-
-
 def _rows_uninvoiced(*, organization_id: int, before: datetime, now: datetime) -> list[tuple]:
     """Rows in the shape invoice_lines_plan reads (see build._rows), record ids left out: sums
     of the uninvoiced records per (instance, price, project), and one row per open run for
@@ -100,7 +95,8 @@ def _rows_uninvoiced(*, organization_id: int, before: datetime, now: datetime) -
 
 
 def invoice_preview_get(*, account: BillingAccount, now: datetime | None = None) -> InvoicePreview:
-    """This month's invoice as invoice_monthly_create would build it after metering up to `now`."""
+    """This month's invoice as invoice_monthly_create would build it with every second up to `now`
+    written as records (as it will be once the month is over, or a stop closes the run)."""
     now = now or timezone.now()
     start, end = month_bounds(now)
     rows = _rows_uninvoiced(organization_id=account.pk, before=end, now=now)

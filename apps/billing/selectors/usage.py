@@ -33,8 +33,11 @@ def usage_spend_get(
     project_id: int | None = None,
     now: datetime | None = None,
 ) -> Decimal:
-    """Unrounded cost of usage in [start, end): the records whose period starts in it, plus, when
-    `now` falls in it, the seconds of open runs not yet cut into records. Corrections included."""
+    """Unrounded cost of usage in [start, end): the records whose period starts in it, plus the
+    seconds of open runs in it not yet cut into records (at most the hour running now, more only
+    until the next meter pass). Those count where each second falls, as the records cut at hour
+    boundaries will count them, so the figure is the same before and after a pass even in the
+    seconds after a month starts. Corrections included."""
     now = now or timezone.now()
     records = UsageRecord.objects.filter(organization_id=organization_id, period_start__gte=start, period_start__lt=end)
     runs = MeteredRun.objects.filter(organization_id=organization_id, ended_at__isnull=True)
@@ -43,8 +46,8 @@ def usage_spend_get(
         runs = runs.filter(project_id=project_id)
     cost_hours = records.aggregate(total=Sum(USAGE_COST_HOURS))["total"] or Decimal(0)
     spend = cost_hours / SECONDS_PER_HOUR
-    if start <= now < end:
-        spend += sum((usage_cost_since(run=run, now=now) for run in runs), Decimal(0))
+    if start <= now:  # no second of an open run lies after now
+        spend += sum((usage_cost_since(run=run, now=now, start=start, end=end) for run in runs), Decimal(0))
     return spend
 
 

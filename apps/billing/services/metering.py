@@ -1,6 +1,12 @@
 """Metering: an instance's agent-confirmed running interval becomes a MeteredRun, cut into
-immutable per-second UsageRecords as it goes (every few seconds by the meter task, and once more
-when the run ends). Provisioning time and failed launches never open a run, so they cost nothing.
+immutable per-second UsageRecords at UTC hour boundaries: the meter task (every few seconds)
+writes each clock hour of an open run once it is over, and the run's end writes the rest. So a
+record never spans an hour (nor a month, which starts on an hour) and a month of running is ~720
+records, one per hour, instead of one per pass; the seconds inside them stay exact. Provisioning
+time and failed launches never open a run, so they cost nothing.
+
+What a page or a budget shows now adds the seconds not yet written (`run_unmetered_seconds`,
+`usage_cost_since`): up to an hour (plus the few seconds until the next pass) per open run.
 
 Locks (the order is in portal/db.py): a run is closed under its instance's row lock, which the
 lifecycle took first; the metering pass takes runs and their instances together, SKIP LOCKED, so
@@ -10,7 +16,7 @@ it never waits for a stop and a stop never waits for it for long.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -116,28 +122,58 @@ def usage_run_close(*, instance: Instance, ended_at: datetime, reason: str) -> M
     if run is None:
         return None
     ended_at = max(ended_at, run.started_at)
-    _records_cut(run=run, until=ended_at)
+    _records_write(run=run, planned=_records_plan(run=run, total=_seconds_until(run, ended_at)))
     MeteredRun.objects.filter(pk=run.pk).update(ended_at=ended_at, end_reason=reason)
     run.refresh_from_db()
     return run
 
 
+HOUR = timedelta(hours=1)
+
+
 def _month_start_after(moment: datetime) -> datetime:
-    first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    """The first instant of the month after `moment`'s, in the current time zone (as invoices and
+    budgets count months, selectors.usage.month_bounds)."""
+    first = timezone.localtime(moment).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return (first + timedelta(days=32)).replace(day=1)
 
 
-def _records_plan(*, run: MeteredRun, until: datetime) -> tuple[list[UsageRecord], int]:
-    """The records for the whole seconds of `run` between what is metered and `until`, and the
-    metered seconds after them. A record never spans a month boundary, so each belongs to exactly
-    one invoice period (the month of its period_start)."""
-    total = math.floor((until - run.started_at).total_seconds())
+def _boundary_after(moment: datetime) -> datetime:
+    """The first cut strictly after `moment`: the next UTC hour, or the next month when the time
+    zone's month starts off the UTC hour (it never does in UTC; kept so a record stays in one
+    invoice period whatever TIME_ZONE says)."""
+    hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + HOUR
+    return min(hour, _month_start_after(moment))
+
+
+def _boundary_at_or_before(moment: datetime) -> datetime:
+    """The last cut at or before `moment`: where the hours that are over end."""
+    hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    month = timezone.localtime(moment).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return max(hour, month)
+
+
+def _second_at(run: MeteredRun, moment: datetime) -> int:
+    """Index of the first whole second of `run` that starts at or after `moment`: a cut there puts
+    every second in the hour it starts in."""
+    return math.ceil((moment - run.started_at).total_seconds())
+
+
+def _seconds_until(run: MeteredRun, until: datetime) -> int:
+    """The whole seconds of `run` that are over at `until`."""
+    return math.floor((until - run.started_at).total_seconds())
+
+
+def _records_plan(*, run: MeteredRun, total: int) -> tuple[list[UsageRecord], int]:
+    """The records for the whole seconds of `run` from what is metered up to `total`, cut at every
+    hour boundary, and the metered seconds after them. Each record lies in one clock hour, so it
+    belongs to exactly one invoice period (the month of its period_start) and one hour of the
+    chargeback roll-up."""
     records = []
     done = run.metered_seconds
     while done < total:
         start = run.started_at + timedelta(seconds=done)
-        boundary = _month_start_after(start)
-        upto = min(total, math.ceil((boundary - run.started_at).total_seconds()))
+        upto = min(total, _second_at(run, _boundary_after(start)))
         records.append(
             UsageRecord(
                 run_id=run.pk,
@@ -157,9 +193,17 @@ def _records_plan(*, run: MeteredRun, until: datetime) -> tuple[list[UsageRecord
     return records, done
 
 
-def _records_cut(*, run: MeteredRun, until: datetime) -> list[UsageRecord]:
-    """Write the records of `run` up to `until`. The caller holds the run's row lock."""
-    records, done = _records_plan(run=run, until=until)
+def _records_plan_finished(*, run: MeteredRun, now: datetime) -> tuple[list[UsageRecord], int]:
+    """What a meter pass at `now` writes of an open run: only its hours that are over (the first
+    from its start to the next boundary, then whole hours); the hour running now waits."""
+    hours_over = _second_at(run, _boundary_at_or_before(now))
+    return _records_plan(run=run, total=min(_seconds_until(run, now), hours_over))
+
+
+def _records_write(*, run: MeteredRun, planned: tuple[list[UsageRecord], int]) -> list[UsageRecord]:
+    """Write `planned` records of `run` and move its metered seconds. The caller holds the run's
+    row lock."""
+    records, done = planned
     if records:
         UsageRecord.objects.bulk_create(records)
         MeteredRun.objects.filter(pk=run.pk).update(metered_seconds=done)
@@ -189,18 +233,20 @@ def _runs_lock(*, run_ids: list[int]) -> list[MeteredRun]:
 
 @atomic_retry
 def usage_run_meter(*, run_id: int, now: datetime | None = None) -> list[UsageRecord]:
-    """Cut the usage of one open run up to now. Idempotent: metered seconds only move forward."""
+    """Write the finished hours of one open run up to now. Idempotent: metered seconds only move
+    forward."""
     runs = _runs_lock(run_ids=[run_id])
     if not runs:
         return []
-    return _records_cut(run=runs[0], until=now or timezone.now())
+    return _records_write(run=runs[0], planned=_records_plan_finished(run=runs[0], now=now or timezone.now()))
 
 
 METER_BATCH = 500
 
 
 def usage_open_runs_meter(*, now: datetime | None = None) -> int:
-    """Meter every open run up to `now`; returns how many records were written. Runs are metered
+    """Write the finished hours of every open run up to `now`; returns how many records were
+    written (none for a run until its first hour boundary passes). Runs are metered
     in batches, each one transaction: lock the batch (skipping runs a stop is closing right now;
     the next pass takes them), one INSERT of all its records, one UPDATE of all its counters.
     Per run, a transaction, a lock, an insert and an update cost ~10x more round trips
@@ -217,7 +263,7 @@ def usage_open_runs_meter(*, now: datetime | None = None) -> int:
 def _meter_batch(*, run_ids: list[int], now: datetime) -> int:
     records, advanced = [], []
     for run in _runs_lock(run_ids=run_ids):
-        planned, done = _records_plan(run=run, until=now)
+        planned, done = _records_plan_finished(run=run, now=now)
         if planned:
             records.extend(planned)
             advanced.append((run.pk, done))
@@ -258,8 +304,26 @@ def usage_correction_add(*, record: UsageRecord, seconds: int, reason: str) -> U
     )
 
 
-def usage_cost_since(*, run: MeteredRun, now: datetime) -> Decimal:
-    """Unrounded cost of a run's seconds not yet cut into records (for live running cost)."""
-    end = run.ended_at or now
-    seconds = max(math.floor((end - run.started_at).total_seconds()) - run.metered_seconds, 0)
+def run_unmetered_seconds(
+    *, run: MeteredRun, now: datetime, start: datetime | None = None, end: datetime | None = None
+) -> int:
+    """Whole seconds of `run` up to `now` (or its end) not yet written as records, those in
+    [start, end) when given: exactly what the records will hold for that period once written
+    (each second counts where it starts, as a record cut at hour boundaries does), so a period
+    starting on an hour (a day, a month in UTC) gets the same figure before and after the pass."""
+    first = run.metered_seconds
+    last = _seconds_until(run, run.ended_at or now)
+    if start is not None:
+        first = max(first, _second_at(run, start))
+    if end is not None:
+        last = min(last, _second_at(run, end))
+    return max(last - first, 0)
+
+
+def usage_cost_since(
+    *, run: MeteredRun, now: datetime, start: datetime | None = None, end: datetime | None = None
+) -> Decimal:
+    """Unrounded cost of a run's seconds not yet cut into records (for live running cost), those
+    in [start, end) when given (see run_unmetered_seconds)."""
+    seconds = run_unmetered_seconds(run=run, now=now, start=start, end=end)
     return usage_cost_exact(seconds=seconds, hourly_amount=run.hourly_amount)

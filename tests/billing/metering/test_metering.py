@@ -1,5 +1,6 @@
 """Metering: only the agent-confirmed running interval is billed, cut into whole-second records
-that never span a month, never change, and keep the price captured at launch."""
+that never span an hour (so never a month), never change, and keep the price captured at launch.
+The hourly grain itself (what a pass writes, and when) is in test_hourly_grain.py."""
 
 import math
 import random
@@ -102,10 +103,12 @@ def test_records_never_span_a_month_and_sum_to_the_whole_seconds_of_the_run(laun
             records = list(UsageRecord.objects.filter(run=run).order_by("period_start"))
             assert sum(r.seconds for r in records) == math.floor((run.ended_at - run.started_at).total_seconds())
             for record in records:
-                assert (record.period_start.year, record.period_start.month) == (
-                    (record.period_end - timedelta(microseconds=1)).year,
-                    (record.period_end - timedelta(microseconds=1)).month,
-                ) or record.seconds == 0
+                last = record.period_end - timedelta(microseconds=1)
+                # inside one clock hour (so one day and one month), and none empty
+                assert record.seconds > 0
+                assert record.period_start.replace(minute=0, second=0, microsecond=0) == last.replace(
+                    minute=0, second=0, microsecond=0
+                )
                 assert record.period_end - record.period_start == timedelta(seconds=record.seconds)
             # contiguous: no second billed twice, none skipped
             assert all(a.period_end == b.period_start for a, b in zip(records, records[1:], strict=False))
@@ -113,22 +116,26 @@ def test_records_never_span_a_month_and_sum_to_the_whole_seconds_of_the_run(laun
 
 def test_metering_is_idempotent_and_moves_forward_only(launch):
     instance = launch()
-    start = timezone.now().replace(microsecond=0) - timedelta(hours=1)
+    start = datetime(2025, 10, 7, 10, 20, 5, tzinfo=UTC)
     run = usage_run_open(instance=instance, at=start)
 
-    usage_open_runs_meter(now=start + timedelta(minutes=30))
-    usage_open_runs_meter(now=start + timedelta(minutes=30))
+    usage_open_runs_meter(now=start + timedelta(minutes=50))  # 11:10:05: the 10 o'clock hour is over
+    usage_open_runs_meter(now=start + timedelta(minutes=50))
     usage_open_runs_meter(now=start + timedelta(minutes=10))  # a late, older pass
 
-    assert sum(UsageRecord.objects.filter(run=run).values_list("seconds", flat=True)) == 1800
+    assert sum(UsageRecord.objects.filter(run=run).values_list("seconds", flat=True)) == 2395  # 10:20:05-11:00
     assert UsageRecord.objects.filter(run=run).count() == 1
+
+
+# A run that started five minutes before an hour boundary, metered just after it: one 300 s record.
+SHORT_START = datetime(2025, 10, 7, 10, 55, tzinfo=UTC)
+SHORT_PASS = SHORT_START + timedelta(minutes=5, seconds=30)
 
 
 def test_usage_records_cannot_be_changed_or_deleted(launch):
     instance = launch()
-    start = timezone.now().replace(microsecond=0) - timedelta(hours=1)
-    usage_run_open(instance=instance, at=start)
-    usage_open_runs_meter(now=start + timedelta(minutes=5))
+    usage_run_open(instance=instance, at=SHORT_START)
+    usage_open_runs_meter(now=SHORT_PASS)
     record = UsageRecord.objects.get(instance=instance)
 
     with pytest.raises(IntegrityError, match="immutable"), transaction.atomic():
@@ -144,9 +151,8 @@ def test_usage_records_cannot_be_changed_or_deleted(launch):
 
 def test_a_correction_is_a_new_record_and_the_original_stays(launch):
     instance = launch()
-    start = timezone.now().replace(microsecond=0) - timedelta(hours=1)
-    usage_run_open(instance=instance, at=start)
-    usage_open_runs_meter(now=start + timedelta(minutes=5))
+    usage_run_open(instance=instance, at=SHORT_START)
+    usage_open_runs_meter(now=SHORT_PASS)
     original = UsageRecord.objects.get(instance=instance)
 
     correction = usage_correction_add(record=original, seconds=-120, reason="agent clock skew")
