@@ -30,6 +30,8 @@ TAGS: list[tuple[str, str, str]] = [
      "to a person, so they take a signed-in session; an organization API key gets 403.", r"/ssh-keys/"),
     ("Billing", "Cards, standing, budgets and invoices of an organization.",
      r"/organizations/[^/]+/(billing|budgets|invoices)/"),
+    ("Chargeback", "Who used what, how well and what it cost: usage and cost grouped by project, user, instance, "
+     "flavor, region or label, per day, idle GPU holders; JSON pages or CSV.", r"/organizations/[^/]+/chargeback/"),
     (AGENT_TAG, "Called by the node agent on each GPU host with its node token: registration, heartbeats, "
      "telemetry and workload status. Not for customers.", r"/agent/"),
 ]

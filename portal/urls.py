@@ -16,6 +16,8 @@ api_v1 = [
     path("organizations/<slug:org_slug>/", include("apps.instances.api.urls")),
     path("organizations/<slug:org_slug>/", include("apps.billing.api.urls")),
     path("organizations/<slug:org_slug>/", include("apps.capacity.api.urls_reservations")),
+    path("organizations/<slug:org_slug>/", include("apps.chargeback.api.urls_focus")),
+    path("organizations/<slug:org_slug>/", include("apps.chargeback.api.urls")),
 ]
 
 # The API comes first: agents' heartbeats are the most frequent requests, and URL resolution
@@ -27,6 +29,7 @@ urlpatterns = [
     path("", include("apps.instances.urls")),
     path("", include("apps.billing.urls")),
     path("", include("apps.capacity.urls_reservations")),
+    path("", include("apps.chargeback.urls_focus")),
     path("accounts/", include("allauth.urls")),
     path("ops/", include("apps.capacity.urls")),
     path("admin/", admin.site.urls),

@@ -24,12 +24,14 @@ the CSV and the JSON pages carry the same figures.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import BooleanField, Case, Max, Min, Q, Sum, Value, When
 
 from apps.accounts.models import Organization, Project
@@ -369,8 +371,9 @@ def _invoiced_rows(*, organization: Organization, invoices: list[Invoice]) -> li
     )
     reservations = {
         tie.line_id: tie.charge.reservation
-        for tie in InvoicedReservationCharge.objects.filter(line__in=[line for line in lines if not line.instance_id])
-        .select_related(
+        for tie in InvoicedReservationCharge.objects.filter(
+            line__in=[line for line in lines if not line.instance_id]
+        ).select_related(
             "charge__reservation__project",
             "charge__reservation__flavor__offering",
             "charge__reservation__flavor__gpu_model",
@@ -394,7 +397,10 @@ def _invoiced_rows(*, organization: Organization, invoices: list[Invoice]) -> li
         if line.kind == InvoiceLineKind.CREDIT:
             rows.append(
                 _credit_row(
-                    base=base, amount=line.amount, currency=invoice.currency, description=line.description,
+                    base=base,
+                    amount=line.amount,
+                    currency=invoice.currency,
+                    description=line.description,
                     period=period,
                 )
             )
@@ -406,8 +412,12 @@ def _invoiced_rows(*, organization: Organization, invoices: list[Invoice]) -> li
             span = charge_spans[line.pk]
             rows.append(
                 _usage_row(
-                    base=base, subject=_reservation_subject(reservation), seconds=line.seconds,
-                    hourly_amount=line.hourly_amount, currency=invoice.currency, cost=line.amount,
+                    base=base,
+                    subject=_reservation_subject(reservation),
+                    seconds=line.seconds,
+                    hourly_amount=line.hourly_amount,
+                    currency=invoice.currency,
+                    cost=line.amount,
                     charge_period=(span["first"], span["last"]),
                 )
             )
@@ -420,8 +430,13 @@ def _invoiced_rows(*, organization: Organization, invoices: list[Invoice]) -> li
             last = regular["last"] if regular else invoice.period_end
             rows.append(
                 _usage_row(
-                    base=base, subject=subject, seconds=line.seconds, hourly_amount=line.hourly_amount,
-                    currency=invoice.currency, cost=line.amount, charge_period=(first, last),
+                    base=base,
+                    subject=subject,
+                    seconds=line.seconds,
+                    hourly_amount=line.hourly_amount,
+                    currency=invoice.currency,
+                    cost=line.amount,
+                    charge_period=(first, last),
                 )
             )
             continue
@@ -432,15 +447,25 @@ def _invoiced_rows(*, organization: Organization, invoices: list[Invoice]) -> li
         if regular:
             rows.append(
                 _usage_row(
-                    base=base, subject=subject, seconds=regular_seconds, hourly_amount=line.hourly_amount,
-                    currency=invoice.currency, cost=regular_cost, charge_period=(regular["first"], regular["last"]),
+                    base=base,
+                    subject=subject,
+                    seconds=regular_seconds,
+                    hourly_amount=line.hourly_amount,
+                    currency=invoice.currency,
+                    cost=regular_cost,
+                    charge_period=(regular["first"], regular["last"]),
                 )
             )
         rows.append(
             _usage_row(
-                base=base, subject=subject, seconds=late["seconds"], hourly_amount=line.hourly_amount,
-                currency=invoice.currency, cost=line.amount - regular_cost,
-                charge_period=(late["first"], late["last"]), correction=True,
+                base=base,
+                subject=subject,
+                seconds=late["seconds"],
+                hourly_amount=line.hourly_amount,
+                currency=invoice.currency,
+                cost=line.amount - regular_cost,
+                charge_period=(late["first"], late["last"]),
+                correction=True,
             )
         )
     return rows
@@ -521,4 +546,14 @@ def focus_is_invoiced(*, organization_id: int, month: date) -> bool:
     return bool(_month_invoices(organization_id=organization_id, start=start, end=end))
 
 
-__all__ = ["FOCUS_COLUMNS", "FOCUS_VERSION", "focus_is_invoiced", "focus_rows"]
+_MONTH_TEXT = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def focus_month_parse(text: str | None) -> date:
+    """'YYYY-MM' → the month's first day, or a ValidationError keyed "month" saying why not."""
+    match = _MONTH_TEXT.match((text or "").strip())
+    if not match or not 1 <= int(match[2]) <= 12 or not 1 <= int(match[1]) < 9999:
+        shown = (text or "")[:40]
+        reason = "month is required: YYYY-MM." if not shown else f"“{shown}” is not a month (YYYY-MM)."
+        raise ValidationError({"month": [reason]})
+    return date(int(match[1]), int(match[2]), 1)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 
@@ -161,4 +163,59 @@ def chargeback_query_from_params(
         owner_id=owner_id,
         project_id=project_id,
         instance_id=instance_id,
+    )
+
+
+# --- idle holders -------------------------------------------------------------------------------
+
+IDLE_BELOW_PCT_DEFAULT = Decimal(10)
+IDLE_MIN_HOURS_DEFAULT = Decimal(24)
+_IDLE_MIN_HOURS_MAX = Decimal(RANGE_DAYS_MAX * 24 * 1000)  # a year of a thousand GPUs
+
+
+@dataclass(frozen=True)
+class IdleQuery:
+    """chargeback_idle_holders' arguments, as keywords: chargeback_idle_holders(**asdict(q))."""
+
+    organization_id: int
+    start: date
+    end: date  # exclusive
+    below_pct: Decimal
+    min_hours: Decimal
+    owner_id: int | None = None
+
+
+def _number(params: Mapping, name: str, default: Decimal, low: Decimal, high: Decimal, errors: dict) -> Decimal:
+    text = _one(params, name)
+    if not text:
+        return default
+    try:
+        value = Decimal(text[:40])
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or not low <= value <= high:
+        errors[name] = [f"“{text[:_SHOWN]}” is not a number from {low} to {high}."]
+        return default
+    return value
+
+
+def chargeback_idle_query_from_params(
+    *, organization: Organization, access: OrgAccess, params: Mapping, today: date | None = None
+) -> IdleQuery:
+    """start/end/month as for the report; below_pct (0-100, default 10) and min_hours (GPU-hours
+    held, default 24). Members and viewers see only their own instances."""
+    today = today or datetime.now(tz=UTC).date()
+    errors: dict[str, list[str]] = {}
+    start, end = _range(params, today, errors)
+    below = _number(params, "below_pct", IDLE_BELOW_PCT_DEFAULT, Decimal(0), Decimal(100), errors)
+    hours = _number(params, "min_hours", IDLE_MIN_HOURS_DEFAULT, Decimal(0), _IDLE_MIN_HOURS_MAX, errors)
+    if errors:
+        raise ValidationError(errors)
+    return IdleQuery(
+        organization_id=organization.pk,
+        start=start,
+        end=end,
+        below_pct=below,
+        min_hours=hours,
+        owner_id=None if access.can_view_billing else access.user_id,
     )
