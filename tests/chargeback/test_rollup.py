@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 
 from apps.billing.models import UsageRecord
 from apps.billing.services.metering import usage_correction_add, usage_run_close
 from apps.capacity.models import Allocation, AllocationSlice, AllocationState, GpuSample
 from apps.chargeback.models import RollupCursor, UsageDay, UsageHour
 from apps.chargeback.services.rollup import usage_rollup_reset, usage_rollup_run
+from apps.chargeback.tasks import usage_rollup
 from tests.chargeback.conftest import reservation_held
 from tests.factories.accounts import UserFactory
 from tests.factories.billing import InstanceFactory, run_open, run_record
@@ -301,3 +303,19 @@ def test_a_rebuild_from_scratch_gives_the_same_rows_and_keeps_used():
     # then nothing changed
     assert after == before
     assert before[0][T0][2] == WHOLE_GPU_HOUR // 2
+
+
+def test_the_beat_task_folds_what_is_new():
+    # given a finished run, and the beat entry of the roll-up task
+    instance = InstanceFactory()
+    run_record(instance=instance, started_at=T0, ended_at=T0 + timedelta(minutes=5), hourly_amount="1.00")
+    entry = settings.CELERY_BEAT_SCHEDULE["chargeback-usage-rollup"]
+
+    # when the task runs (as the worker runs it), twice
+    first = usage_rollup.apply().get()
+    second = usage_rollup.apply().get()
+
+    # then it folded the run once, and beat names it
+    assert entry["task"] == usage_rollup.name == "chargeback.usage_rollup"
+    assert (first["records"], second["records"]) == (1, 0)
+    assert hours(instance=instance) == {T0: (300, 300 * 1000, 0)}
