@@ -184,12 +184,7 @@ def verdict_from_output(
         verdict.errors.append("focus-validator printed no validation results")
         return verdict
     verdict.summary = total.group(0)
-    excused = {
-        child
-        for parent, kids in or_children.items()
-        if status.get(parent) == "PASS"
-        for child in kids
-    }
+    excused = {child for parent, kids in or_children.items() if status.get(parent) == "PASS" for child in kids}
     for rule_id, state in sorted(status.items()):
         if state != "FAIL":
             continue
@@ -210,10 +205,13 @@ def validate(path: str | Path) -> Verdict:
     else:
         command = [
             str(executable),
-            "--data-file", str(path),
-            "--validate-version", plan["focus"],
+            "--data-file",
+            str(path),
+            "--validate-version",
+            plan["focus"],
             "--block-download",  # the rules ship with the package; no network is needed or used
-            "--applicability-criteria", ",".join(APPLICABILITY),
+            "--applicability-criteria",
+            ",".join(APPLICABILITY),
         ]
     done = subprocess.run(command, cwd=site_packages, capture_output=True, text=True, check=False, timeout=300)
     output = done.stdout + done.stderr

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -114,6 +115,7 @@ QUANTITY = Decimal("0.000001")  # quantities to a millionth: a GPU-second is 0.0
 SERVICE_CATEGORY = "AI and Machine Learning"  # one of FOCUS 1.2's allowed ServiceCategory values
 SERVICE_SUBCATEGORY = "AI Platforms"
 RESERVATION_TYPE = "Capacity Reservation"
+CREDIT_SERVICE = "Credits"  # ServiceName may not be null, even on a credit of the whole account
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,23 @@ def _ts(moment: datetime | date) -> str:
     if not isinstance(moment, datetime):
         moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
     return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+# FOCUS 1.2's string handling, as the validator checks it, takes ASCII only. Names in the portal
+# are written with "×" ("2 × H100") and may hold accents, so text columns are spelled in ASCII:
+# the usual typographic signs by their ASCII twins, accented letters without their accents.
+_ASCII = str.maketrans({"×": "x", "–": "-", "—": "-", "…": "...", "‘": "'", "’": "'", "“": '"', "”": '"', "•": "-"})
+
+
+def _ascii(text: str) -> str:
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text.translate(_ASCII))
+    return decomposed.encode("ascii", "ignore").decode()
+
+
+def _ascii_row(row: dict[str, str | None]) -> dict[str, str | None]:
+    return {key: _ascii(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
 def _dec(value: Decimal) -> str:
@@ -248,54 +267,56 @@ def _usage_row(
         "x_SliceKind": flavor.slice_kind,
         "x_GpuShare": _dec(Decimal(subject.gpu_milli) / WHOLE_GPU_MILLI),
     }
-    return {
-        **base,
-        "SubAccountId": f"{base['BillingAccountId']}/{subject.project.slug}",
-        "SubAccountName": subject.project.name,
-        "ChargePeriodStart": _ts(charge_period[0]),
-        "ChargePeriodEnd": _ts(charge_period[1]),
-        "BilledCost": amount,
-        "EffectiveCost": amount,
-        # Instances are charged the list price captured at launch, reservations the list price
-        # quoted when booked: no negotiated discount, so list = contracted = billed.
-        "ListCost": amount,
-        "ContractedCost": amount,
-        "ListUnitPrice": price,
-        "ContractedUnitPrice": price,
-        "BillingCurrency": currency,
-        "PricingCurrency": currency,
-        "PricingCurrencyListUnitPrice": price,
-        "PricingCurrencyContractedUnitPrice": price,
-        "PricingCurrencyEffectiveCost": amount,
-        "ChargeCategory": "Usage",
-        "ChargeClass": "Correction" if correction else None,
-        "ChargeDescription": ("Correction: " if correction else "") + subject.description,
-        # A reservation is charged for its held window, used or not: a recurring charge.
-        "ChargeFrequency": "Recurring" if subject.is_reservation else "Usage-Based",
-        "ConsumedQuantity": _quantity(gpu_hours),
-        "ConsumedUnit": "GPU-Hours",
-        "PricingQuantity": _quantity(hours),
-        "PricingUnit": "Hours",
-        "PricingCategory": "Standard",
-        "RegionId": subject.region_code,
-        "RegionName": subject.region_name,
-        "ResourceId": subject.resource_id,
-        "ResourceName": subject.resource_name,
-        "ResourceType": subject.resource_type,
-        "ServiceName": subject.service_name,
-        "SkuId": subject.sku_id,
-        "SkuPriceId": f"{subject.sku_id}@{subject.region_code}:{price}/h",
-        "SkuMeter": "GPU reservation hours" if subject.is_reservation else "Instance hours",
-        "SkuPriceDetails": json.dumps(details, sort_keys=True),
-        "Tags": json.dumps(subject.tags, sort_keys=True),
-        # The reservation's own row is its capacity's charge ("Unused": what its instances did
-        # not use is in it); an instance launched into it runs at price 0 and is its "Used" part.
-        "CapacityReservationId": subject.reservation_id,
-        "CapacityReservationStatus": (
-            ("Unused" if subject.is_reservation else "Used") if subject.reservation_id else None
-        ),
-        "CommitmentDiscountStatus": None,
-    }
+    return _ascii_row(
+        {
+            **base,
+            "SubAccountId": f"{base['BillingAccountId']}/{subject.project.slug}",
+            "SubAccountName": subject.project.name,
+            "ChargePeriodStart": _ts(charge_period[0]),
+            "ChargePeriodEnd": _ts(charge_period[1]),
+            "BilledCost": amount,
+            "EffectiveCost": amount,
+            # Instances are charged the list price captured at launch, reservations the list price
+            # quoted when booked: no negotiated discount, so list = contracted = billed.
+            "ListCost": amount,
+            "ContractedCost": amount,
+            "ListUnitPrice": price,
+            "ContractedUnitPrice": price,
+            "BillingCurrency": currency,
+            "PricingCurrency": currency,
+            "PricingCurrencyListUnitPrice": price,
+            "PricingCurrencyContractedUnitPrice": price,
+            "PricingCurrencyEffectiveCost": amount,
+            "ChargeCategory": "Usage",
+            "ChargeClass": "Correction" if correction else None,
+            "ChargeDescription": ("Correction: " if correction else "") + subject.description,
+            # A reservation is charged for its held window, used or not: a recurring charge.
+            "ChargeFrequency": "Recurring" if subject.is_reservation else "Usage-Based",
+            "ConsumedQuantity": _quantity(gpu_hours),
+            "ConsumedUnit": "GPU-Hours",
+            "PricingQuantity": _quantity(hours),
+            "PricingUnit": "Hours",
+            "PricingCategory": "Standard",
+            "RegionId": subject.region_code,
+            "RegionName": subject.region_name,
+            "ResourceId": subject.resource_id,
+            "ResourceName": subject.resource_name,
+            "ResourceType": subject.resource_type,
+            "ServiceName": subject.service_name,
+            "SkuId": subject.sku_id,
+            "SkuPriceId": f"{subject.sku_id}@{subject.region_code}:{price}/h",
+            "SkuMeter": "GPU reservation hours" if subject.is_reservation else "Instance hours",
+            "SkuPriceDetails": json.dumps(details, sort_keys=True),
+            "Tags": json.dumps(subject.tags, sort_keys=True),
+            # The reservation's own row is its capacity's charge ("Unused": what its instances did
+            # not use is in it); an instance launched into it runs at price 0 and is its "Used" part.
+            "CapacityReservationId": subject.reservation_id,
+            "CapacityReservationStatus": (
+                ("Unused" if subject.is_reservation else "Used") if subject.reservation_id else None
+            ),
+            "CommitmentDiscountStatus": None,
+        }
+    )
 
 
 def _credit_row(*, base: dict, amount: Decimal, currency: str, description: str, period) -> dict[str, str | None]:
@@ -317,9 +338,10 @@ def _credit_row(*, base: dict, amount: Decimal, currency: str, description: str,
             "ChargeCategory": "Credit",
             "ChargeDescription": description,
             "ChargeFrequency": "One-Time",
+            "ServiceName": CREDIT_SERVICE,
         }
     )
-    return row
+    return _ascii_row(row)
 
 
 # --- an invoiced month ----------------------------------------------------------------------
