@@ -1,21 +1,31 @@
-"""Metering and invoicing benchmark: usage ingest, and closing a month into invoices at Stripe.
+"""Metering and invoicing benchmark: usage ingest at the hourly grain, compacting old per-pass
+records (migration 0007), and closing a month into invoices at Stripe.
 
-    .venv/bin/python -m bench.metering [--runs 10000] [--passes 3] [--accounts 1000]
-                                       [--instances 10] [--records 30] [--push 1000] [--seed 7]
+    .venv/bin/python -m bench.metering [--runs 10000] [--hours 2] [--every 60] [--month-runs 20]
+                                       [--compact-runs 700] [--compact-hours 24]
+                                       [--accounts 1000] [--instances 10] [--records 30] [--push 1000]
+                                       [--seed 7] [--skip-close]
 
 It sets up its own database ("bench_metering" on the embedded PostgreSQL under .data/bench unless
 PORTAL_DATA_DIR says otherwise) and its own localstripe, and prints (no assertions):
 
-(a) ingest: `--runs` open runs metered `--passes` times by usage_open_runs_meter (the beat task's
-    function: batches of 500 runs, one transaction each), as records written per second; baselines
-    in the same run: one more pass run by run (usage_run_meter: a transaction, lock, insert and
-    update per run, as the meter worked before), and the raw INSERT rate of as many UsageRecord
-    rows through one bulk_create.
+(a) ingest: `--runs` open runs started at random moments of one hour, then metered by
+    usage_open_runs_meter (the beat task's function) every `--every` seconds (the beat's cadence,
+    PORTAL_METER_EVERY_S) for `--hours` hours: the passes that write nothing (between hour
+    boundaries) and the ones after a boundary (one record per run), records per hour of running
+    before (the old rule: one record per run per pass) and after (counted); and `--month-runs`
+    runs metered through 30 days, records per run per month counted. Baseline in the same run: the
+    raw INSERT rate of as many UsageRecord rows through one bulk_create.
+(c) compaction: `--compact-runs` runs × `--compact-hours` hours of per-minute records (the old
+    grain, crossing hours; the first half of each run billed on an invoice line), compacted by
+    migration 0007's usage_records_compact: rows before/after, time, and a check that every
+    (instance, price) and every invoice line holds the same seconds.
 (b) month close: `--accounts` accounts × `--instances` instances, each with `--records` usage
-    records last month; invoices_due_create builds every monthly invoice in PostgreSQL (lines,
-    a tie row per record, credits), then invoice_push_run pushes `--push` of them to localstripe
-    (items, invoice, finalize, pay). Baseline: one GROUP BY over the month's records, the least any
-    invoice builder must read. A sum check compares the invoices with that GROUP BY.
+    records last month (hourly grain: ~720 a month for an instance that runs all month);
+    invoices_due_create builds every monthly invoice in PostgreSQL (lines, a tie row per record,
+    credits), then invoice_push_run pushes `--push` of them to localstripe (items, invoice,
+    finalize, pay). Baseline: one GROUP BY over the month's records, the least any invoice builder
+    must read. A sum check compares the invoices with that GROUP BY. `--skip-close` skips (b).
 """
 
 from __future__ import annotations
@@ -137,17 +147,10 @@ def _cpu_seconds() -> tuple[float, float]:
     return allocator_cpu()
 
 
-def bench_ingest(*, runs: int, passes: int, seed: int) -> dict:
-    from django.utils import timezone
+def _runs_open(instances: list, *, started: list, rng: random.Random) -> list:
+    from apps.billing.models import MeteredRun
 
-    from apps.billing.models import MeteredRun, UsageRecord
-    from apps.billing.services.metering import usage_open_runs_meter
-
-    rng = random.Random(seed)
-    _reset()
-    instances = _instances(max(runs // 10, 1), 10, old_accounts=True)[:runs]
-    start = timezone.now().replace(microsecond=0) - timedelta(hours=1)
-    MeteredRun.objects.bulk_create(
+    return MeteredRun.objects.bulk_create(
         (
             MeteredRun(
                 instance=i,
@@ -156,31 +159,67 @@ def bench_ingest(*, runs: int, passes: int, seed: int) -> dict:
                 flavor_id=i.flavor_id,
                 hourly_amount=Decimal(rng.randint(100_000, 40_000_000)).scaleb(-6),
                 currency="USD",
-                started_at=start - timedelta(seconds=rng.randint(0, 59)),
+                started_at=at,
             )
-            for i in instances
+            for i, at in zip(instances, started, strict=True)
         ),
         batch_size=5000,
     )
-    figures = {"runs": len(instances), "passes": []}
-    for k in range(passes):
+
+
+def bench_ingest(*, runs: int, hours: int, every: int, month_runs: int, seed: int) -> dict:
+    from django.utils import timezone
+
+    from apps.billing.models import MeteredRun, UsageRecord
+    from apps.billing.services.metering import usage_open_runs_meter
+
+    rng = random.Random(seed)
+    _reset()
+    instances = _instances(max(runs // 10, 1), 10, old_accounts=True)[:runs]
+    # The runs start at random whole seconds of the hour before `boundary`; the passes begin then.
+    boundary = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours + 1)
+    _runs_open(instances, started=[boundary - timedelta(seconds=rng.randint(1, 3600)) for _ in instances], rng=rng)
+    figures = {"runs": len(instances), "idle": [], "boundary": []}
+    moment = boundary - timedelta(seconds=every // 2)
+    while moment < boundary + timedelta(hours=hours):
         cpu = _cpu_seconds()
         began = time.perf_counter()
-        written = usage_open_runs_meter(now=start + timedelta(seconds=60 * (k + 1)))
+        written = usage_open_runs_meter(now=moment)
         wall = time.perf_counter() - began
         cpu = [a - b for a, b in zip(_cpu_seconds(), cpu, strict=True)]
-        figures["passes"].append((written, wall, cpu))
-    # Baseline 1: the same pass run by run (a transaction, a lock, an insert, an update each).
-    from apps.billing.services.metering import usage_run_meter
+        figures["boundary" if written else "idle"].append((written, wall, cpu))
+        moment += timedelta(seconds=every)
+    # The first boundary writes each run's first (partial) hour; each later one a whole hour per run.
+    whole = figures["boundary"][1:]
+    figures["per_hour"] = {
+        "whole_hours": len(whole),
+        "after": sum(n for n, _, _ in whole) / max(len(whole) * len(instances), 1),
+        # the old meter cut every open run at every pass: a record per run and pass
+        "before": 3600 / every,
+    }
 
-    began = time.perf_counter()
-    written = sum(
-        len(usage_run_meter(run_id=pk, now=start + timedelta(seconds=60 * (passes + 1))))
-        for pk in MeteredRun.objects.filter(ended_at__isnull=True).values_list("pk", flat=True)
-    )
-    figures["per_run"] = (written, time.perf_counter() - began)
-    # Baseline 2: the same number of rows, one bulk INSERT (no per-run transaction, lock or update).
-    runs_by_id = list(MeteredRun.objects.all()[: len(instances)])
+    # A month: `month_runs` runs metered through 30 days. What a pass writes depends only on which
+    # hours are over, not on the cadence, so one pass every 20 minutes stands for the beat's 60 s.
+    _reset()
+    few = _instances(1, month_runs, old_accounts=True)
+    start = boundary - timedelta(days=31) + timedelta(seconds=rng.randint(1, 3599))
+    month = _runs_open(few, started=[start] * len(few), rng=rng)
+    moment = start
+    while moment < start + timedelta(days=30):
+        usage_open_runs_meter(now=moment)
+        moment += timedelta(minutes=20)
+    from apps.billing.services.metering import usage_run_close
+
+    for instance in few:
+        usage_run_close(instance=instance, ended_at=start + timedelta(days=30), reason="stopped")
+    figures["month"] = {
+        "runs": len(month),
+        "after": UsageRecord.objects.count() / len(month),
+        "before": 30 * 86400 // 60,  # the old meter at the beat's 60 s: a record per pass
+    }
+
+    # Baseline: as many rows as a boundary pass writes (one per open run), one bulk INSERT.
+    some = list(MeteredRun.objects.all())
     rows = [
         UsageRecord(
             run=r,
@@ -193,12 +232,114 @@ def bench_ingest(*, runs: int, passes: int, seed: int) -> dict:
             hourly_amount=r.hourly_amount,
             currency="USD",
         )
-        for r in runs_by_id
+        for r in (some[n % len(some)] for n in range(len(instances)))
     ]
     began = time.perf_counter()
     UsageRecord.objects.bulk_create(rows, batch_size=5000)
     figures["baseline"] = (len(rows), time.perf_counter() - began)
     return figures
+
+
+def bench_compact(*, runs: int, hours: int, seed: int) -> dict:
+    """Per-minute records (the old grain) of `runs` finished runs of `hours` hours, the first half
+    of each billed on an invoice line; then migration 0007's compaction, timed."""
+    import importlib
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from apps.billing.models import Invoice, InvoiceLine, MeteredRun
+
+    compact = importlib.import_module("apps.billing.migrations.0007_usage_records_hourly").usage_records_compact
+    rng = random.Random(seed)
+    _reset()
+    instances = _instances(max(runs // 10, 1), 10, old_accounts=True)[:runs]
+    base = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+    started = [base + timedelta(seconds=rng.randint(0, 3599)) for _ in instances]
+    made = _runs_open(instances, started=started, rng=rng)
+    MeteredRun.objects.filter(pk__in=[r.pk for r in made]).update(metered_seconds=hours * 3600, end_reason="stopped")
+    invoices = Invoice.objects.bulk_create(
+        Invoice(
+            account_id=r.organization_id,
+            number=f"BENCH-{r.pk}",
+            kind="threshold",
+            period_start=base,
+            period_end=base + timedelta(hours=hours),
+            currency="USD",
+            idempotency_key=f"bench-{r.pk}",
+        )
+        for r in made
+    )
+    lines = InvoiceLine.objects.bulk_create(
+        InvoiceLine(invoice=i, instance_id=r.instance_id, project_id=r.project_id, description="bench", amount=0)
+        for i, r in zip(invoices, made, strict=True)
+    )
+    minutes = hours * 60
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE billing_meteredrun SET ended_at = started_at + metered_seconds * INTERVAL '1 second' "
+            "WHERE id = ANY(%s)",
+            [[r.pk for r in made]],
+        )
+        cursor.execute(
+            """
+            INSERT INTO billing_usagerecord (run_id, instance_id, organization_id, project_id, kind, reason,
+                period_start, period_end, seconds, hourly_amount, currency, created_at)
+            SELECT r.id, r.instance_id, r.organization_id, r.project_id, 'usage', '',
+                   r.started_at + k * INTERVAL '1 minute', r.started_at + (k + 1) * INTERVAL '1 minute', 60,
+                   r.hourly_amount, r.currency, r.started_at + (k + 1) * INTERVAL '1 minute'
+            FROM billing_meteredrun r CROSS JOIN generate_series(0, %s - 1) AS k
+            WHERE r.id = ANY(%s)
+            """,
+            [minutes, [r.pk for r in made]],
+        )
+        cursor.execute(
+            """
+            INSERT INTO billing_invoicedusage (record_id, line_id)
+            SELECT u.id, l.id FROM billing_usagerecord u JOIN billing_invoiceline l ON l.instance_id = u.instance_id
+            WHERE u.period_start < (SELECT started_at FROM billing_meteredrun WHERE id = u.run_id)
+                                   + %s * INTERVAL '1 minute'
+            """,
+            [minutes // 2],
+        )
+        cursor.execute("VACUUM ANALYZE billing_usagerecord")
+        cursor.execute("VACUUM ANALYZE billing_invoicedusage")
+    lines_sql = (
+        "SELECT i.line_id, SUM(u.seconds) FROM billing_invoicedusage i "
+        "JOIN billing_usagerecord u ON u.id = i.record_id GROUP BY 1 ORDER BY 1"
+    )
+    prices_sql = "SELECT instance_id, hourly_amount, SUM(seconds) FROM billing_usagerecord GROUP BY 1, 2 ORDER BY 1, 2"
+
+    def sums():
+        with connection.cursor() as cursor:
+            cursor.execute(lines_sql)
+            by_line = cursor.fetchall()
+            cursor.execute(prices_sql)
+            return by_line, cursor.fetchall(), _count("billing_usagerecord")
+
+    def _count(table):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")
+            return cursor.fetchone()[0]
+
+    before = sums()
+    cpu = _cpu_seconds()
+    began = time.perf_counter()
+    with transaction.atomic():
+        result = compact(connection)
+    wall = time.perf_counter() - began
+    cpu = [a - b for a, b in zip(_cpu_seconds(), cpu, strict=True)]
+    after = sums()
+    return {
+        "runs": len(made),
+        "lines": len(lines),
+        "rows_before": before[2],
+        "rows_after": after[2],
+        "result": result,
+        "wall": wall,
+        "cpu": cpu,
+        "same": before[:2] == after[:2],
+    }
 
 
 def bench_close(*, accounts: int, per_account: int, records: int, push: int, seed: int) -> dict:
@@ -317,41 +458,77 @@ def bench_close(*, accounts: int, per_account: int, records: int, push: int, see
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
-    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--hours", type=int, default=2, help="hours of meter passes after the runs' first hour")
+    parser.add_argument("--every", type=int, default=60, help="seconds between meter passes (the beat's)")
+    parser.add_argument("--month-runs", type=int, default=20, help="runs metered through 30 days")
+    parser.add_argument("--compact-runs", type=int, default=700)
+    parser.add_argument("--compact-hours", type=int, default=24, help="hours of per-minute records per run")
     parser.add_argument("--accounts", type=int, default=1_000)
     parser.add_argument("--instances", type=int, default=10, help="instances per account")
     parser.add_argument("--records", type=int, default=30, help="usage records per instance last month")
     parser.add_argument("--push", type=int, default=1_000, help="how many of the invoices to push to localstripe")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-close", action="store_true", help="skip (b), the month close at localstripe")
     args = parser.parse_args(argv)
     started = _setup()
     load = os.getloadavg()[0]
+    close = None
     try:
-        print(f"(a) metering {args.runs:,} open runs × {args.passes} passes …", flush=True)
-        ingest = bench_ingest(runs=args.runs, passes=args.passes, seed=args.seed)
-        print(f"(b) closing a month of {args.accounts:,} accounts × {args.instances} instances …", flush=True)
-        close = bench_close(
-            accounts=args.accounts, per_account=args.instances, records=args.records, push=args.push, seed=args.seed
+        print(f"(a) metering {args.runs:,} open runs every {args.every} s for {args.hours + 1} h …", flush=True)
+        ingest = bench_ingest(
+            runs=args.runs, hours=args.hours, every=args.every, month_runs=args.month_runs, seed=args.seed
         )
+        print(f"(c) compacting {args.compact_runs:,} runs × {args.compact_hours} h of per-minute records …", flush=True)
+        compacted = bench_compact(runs=args.compact_runs, hours=args.compact_hours, seed=args.seed)
+        if not args.skip_close:
+            print(f"(b) closing a month of {args.accounts:,} accounts × {args.instances} instances …", flush=True)
+            close = bench_close(
+                accounts=args.accounts,
+                per_account=args.instances,
+                records=args.records,
+                push=args.push,
+                seed=args.seed,
+            )
     finally:
         for service in started:
             service.stop()
 
     print(f"\n{os.cpu_count()} CPUs; load average when the benchmark started: {load:.1f}")
-    print(f"\n(a) usage ingest: {ingest['runs']:,} open runs, usage_open_runs_meter")
-    for k, (written, wall, (own, pg)) in enumerate(ingest["passes"], 1):
+    print(f"\n(a) usage ingest: {ingest['runs']:,} open runs, usage_open_runs_meter every {args.every} s")
+    for name, passes in (("between hour boundaries", ingest["idle"]), ("after an hour boundary", ingest["boundary"])):
+        if not passes:
+            continue
+        walls = sorted(w for _, w, _ in passes)
+        written = sum(n for n, _, _ in passes)
+        pg = sum(c[1] for _, _, c in passes)
         print(
-            f"  pass {k}: {written:,} records in {wall:.2f} s = {written / wall:,.0f} records/s "
-            f"(CPU ms per record: Python {1000 * own / max(written, 1):.2f}, "
-            f"PostgreSQL {1000 * pg / max(written, 1):.2f})"
+            f"  {len(passes)} passes {name}: {written:,} records, wall p50 {1000 * walls[len(walls) // 2]:.1f} ms, "
+            f"max {1000 * walls[-1]:.1f} ms (PostgreSQL CPU {1000 * pg / len(passes):.1f} ms a pass)"
         )
-    n, wall = ingest["per_run"]
+    per_hour = ingest["per_hour"]
     print(
-        f"  baseline, the same pass run by run (usage_run_meter per run): {n:,} records in {wall:.2f} s = "
-        f"{n / wall:,.0f} records/s"
+        f"  records per run and hour of running (over {per_hour['whole_hours']} whole hour(s) after the first): "
+        f"before {per_hour['before']:.0f} (a record per run and pass), after {per_hour['after']:.2f} (counted)"
+    )
+    month = ingest["month"]
+    print(
+        f"  records per run per 30-day month ({month['runs']} runs metered through it, then stopped): "
+        f"before {month['before']:,} (a pass every 60 s), after {month['after']:,.0f} (counted)"
     )
     n, wall = ingest["baseline"]
     print(f"  baseline, one bulk INSERT of {n:,} UsageRecord rows: {wall:.2f} s = {n / wall:,.0f} rows/s")
+
+    c = compacted
+    own, pg = c["cpu"]
+    print(
+        f"\n(c) compaction (migration 0007): {c['runs']:,} runs, {c['rows_before']:,} per-minute records "
+        f"({c['lines']:,} invoice lines holding half) -> {c['rows_after']:,} records in {c['wall']:.1f} s = "
+        f"{c['rows_before'] / c['wall']:,.0f} records/s (CPU s: Python {own:.1f}, PostgreSQL {pg:.1f}); "
+        f"{c['result']['replaced']:,} replaced by {c['result']['written']:,}; seconds per (instance, price) and "
+        f"per line: {'unchanged' if c['same'] else 'CHANGED'}"
+    )
+    if close is None:
+        return 0
 
     print(
         f"\n(b) month close: {close['accounts']:,} accounts, {close['instances']:,} instances, "
