@@ -29,6 +29,7 @@ urlpatterns = [
     path("", include("apps.instances.urls")),
     path("", include("apps.billing.urls")),
     path("", include("apps.capacity.urls_reservations")),
+    path("", include("apps.chargeback.urls")),
     path("", include("apps.chargeback.urls_focus")),
     path("accounts/", include("allauth.urls")),
     path("ops/", include("apps.capacity.urls")),
