@@ -1,7 +1,7 @@
 """Screenshots of the core journey's pages on a running portal (`make run`), for reviews:
 log-in and not-found pages, storefront, launch form, an instance page and the instance list, the
-billing overview, SSH keys and a GPU instance with its ssh command, the reservations calendar, and
-the operator's inventory, node and reservations pages.
+billing overview, the chargeback and idle-holders pages, SSH keys and a GPU instance with its ssh
+command, the reservations calendar, and the operator's inventory, node and reservations pages.
 
     python -m devtools.screenshots --url http://127.0.0.1:8000 --out /tmp/shots
 
@@ -100,6 +100,12 @@ def take(url: str, out: Path) -> None:
         if billing.count():
             billing.click()
             _shot(page, out, "4-billing-overview")
+        chargeback = page.get_by_test_id("nav-chargeback")
+        if chargeback.count():
+            chargeback.click()
+            _shot(page, out, "4-chargeback")
+            page.get_by_test_id("tab-idle").click()
+            _shot(page, out, "4-chargeback-idle")
         _ssh_journey(page, url, out)
         reservations = page.get_by_test_id("nav-reservations")
         if reservations.count():
