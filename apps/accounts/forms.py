@@ -1,6 +1,29 @@
 from django import forms
 
+from .labels import labels_format, labels_parse
 from .models import OrganizationKind, Role
+
+LABELS_HELP = (
+    "key=value pairs separated by commas, e.g. cost-centre=CC-104, team=ml. Chargeback groups and filters by them."
+)
+
+
+class LabelsField(forms.CharField):
+    """Labels typed as `key=value, key=value`: cleaned to a dict by the one label rule
+    (apps.accounts.labels), every bad pair its own error; a dict as initial shows as that text."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 2000)
+        kwargs.setdefault("help_text", LABELS_HELP)
+        kwargs.setdefault("label", "Labels")
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        return labels_format(value) if isinstance(value, dict) else value
+
+    def clean(self, value):
+        return labels_parse(super().clean(value))
 
 
 class OrganizationCreateForm(forms.Form):
@@ -33,3 +56,8 @@ class ApiKeyCreateForm(forms.Form):
 
 class ProjectCreateForm(forms.Form):
     name = forms.CharField(max_length=120)
+    labels = LabelsField()
+
+
+class ProjectLabelsForm(forms.Form):
+    labels = LabelsField()

@@ -60,7 +60,25 @@ def labels_validate(value: object) -> dict[str, str]:
     """A labels mapping from JSON (the API) checked the same way as text from a form."""
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValidationError("Labels are an object of string keys to string values.")
-    return labels_parse(",".join(f"{k}={v}" for k, v in value.items())) if value else {}
+    # Pair by pair, not joined into text: a comma inside a value must be reported as a bad
+    # value, not split into a second "pair" with a confusing message.
+    labels: dict[str, str] = {}
+    errors: list[str] = []
+    for key, text in value.items():
+        try:
+            pair_key, pair_value = label_pair_parse(f"{key}={text}")
+        except ValidationError as exc:
+            errors.extend(exc.messages)
+            continue
+        if pair_key != key or pair_value != text:
+            errors.append(f"Label “{key}”: no spaces around the key or the value.")
+            continue
+        labels[key] = text
+    if len(value) > LABELS_MAX:
+        errors.append(f"At most {LABELS_MAX} labels.")
+    if errors:
+        raise ValidationError(errors)
+    return labels
 
 
 def labels_format(labels: dict[str, str]) -> str:

@@ -97,6 +97,14 @@ def projects_list(*, organization: Organization) -> QuerySet[Project]:
     return Project.objects.filter(organization=organization)
 
 
+def project_get(*, organization: Organization, project_id: int) -> Project:
+    """One project of `organization`; another organization's (or none) is a 404."""
+    project = Project.objects.filter(organization=organization, pk=project_id).first()
+    if project is None:
+        raise Http404("No such project.")
+    return project
+
+
 def ssh_keys_list(*, user) -> QuerySet[SshKey]:
     """A user's own SSH keys: they belong to the person, not to an organization."""
     return SshKey.objects.filter(owner=user)

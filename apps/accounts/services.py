@@ -14,6 +14,7 @@ from django.utils.text import slugify
 
 from portal.live import live_notify_on_commit
 
+from .labels import labels_format, labels_validate
 from .models import (
     ApiKey,
     AuditEvent,
@@ -90,18 +91,47 @@ def personal_organization_ensure(*, user: User) -> Organization:
 # --- projects ----------------------------------------------------------------------------------
 
 
+def _labels_checked(labels: object) -> dict[str, str]:
+    """`labels` checked by the one label rule, as a ValidationError keyed "labels"."""
+    try:
+        return labels_validate(labels)
+    except ValidationError as error:
+        raise ValidationError({"labels": error.messages}) from error
+
+
 @transaction.atomic
-def project_create(*, access: OrgAccess, name: str) -> Project:
+def project_create(*, access: OrgAccess, name: str, labels: dict[str, str] | None = None) -> Project:
     if not access.can_manage_projects:
         raise PermissionDenied("Only owners and admins create projects.")
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": "Give the project a name."})
+    labels = _labels_checked(labels or {})
     slug = slugify(name)[:64] or "project"
     if Project.objects.filter(organization=access.organization, slug=slug).exists():
         raise ValidationError({"name": f"A project called “{name}” already exists."})
-    project = Project.objects.create(organization=access.organization, name=name, slug=slug)
+    project = Project.objects.create(organization=access.organization, name=name, slug=slug, labels=labels)
     audit_record(organization=access.organization, actor_id=access.user_id, verb="project.created", target=name)
+    return project
+
+
+@transaction.atomic
+def project_labels_set(*, access: OrgAccess, project: Project, labels: dict[str, str]) -> Project:
+    """Replace the project's labels (chargeback groups and filters by them; an instance's own
+    labels override them key by key). Owners and admins only."""
+    if not access.can_manage_projects:
+        raise PermissionDenied("Only owners and admins change a project's labels.")
+    if project.organization_id != access.organization.pk:
+        raise PermissionDenied("That project is not in this organization.")
+    labels = _labels_checked(labels)
+    Project.objects.filter(pk=project.pk).update(labels=labels)
+    project.labels = labels
+    audit_record(
+        organization=access.organization,
+        actor_id=access.user_id,
+        verb="project.labels_set",
+        target=f"{project.name}: {labels_format(labels)}"[:200],
+    )
     return project
 
 

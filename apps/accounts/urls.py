@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import api_keys, members, organizations, ssh_keys
+from .views import api_keys, members, organizations, projects, ssh_keys
 
 app_name = "accounts"
 
@@ -10,6 +10,7 @@ urlpatterns = [
     path("orgs/switch/", organizations.organization_switch, name="organization-switch"),
     path("orgs/<slug:slug>/", organizations.organization_detail, name="organization-detail"),
     path("orgs/<slug:slug>/projects/", organizations.project_create_view, name="project-create"),
+    path("orgs/<slug:slug>/projects/<int:project_id>/labels/", projects.project_labels_view, name="project-labels"),
     path("orgs/<slug:slug>/members/", members.members_page, name="members"),
     path("orgs/<slug:slug>/members/<int:membership_id>/role/", members.membership_role_view, name="membership-role"),
     path(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import charts, pages
+from .views import charts, labels, pages
 
 app_name = "instances"
 
@@ -9,6 +9,7 @@ urlpatterns = [
     path("orgs/<slug:slug>/instances/", pages.instance_list_page, name="list"),
     path("orgs/<slug:slug>/instances/new/", pages.launch_page, name="launch"),
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/", pages.instance_detail_page, name="detail"),
+    path("orgs/<slug:slug>/instances/<uuid:instance_id>/labels/", labels.instance_labels_view, name="labels"),
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/stop/", pages.instance_stop_view, name="stop"),
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/start/", pages.instance_start_view, name="start"),
     path("orgs/<slug:slug>/instances/<uuid:instance_id>/delete/", pages.instance_delete_view, name="delete"),

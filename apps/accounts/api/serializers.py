@@ -1,5 +1,8 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ..labels import labels_validate
 from ..models import ApiKey, Invitation, Membership, Organization, OrganizationKind, Project, Role, SshKey
 
 
@@ -104,11 +107,46 @@ class SshKeyCreateSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string", "maxLength": 63},
+        "maxProperties": 16,
+        "example": {"cost-centre": "CC-104", "team": "ml"},
+    }
+)
+class LabelsField(serializers.JSONField):
+    """key=value labels as a JSON object of strings, checked by the one label rule
+    (apps.accounts.labels): a bad key or value is a 400 naming it. The instances' API uses it too."""
+
+    default_error_messages = {"invalid": "Labels are an object of string keys to string values."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "help_text", 'key=value labels chargeback groups and filters by, e.g. {"cost-centre": "CC-104"}.'
+        )
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            return labels_validate(data)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.messages) from error
+
+
 class ProjectSerializer(serializers.ModelSerializer):
+    labels = LabelsField(required=False)
+
     class Meta:
         model = Project
-        fields = ["id", "name", "slug", "created_at"]
+        fields = ["id", "name", "slug", "labels", "created_at"]
         read_only_fields = ["id", "slug", "created_at"]
+
+
+class ProjectLabelsSerializer(serializers.Serializer):
+    """PATCH of a project: its labels, replaced whole (send {} to clear them)."""
+
+    labels = LabelsField()
 
 
 class MeSerializer(serializers.Serializer):

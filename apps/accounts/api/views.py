@@ -27,6 +27,7 @@ from .serializers import (
     MeSerializer,
     OrganizationCreateSerializer,
     OrganizationSerializer,
+    ProjectLabelsSerializer,
     ProjectSerializer,
     SshKeyCreateSerializer,
     SshKeySerializer,
@@ -166,8 +167,26 @@ class ProjectViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.Ge
     def create(self, request, org_slug):
         payload = ProjectSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        project = services.project_create(access=self.access, name=payload.validated_data["name"])
+        project = services.project_create(
+            access=self.access,
+            name=payload.validated_data["name"],
+            labels=payload.validated_data.get("labels"),
+        )
         return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, org_slug, pk):
+        project = selectors.project_get(organization=self.access.organization, project_id=pk)
+        return Response(ProjectSerializer(project).data)
+
+    @extend_schema(request=ProjectLabelsSerializer, responses=ProjectSerializer)
+    def partial_update(self, request, org_slug, pk):
+        project = selectors.project_get(organization=self.access.organization, project_id=pk)
+        payload = ProjectLabelsSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        project = services.project_labels_set(
+            access=self.access, project=project, labels=payload.validated_data["labels"]
+        )
+        return Response(ProjectSerializer(project).data)
 
 
 class SshKeyViewSet(

@@ -77,10 +77,16 @@ def project_create_view(request, slug: str):
     form = ProjectCreateForm(request.POST)
     if form.is_valid():
         try:
-            project = project_create(access=access, name=form.cleaned_data["name"])
-            messages.success(request, f"Project {project.name} created.")
+            project = project_create(access=access, **form.cleaned_data)
         except ValidationError as error:
-            messages.error(request, " ".join(error.messages))
-    else:
-        messages.error(request, "Give the project a name.")
-    return redirect("accounts:organization-detail", slug=slug)
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Project {project.name} created.")
+            return redirect("accounts:organization-detail", slug=slug)
+    # The page again with what was typed and an error under each bad field (or label pair).
+    context = {
+        **members_context(access),
+        "projects": projects_list(organization=access.organization),
+        "project_form": form,
+    }
+    return render(request, "accounts/organization_detail.html", context, status=400)

@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.accounts.api.serializers import LabelsField
 from apps.catalog.models import Flavor, Image, Region
 
 from ..models import Instance, InstanceEvent
@@ -35,6 +36,7 @@ class InstanceSerializer(serializers.ModelSerializer):
     node_simulated = serializers.BooleanField(source="node.simulated", read_only=True, default=None, allow_null=True)
     notebook_url = serializers.SerializerMethodField()
     ssh = serializers.SerializerMethodField()
+    labels = LabelsField(read_only=True, help_text="Its own labels (PATCH to set them); they override its project's.")
 
     class Meta:
         model = Instance
@@ -54,6 +56,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "created_at",
             "notebook_url",
             "ssh",
+            "labels",
         ]
 
     def get_flavor(self, instance) -> str:
@@ -70,6 +73,12 @@ class InstanceSerializer(serializers.ModelSerializer):
         """The SSH endpoint while it runs (null otherwise, and for notebooks)."""
         endpoint = instance_ssh_endpoint(instance=instance)
         return endpoint.as_dict() if endpoint else None
+
+
+class InstanceLabelsSerializer(serializers.Serializer):
+    """PATCH of an instance: its labels, replaced whole (send {} to clear them)."""
+
+    labels = LabelsField()
 
 
 class InstanceDetailSerializer(InstanceSerializer):

@@ -11,8 +11,15 @@ from .. import selectors
 from ..filters import InstanceFilter
 from ..models import Instance, InstanceState
 from ..services.actions import instance_delete, instance_launch, instance_start, instance_stop
+from ..services.labels import instance_labels_set
 from ..services.placement import LaunchUnplaceable
-from .serializers import InstanceDetailSerializer, InstanceSerializer, LaunchSerializer, NoCapacitySerializer
+from .serializers import (
+    InstanceDetailSerializer,
+    InstanceLabelsSerializer,
+    InstanceSerializer,
+    LaunchSerializer,
+    NoCapacitySerializer,
+)
 
 
 class InstanceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -60,6 +67,14 @@ class InstanceViewSet(OrganizationScopedMixin, mixins.ListModelMixin, viewsets.G
     @action(detail=True, methods=["post"])
     def start(self, request, org_slug, pk):
         return Response(InstanceSerializer(instance_start(access=self.access, instance=self._instance(pk))).data)
+
+    @extend_schema(request=InstanceLabelsSerializer, responses=InstanceSerializer)
+    def partial_update(self, request, org_slug, pk):
+        instance = self._instance(pk)
+        payload = InstanceLabelsSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        instance = instance_labels_set(access=self.access, instance=instance, labels=payload.validated_data["labels"])
+        return Response(InstanceSerializer(instance).data)
 
     def destroy(self, request, org_slug, pk):
         instance_delete(access=self.access, instance=self._instance(pk))
