@@ -162,6 +162,29 @@ def test_bad_idle_parameters_are_form_errors(client, world, params):
     assert 'data-testid="form-errors"' in full.content.decode()
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"sort": "k0"},
+        {"sort": "-k1"},
+        {"sort": "-cost"},
+        {"sort": "utilisation_pct"},
+        {"sort": "nonsense"},
+        {"page": "999"},
+        {"page": "abc"},
+    ],
+)
+def test_any_sort_or_page_of_the_table_is_an_answer_not_a_500(client, world, extra):
+    response = page(client, world.owner, url(world), {**NOV, "group_by": ["project", "owner"], **extra})
+    assert response.status_code == 200
+    assert len(groups(response.content.decode())) == 3
+
+
+def test_sorting_by_a_group_column_orders_by_its_names(client, world):
+    html = page(client, world.owner, url(world), {**NOV, "group_by": "instance", "sort": "k0"}).content.decode()
+    assert groups(html) == ["serve", "train", "tune"]
+
+
 def test_the_first_visit_shows_this_month_by_project(client, world):
     response = page(client, world.owner, url(world))
     html = response.content.decode()
