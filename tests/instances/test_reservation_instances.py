@@ -241,11 +241,13 @@ def test_its_runs_cost_nothing_for_the_gpus_and_the_reservation_charge_is_unchan
     # when a runs and is metered
     _ran(setup, a)
     run = MeteredRun.objects.get(instance=a)
-    usage_open_runs_meter(now=run.started_at + timedelta(seconds=90))
+    # (the meter writes an hour once it is over: its first one ends at the next UTC hour)
+    hour_over = run.started_at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    usage_open_runs_meter(now=hour_over + timedelta(seconds=5))
     # then its run is priced 0 with the reason on its usage lines
     assert run.hourly_amount == Decimal(0) and run.note == f"In reservation {held.pk}"
     records = list(UsageRecord.objects.filter(instance=a))
-    assert records and sum(r.seconds for r in records) == 90
+    assert records and sum(r.seconds for r in records) == (hour_over - run.started_at).total_seconds()
     assert {(r.hourly_amount, r.reason) for r in records} == {(Decimal(0), f"In reservation {held.pk}")}
     # and its page says why it costs nothing
     client.force_login(user)
