@@ -35,15 +35,32 @@ def _round_digits_sql() -> str:
     return f"(CASE r.currency {whens} ELSE 2 END)" if whens else "2"
 
 
-# The cost of one subject at one price over the grouped rows: rounded once.
-SUBJECT_COST_SQL = f"ROUND(SUM(r.seconds) * r.hourly_amount / 3600.0, {_round_digits_sql()})"
-# What identifies a subject at a price (the invoice line's key).
-SUBJECT_KEY_SQL = "r.instance_id, r.reservation_id, r.hourly_amount, r.currency"
+# The cost of a row of `seconds` at `hourly_amount`, rounded once: a subject's row (its seconds
+# over the range summed first) for the report, or one UsageDay row (one subject's day at one
+# price: the table is unique on that) for the daily chart.
+COST_SQL = f"ROUND(r.seconds * r.hourly_amount / 3600.0, {_round_digits_sql()})"
+# What a subject row is keyed by: the invoice line's key (instance or reservation, unit price,
+# currency) and the subject's properties the dimensions read (one value per subject; keyed rather
+# than picked so that nothing is lost if one ever changed).
+SUBJECT_COLUMNS = (
+    "r.instance_id, r.reservation_id, r.hourly_amount, r.currency, "
+    "r.project_id, r.owner_id, r.offering_id, r.flavor_id, r.region_id"
+)
+MEASURES_SUM = (
+    "SUM(r.seconds) AS seconds, SUM(r.allocated_milli_seconds) AS allocated_milli_seconds, "
+    "SUM(r.used_milli_seconds) AS used_milli_seconds"
+)
+# Effective labels read the instance (none for a reservation) and the project.
+LABEL_JOINS = f"LEFT JOIN {INSTANCE} i ON i.id = r.instance_id JOIN {PROJECT} p ON p.id = r.project_id"
+
+
+def needs_label_joins(dimensions: tuple[str, ...], labels: tuple) -> bool:
+    return bool(labels) or any(d.startswith(LABEL_PREFIX) for d in dimensions)
 
 
 def dimension_sql(dimension: str) -> tuple[str, list]:
     """The SQL expression (text, so every key compares and sorts alike) a dimension groups by,
-    with its parameters. Needs the aliases r (UsageDay), i (its instance), p (its project)."""
+    with its parameters. Reads r (a UsageDay or subject row), and i, p (LABEL_JOINS) for labels."""
     if dimension.startswith(LABEL_PREFIX):
         key = dimension[len(LABEL_PREFIX) :]
         # Effective labels: the instance's value for the key, else its project's.
@@ -60,27 +77,25 @@ def dimension_sql(dimension: str) -> tuple[str, list]:
 
 
 @dataclass
-class Filter:
-    """FROM … WHERE … over UsageDay with the joins effective labels need."""
+class Where:
+    """A WHERE clause's text and parameters."""
 
     sql: str
     params: list = field(default_factory=list)
 
 
-def usage_filter(
+def usage_where(
     *,
     organization_id: int,
     start,
     end,
-    labels: tuple[tuple[str, str], ...] = (),
     owner_id: int | None = None,
     project_id: int | None = None,
     instance_id=None,
     instances_only: bool = False,
-) -> Filter:
-    """FROM/WHERE of the rows of one organization's UTC days [start, end), filtered. The
-    instance and project joins are always there: label dimensions and filters read them, and
-    both are primary-key probes."""
+) -> Where:
+    """The UsageDay rows (alias r) of one organization's UTC days [start, end), filtered by what
+    the rows themselves hold; no join."""
     where = ["r.organization_id = %s", "r.day >= %s", "r.day < %s"]
     params: list = [organization_id, start, end]
     if owner_id is not None:
@@ -94,11 +109,23 @@ def usage_filter(
         params.append(instance_id)
     if instances_only:
         where.append("r.instance_id IS NOT NULL")
+    return Where(" AND ".join(where), params)
+
+
+def labels_where(labels: tuple[tuple[str, str], ...]) -> Where:
+    """Every (key, value) must be the row's effective label (needs LABEL_JOINS); TRUE if none."""
+    where, params = [], []
     for key, value in labels:
         where.append("COALESCE(i.labels ->> %s, p.labels ->> %s) = %s")
         params += [key, key, value]
-    sql = (
-        f"FROM {USAGE_DAY} r LEFT JOIN {INSTANCE} i ON i.id = r.instance_id "
-        f"JOIN {PROJECT} p ON p.id = r.project_id WHERE " + " AND ".join(where)
+    return Where(" AND ".join(where) or "TRUE", params)
+
+
+def subjects_sql(where: Where) -> tuple[str, list]:
+    """One row per subject (and its properties) over the range, its measures summed: what the
+    cost rule rounds. Reads UsageDay alone, so the joins and label reads that follow touch one
+    row per instance, not one per instance-day."""
+    return (
+        f"SELECT {SUBJECT_COLUMNS}, {MEASURES_SUM} FROM {USAGE_DAY} r WHERE {where.sql} GROUP BY {SUBJECT_COLUMNS}",
+        where.params,
     )
-    return Filter(sql, params)

@@ -16,7 +16,7 @@ from django.db import connection
 
 from apps.instances.models import Instance
 
-from ._sql import SUBJECT_COST_SQL, SUBJECT_KEY_SQL, usage_filter
+from ._sql import COST_SQL, subjects_sql, usage_where
 from .names import user_display
 
 _MILLI_HOUR = Decimal(3_600_000)
@@ -75,18 +75,18 @@ def chargeback_idle_holders(
     GPU-hours (allocated − used) first. `owner_id`: only that user's instances."""
     below = Decimal(str(below_pct))
     min_milli = int(Decimal(str(min_hours)) * _MILLI_HOUR)
-    filt = usage_filter(organization_id=organization_id, start=start, end=end, owner_id=owner_id, instances_only=True)
-    inner = (
-        f"SELECT r.instance_id AS inst, SUM(r.allocated_milli_seconds) AS a, SUM(r.used_milli_seconds) AS u, "
-        f"{SUBJECT_COST_SQL} AS c, r.currency AS cur {filt.sql} GROUP BY {SUBJECT_KEY_SQL}"
-    )
-    # used/allocated < below/100, without division: used × 100 < below × allocated.
+    where = usage_where(organization_id=organization_id, start=start, end=end, owner_id=owner_id, instances_only=True)
+    subjects, params = subjects_sql(where)
+    # Per instance: its subjects (one per unit price) each rounded once, added up. Idle when
+    # used/allocated < below/100, said without division: used × 100 < below × allocated.
     sql = (
-        f"SELECT inst, SUM(a), SUM(u), SUM(c), MAX(cur) FROM ({inner}) subject GROUP BY inst "
-        "HAVING SUM(a) > 0 AND SUM(a) >= %s AND SUM(u) * 100 < %s * SUM(a) "
-        "ORDER BY SUM(a) - SUM(u) DESC, inst"
+        f"SELECT r.instance_id, SUM(r.allocated_milli_seconds), SUM(r.used_milli_seconds), SUM({COST_SQL}), "
+        f"MAX(r.currency) FROM ({subjects}) r GROUP BY r.instance_id "
+        "HAVING SUM(r.allocated_milli_seconds) > 0 AND SUM(r.allocated_milli_seconds) >= %s "
+        "AND SUM(r.used_milli_seconds) * 100 < %s * SUM(r.allocated_milli_seconds) "
+        "ORDER BY SUM(r.allocated_milli_seconds) - SUM(r.used_milli_seconds) DESC, r.instance_id"
     )
-    params = [*filt.params, min_milli, below]
+    params = [*params, min_milli, below]
     if limit is not None:
         sql += " LIMIT %s"
         params.append(limit)

@@ -19,7 +19,17 @@ from django.db import connection
 
 from apps.accounts.labels import LABEL_KEY
 
-from ._sql import LABEL_PREFIX, SUBJECT_COST_SQL, SUBJECT_KEY_SQL, dimension_sql, usage_filter
+from ._sql import (
+    COST_SQL,
+    LABEL_JOINS,
+    LABEL_PREFIX,
+    USAGE_DAY,
+    dimension_sql,
+    labels_where,
+    needs_label_joins,
+    subjects_sql,
+    usage_where,
+)
 from .idle import IdleHolder, chargeback_idle_holders  # noqa: F401 - part of this module's API
 from .names import dimension_names
 
@@ -130,38 +140,45 @@ class ChargebackReport:
     currency: str
 
 
-def _group_sql(query: ChargebackQuery, *, extra_keys: tuple[str, ...] = ()) -> tuple[str, list, int]:
-    """The two-level aggregate: per subject and price (rounded cost), then per group. Returns
-    (sql, params, number of group columns); the group columns come first in each result row,
-    then seconds, allocated, used, cost, currency."""
-    filt = usage_filter(
+def _group_sql(query: ChargebackQuery, *, per_day: bool = False) -> tuple[str, list, int]:
+    """The aggregate per group: (sql, params, number of key columns). Each result row is the key
+    columns (the day first if `per_day`, then one per group dimension), then seconds, allocated,
+    used, cost, currency.
+
+    The report groups subject rows (subjects_sql: each subject's range summed, then rounded
+    once); the daily chart groups UsageDay rows as they are (each is one subject's day at one
+    price, so rounding each is the rule applied per day)."""
+    where = usage_where(
         organization_id=query.organization_id,
         start=query.start,
         end=query.end,
-        labels=query.labels,
         owner_id=query.owner_id,
         project_id=query.project_id,
         instance_id=query.instance_id,
     )
-    select, params = [], []
-    for n, expr in enumerate(extra_keys):
-        select.append(f"{expr} AS k{n}")
+    labels = labels_where(query.labels)
+    keys, params = (["r.day"] if per_day else []), []
     for dimension in query.group_by:
         expr, expr_params = dimension_sql(dimension)
-        select.append(f"{expr} AS k{len(select)}")
+        keys.append(expr)
         params += expr_params
-    keys = [f"k{n}" for n in range(len(select))]
-    inner = (
-        f"SELECT {', '.join([*select, ''])} SUM(r.seconds) AS s, SUM(r.allocated_milli_seconds) AS a, "
-        f"SUM(r.used_milli_seconds) AS u, {SUBJECT_COST_SQL} AS c, r.currency AS cur "
-        f"{filt.sql} GROUP BY {', '.join([SUBJECT_KEY_SQL, *keys])}"
-    )
-    outer_keys = ", ".join([*keys, "cur"])
+    if per_day:
+        source, conditions = f"{USAGE_DAY} r", [where, labels]
+    else:
+        subjects, subject_params = subjects_sql(where)
+        source, conditions = f"({subjects}) r", [labels]
+        params += subject_params
+    joins = LABEL_JOINS if needs_label_joins(query.group_by, query.labels) else ""
+    for condition in conditions:
+        params += condition.params
+    # GROUP BY the key columns and the currency, by position (the expressions carry parameters).
+    positions = ", ".join(str(n) for n in [*range(1, len(keys) + 1), len(keys) + 5])
     sql = (
-        f"SELECT {', '.join([*keys, ''])} SUM(s), SUM(a), SUM(u), SUM(c), cur "
-        f"FROM ({inner}) subject GROUP BY {outer_keys}"
+        f"SELECT {', '.join([*keys, ''])}SUM(r.seconds), SUM(r.allocated_milli_seconds), "
+        f"SUM(r.used_milli_seconds), SUM({COST_SQL}), r.currency "
+        f"FROM {source} {joins} WHERE {' AND '.join(c.sql for c in conditions)} GROUP BY {positions}"
     )
-    return sql, params + filt.params, len(keys)
+    return sql, params, len(keys)
 
 
 def _fetch(sql: str, params: list) -> list[tuple]:
@@ -266,7 +283,7 @@ def chargeback_daily(*, query: ChargebackQuery, top: int | None = None) -> Charg
     for a chart; the report's figures are the ones that reconcile. `top`: keep the biggest `top`
     series and fold the rest into one "Other"."""
     query = replace(query, group_by=query.group_by[:1])
-    sql, params, n_keys = _group_sql(query, extra_keys=("r.day",))
+    sql, params, n_keys = _group_sql(query, per_day=True)
     raw = _fetch(sql, params)
     currencies: dict[str, Decimal] = defaultdict(Decimal)
     for r in raw:
