@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from apps.accounts.models import Project, Role
 from apps.billing.models import UsageRecord
@@ -215,6 +217,35 @@ def test_a_month_not_invoiced_yet_is_computed_from_the_roll_up_with_the_invoice_
     assert verdict.ok, f"{verdict.errors}\n{verdict.output}"
 
 
+def _invoiced_month(instances: int):
+    account = BillingAccountFactory()
+    for n in range(instances):
+        flavor = FlavorFactory(mig=True) if n % 2 else FlavorFactory()
+        instance = InstanceFactory(organization=account.organization, flavor=flavor)
+        run_record(
+            instance=instance,
+            started_at=OCT + timedelta(days=n),
+            ended_at=OCT + timedelta(days=n, hours=1),
+            hourly_amount="1.230000",
+        )
+    invoice_monthly_create(account=account, month_start=OCT)
+    return account.organization
+
+
+def test_the_export_reads_a_fixed_number_of_queries_whatever_its_rows():
+    # given a month of 2 instances and one of 8, both invoiced
+    small, big = _invoiced_month(2), _invoiced_month(8)
+
+    # when each is exported, then both take the same few queries
+    counts = []
+    for org in (small, big):
+        with CaptureQueriesContext(connection) as queries:
+            rows = focus_rows(organization_id=org.pk, month=date(2025, 10, 1))
+        counts.append((len(rows), len(queries)))
+    assert counts[0][0] == 2 and counts[1][0] == 8
+    assert counts[0][1] == counts[1][1] <= 8, counts
+
+
 # --- the API and the download: who may ----------------------------------------------------------
 
 
@@ -270,7 +301,8 @@ def test_another_tenant_is_404_and_a_bad_month_is_400(october, api_client, clien
     client.force_login(outsider)
     path, params = _api(october)
     assert api_client.get(path, params).status_code == 404
-    assert api_client.get(path, {**params, "format": "csv"}).status_code == 404
+    refused = api_client.get(path, {**params, "format": "csv"})
+    assert refused.status_code == 404 and refused["Content-Type"] == "application/json"
     assert client.get(f"/orgs/{october.org.slug}/chargeback/focus.csv", params).status_code == 404
 
     api_client.force_authenticate(october.owner)

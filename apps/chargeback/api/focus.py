@@ -16,6 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import GenericAPIView
 from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
 
 from apps.accounts.api.access import OrganizationScopedMixin
 
@@ -25,7 +26,7 @@ from ..selectors.focus import FOCUS_VERSION, focus_is_invoiced, focus_month_pars
 
 class FocusCsvRenderer(BaseRenderer):
     """Lets ?format=csv / Accept: text/csv through content negotiation; the view answers the CSV
-    itself, so this renders only an error's body (as JSON text)."""
+    itself (and errors as JSON), so this renders only what reaches it otherwise."""
 
     media_type = "text/csv"
     format = "csv"
@@ -37,6 +38,13 @@ class FocusCsvRenderer(BaseRenderer):
 
 class FocusExportView(OrganizationScopedMixin, GenericAPIView):
     renderer_classes = [JSONRenderer, FocusCsvRenderer]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # An error asked for as CSV is still JSON: a reason a person or a tool can read.
+        renderer = getattr(request, "accepted_renderer", None)
+        if isinstance(response, Response) and response.status_code >= 400 and getattr(renderer, "format", "") == "csv":
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
 
     @extend_schema(
         operation_id="chargeback_focus",
