@@ -13,7 +13,8 @@ def fixture_load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-# Every fixture with raw NVML reads; a new `nvml_<gpu>_capture.json` joins the tests by existing.
+# Every fixture with raw NVML reads (inventory and telemetry); a new `nvml_<gpu>_capture.json`
+# joins the tests by existing. Other captures (the health check's) carry only an inventory read.
 ALL_FIXTURES = sorted(path for path in FIXTURES.glob("*.json")
-                      if "inventory_raw" in fixture_load(path))
+                      if {"inventory_raw", "telemetry_raw"} <= fixture_load(path).keys())
 CAPTURES = [path for path in ALL_FIXTURES if path.name.endswith("_capture.json")]
