@@ -23,6 +23,7 @@ from apps.billing.services.invoicing import invoice_monthly_create
 from apps.billing.services.metering import usage_correction_add
 from apps.chargeback.exports_focus import focus_csv
 from apps.chargeback.selectors.focus import FOCUS_COLUMNS, focus_rows
+from apps.chargeback.services.rollup import usage_rollup_run
 from devtools import focus_validator
 from tests.chargeback.conftest import reservation_held
 from tests.factories.accounts import MembershipFactory, UserFactory
@@ -215,6 +216,51 @@ def test_a_month_not_invoiced_yet_is_computed_from_the_roll_up_with_the_invoice_
     path.write_text(focus_csv(rows=rows))
     verdict = focus_validator.validate(path)
     assert verdict.ok, f"{verdict.errors}\n{verdict.output}"
+
+
+def test_the_estimate_from_the_roll_up_is_what_the_invoice_then_says_to_the_cent():
+    # given October used (whole GPUs, a MIG slice, a fraction and a reservation both over the
+    # month's end) and rolled up by the roll-up job, not invoiced yet
+    account = BillingAccountFactory()
+    org = account.organization
+    region = RegionFactory()
+    whole, mig, half = FlavorFactory(gpu_count=2), FlavorFactory(mig=True), FlavorFactory(fraction=True)
+    runs = [
+        (whole, OCT + timedelta(days=3, minutes=7), OCT + timedelta(days=4, hours=5, seconds=13), "4.980000"),
+        (mig, OCT + timedelta(days=9), OCT + timedelta(days=9, minutes=47, seconds=3), "0.610000"),
+        (half, NOV - timedelta(hours=2, minutes=11), NOV + timedelta(hours=3), "1.150000"),
+    ]
+    for flavor, start, end, price in runs:
+        instance = InstanceFactory(organization=org, flavor=flavor, region=region)
+        run_record(instance=instance, started_at=start, ended_at=end, hourly_amount=price)
+    project = Project.objects.get(organization=org, slug="default")
+    reservation_held(
+        project=project,
+        flavor=whole,
+        region=region,
+        start=NOV - timedelta(hours=5, minutes=30),
+        end=NOV + timedelta(hours=2),
+        gpus=2,
+        hourly_amount="3.333333",
+    )
+    usage_rollup_run(now=NOV + timedelta(days=2))
+    estimate = focus_rows(organization_id=org.pk, month=date(2025, 10, 1))
+    assert {row["InvoiceId"] for row in estimate} == {None}
+
+    # when October is invoiced
+    invoice = invoice_monthly_create(account=account, month_start=OCT)
+    invoiced = focus_rows(organization_id=org.pk, month=date(2025, 10, 1))
+
+    # then every instance and the reservation cost the same in both, and both add up to the invoice
+    def costs(rows):
+        return {row["ResourceId"]: Decimal(row["BilledCost"]) for row in rows}
+
+    assert costs(estimate) == costs(invoiced) and len(estimate) == 4
+    # and the GPU-hours by share agree too (the roll-up's allocated share, the invoice's flavor share)
+    gpu_hours = [{row["ResourceId"]: row["ConsumedQuantity"] for row in rows} for rows in (estimate, invoiced)]
+    assert gpu_hours[0] == gpu_hours[1]
+    assert sum(costs(estimate).values()) == invoice.subtotal == invoice.total
+    assert {row["InvoiceId"] for row in invoiced} == {invoice.number}
 
 
 def _invoiced_month(instances: int):
