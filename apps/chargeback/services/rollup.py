@@ -70,7 +70,7 @@ HORIZON_WAIT_S = 2.0
 class RollupResult:
     records: int = 0  # usage records folded
     charges: int = 0  # reservation charges folded
-    samples: int = 0  # GPU-minutes of telemetry folded
+    samples: int = 0  # telemetry folded: GPU samples (one GPU, one minute) × the slices holding that GPU
     telemetry_until: datetime | None = None  # hours before this have their telemetry
     busy: bool = False  # another run held the lock; this one did nothing
 
