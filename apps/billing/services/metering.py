@@ -1,12 +1,12 @@
 """Metering: an instance's agent-confirmed running interval becomes a MeteredRun, cut into
-immutable per-second UsageRecords at UTC hour boundaries: the meter task (every few seconds)
+immutable per-second UsageRecords at UTC hour boundaries: the meter task (beat, each minute)
 writes each clock hour of an open run once it is over, and the run's end writes the rest. So a
 record never spans an hour (nor a month, which starts on an hour) and a month of running is ~720
 records, one per hour, instead of one per pass; the seconds inside them stay exact. Provisioning
 time and failed launches never open a run, so they cost nothing.
 
 What a page or a budget shows now adds the seconds not yet written (`run_unmetered_seconds`,
-`usage_cost_since`): up to an hour (plus the few seconds until the next pass) per open run.
+`usage_cost_since`): up to an hour (plus the time until the next pass) per open run.
 
 Locks (the order is in portal/db.py): a run is closed under its instance's row lock, which the
 lifecycle took first; the metering pass takes runs and their instances together, SKIP LOCKED, so
