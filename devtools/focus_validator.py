@@ -184,6 +184,8 @@ def verdict_from_output(
         verdict.errors.append("focus-validator printed no validation results")
         return verdict
     verdict.summary = total.group(0)
+    if "PASS" not in status.values():  # nothing checked (every rule skipped) is no pass
+        verdict.errors.append("focus-validator passed no rule")
     excused = {child for parent, kids in or_children.items() if status.get(parent) == "PASS" for child in kids}
     for rule_id, state in sorted(status.items()):
         if state != "FAIL":
