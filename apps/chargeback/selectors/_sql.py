@@ -39,12 +39,14 @@ def _round_digits_sql() -> str:
 # over the range summed first) for the report, or one UsageDay row (one subject's day at one
 # price: the table is unique on that) for the daily chart.
 COST_SQL = f"ROUND(r.seconds * r.hourly_amount / 3600.0, {_round_digits_sql()})"
-# What a subject row is keyed by: the invoice line's key (instance or reservation, unit price,
-# currency) and the subject's properties the dimensions read (one value per subject; keyed rather
-# than picked so that nothing is lost if one ever changed).
-SUBJECT_COLUMNS = (
-    "r.instance_id, r.reservation_id, r.hourly_amount, r.currency, "
-    "r.project_id, r.owner_id, r.offering_id, r.flavor_id, r.region_id"
+# What a subject row is keyed by: the invoice line's key (instance or reservation, unit price;
+# an instance has one currency). Its properties, which the dimensions read, are one value per
+# subject (the roll-up copies them from the instance or reservation); MIN picks it. Keying by
+# them too would give the same rows but costs half again as much over a year of rows.
+SUBJECT_KEY = "r.instance_id, r.reservation_id, r.hourly_amount, r.currency"
+SUBJECT_PROPERTIES = (
+    "MIN(r.project_id) AS project_id, MIN(r.owner_id) AS owner_id, MIN(r.offering_id) AS offering_id, "
+    "MIN(r.flavor_id) AS flavor_id, MIN(r.region_id) AS region_id"
 )
 MEASURES_SUM = (
     "SUM(r.seconds) AS seconds, SUM(r.allocated_milli_seconds) AS allocated_milli_seconds, "
@@ -126,6 +128,7 @@ def subjects_sql(where: Where) -> tuple[str, list]:
     cost rule rounds. Reads UsageDay alone, so the joins and label reads that follow touch one
     row per instance, not one per instance-day."""
     return (
-        f"SELECT {SUBJECT_COLUMNS}, {MEASURES_SUM} FROM {USAGE_DAY} r WHERE {where.sql} GROUP BY {SUBJECT_COLUMNS}",
+        f"SELECT {SUBJECT_KEY}, {SUBJECT_PROPERTIES}, {MEASURES_SUM} FROM {USAGE_DAY} r "
+        f"WHERE {where.sql} GROUP BY {SUBJECT_KEY}",
         where.params,
     )
