@@ -9,8 +9,11 @@ class Migration(migrations.Migration):
 
     initial = True
 
+    # After billing's compaction (0007): the roll-up reads usage records by id, so it must never
+    # have read records that 0007 then merges into new ids.
     dependencies = [
         ('accounts', '0003_project_labels'),
+        ('billing', '0007_usage_records_hourly'),
         ('capacity', '0011_node_wipe_pending'),
         ('catalog', '0002_image_notebook_args'),
         ('instances', '0008_instance_labels'),
