@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 
 from apps.billing.models import UsageRecord
 from apps.billing.services.metering import usage_correction_add, usage_run_close
@@ -319,3 +321,21 @@ def test_the_beat_task_folds_what_is_new():
     assert entry["task"] == usage_rollup.name == "chargeback.usage_rollup"
     assert (first["records"], second["records"]) == (1, 0)
     assert hours(instance=instance) == {T0: (300, 300 * 1000, 0)}
+
+
+def test_the_backfill_command_rebuilds_the_roll_ups_from_the_records():
+    # given folded usage, and roll-ups gone wrong (say, edited by hand)
+    instance = InstanceFactory()
+    run_record(instance=instance, started_at=T0, ended_at=T0 + timedelta(minutes=90), hourly_amount="1.00")
+    usage_rollup_run(now=LATER)
+    expected = (hours(instance=instance), days(instance=instance))
+    UsageHour.objects.update(seconds=1)
+    UsageDay.objects.update(seconds=1)
+
+    # when the backfill command runs
+    out = StringIO()
+    call_command("usage_rollup_backfill", stdout=out)
+
+    # then the roll-ups are the records' again
+    assert (hours(instance=instance), days(instance=instance)) == expected
+    assert "folded 2 usage records" in out.getvalue()
