@@ -5,7 +5,7 @@ count that does not grow with the rows."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -14,6 +14,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.accounts.roles import OrgAccess
+from apps.capacity.models import Reservation, ReservationState
+from apps.chargeback.models import UsageDay
 from apps.chargeback.selectors.idle import chargeback_idle_holders
 from apps.chargeback.selectors.params import chargeback_query_from_params
 from apps.chargeback.selectors.report import (
@@ -333,3 +335,50 @@ def test_a_project_of_another_tenant_is_unknown(world):
         _parse(world, project=world.stranger_org.projects.first().slug + "-x")
     stranger_project_slug = "default"  # both organizations have one: the caller's own is meant
     assert _parse(world, project=stranger_project_slug).project_id == world.org.projects.get(slug="default").pk
+
+
+# --- reservations -------------------------------------------------------------------------------
+
+
+def test_a_reservation_is_a_subject_of_its_own_with_its_projects_labels(world):
+    # Given a reservation of the research project, booked by bob, charged for a day
+    reservation = Reservation.objects.create(
+        organization=world.org,
+        project=world.research,
+        flavor=world.train.flavor,
+        region=world.train.region,
+        gpu_model_id=world.train.flavor.gpu_model_id,
+        gpus=1,
+        starts_at=datetime(2026, 11, 1, tzinfo=UTC),
+        ends_at=datetime(2026, 11, 2, tzinfo=UTC),
+        state=ReservationState.ENDED,
+        units=1,
+        hourly_amount=Decimal("1.00"),
+        currency="USD",
+        created_by=world.bob,
+    )
+    UsageDay.objects.create(
+        organization=world.org,
+        project=world.research,
+        owner=world.bob,
+        reservation=reservation,
+        offering=world.train.offering,
+        flavor=world.train.flavor,
+        region=world.train.region,
+        hourly_amount=Decimal("1.00"),
+        currency="USD",
+        seconds=86400,
+        allocated_milli_seconds=86_400_000,
+        day=NOV1,
+    )
+    # When grouped by instance, and filtered by the project's label
+    rows = {r.keys[0].value: r for r in report(world, group_by=("instance",)).rows}
+    key = f"reservation:{reservation.pk}"
+    # Then it is its own row, named as a reservation, and it carries the project's labels
+    assert rows[key].cost == Decimal("24.00")
+    assert rows[key].keys[0].name == f"Reservation {str(reservation.pk)[:8]} ({world.train.flavor.name})"
+    assert report(world, labels=(("cost-centre", "CC-1"),)).total.cost == Decimal("30.00")  # train + it
+    assert costs(report(world, group_by=("owner",)))[(world.bob.email,)] == Decimal("26.00")
+    # and idle holders list instances only
+    holders = chargeback_idle_holders(organization_id=world.org.pk, start=NOV1, end=DEC1, below_pct=100, min_hours=0)
+    assert all(h.instance_name != key for h in holders) and len(holders) == 3
