@@ -89,7 +89,7 @@ def _committed_horizon(table: str) -> int | None:
         writers_sql = (
             "SELECT COALESCE(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks "
             "WHERE locktype = 'relation' AND relation = %s::regclass AND mode = 'RowExclusiveLock' "
-            "AND pid <> pg_backend_pid()"
+            "AND pid IS DISTINCT FROM pg_backend_pid()"  # a prepared transaction has no pid: counted
         )
         cursor.execute(writers_sql, [table])
         (writers,) = cursor.fetchone()
