@@ -241,6 +241,21 @@ def usage_run_meter(*, run_id: int, now: datetime | None = None) -> list[UsageRe
     return _records_write(run=runs[0], planned=_records_plan_finished(run=runs[0], now=now or timezone.now()))
 
 
+
+def usage_open_runs_cut(*, organization_id: int, now: datetime) -> int:
+    """Write every open run of one organization up to `now`, the running hour's seconds
+    included (still cut at hour boundaries, so the hourly grain holds: one more record in that
+    hour). A threshold invoice calls it first, so a young account is billed to the second and not
+    only its finished hours. Runs a stop is closing right now are skipped (their close writes
+    them). The caller's transaction holds; returns how many records were written."""
+    run_ids = list(
+        MeteredRun.objects.filter(organization_id=organization_id, ended_at__isnull=True).values_list("pk", flat=True)
+    )
+    written = 0
+    for run in _runs_lock(run_ids=run_ids) if run_ids else []:
+        written += len(_records_write(run=run, planned=_records_plan(run=run, total=_seconds_until(run, now))))
+    return written
+
 METER_BATCH = 500
 
 

@@ -26,8 +26,9 @@ from apps.billing.services.invoicing import (
     invoice_threshold_create,
     invoices_due_create,
 )
+from apps.billing.services.invoicing.build import young_accounts_over_threshold
 from apps.billing.services.metering import usage_correction_add
-from tests.factories.billing import BillingAccountFactory, InstanceFactory, run_record
+from tests.factories.billing import BillingAccountFactory, InstanceFactory, run_open, run_record
 
 pytestmark = pytest.mark.django_db
 OCT = datetime(2025, 10, 1, tzinfo=UTC)
@@ -236,6 +237,24 @@ def test_a_young_account_is_invoiced_when_its_usage_reaches_the_threshold(accoun
 
     assert invoice.kind == InvoiceKind.THRESHOLD and invoice.subtotal == Decimal("50.00")
     assert invoice_threshold_create(account=account, now=now) is None  # nothing unbilled left
+
+
+@override_settings(BILLING={**__import__("django.conf").conf.settings.BILLING, "THRESHOLD_AMOUNT": Decimal("50.00")})
+def test_a_young_account_running_mid_hour_is_invoiced_to_the_second(account):
+    # Given a run open since 30 min 36 s ago at 100.00/h (50.00 + 0.01 with nothing written yet:
+    # the meter writes finished hours only) on a clock 30 min past the hour
+    now = datetime(2026, 10, 14, 12, 30, tzinfo=UTC)
+    instance = _instance(account)
+    run_open(instance=instance, started_at=now - timedelta(seconds=30 * 60 + 36), hourly_amount="100.00", currency="USD")
+
+    # When the due invoices are looked for and the threshold invoice is made
+    assert account.pk in young_accounts_over_threshold(now=now)
+    invoice = invoice_threshold_create(account=account, now=now)
+
+    # Then it bills every second up to now, cut at the hour boundary (two records)
+    assert invoice.kind == InvoiceKind.THRESHOLD and invoice.subtotal == Decimal("51.00")
+    records = UsageRecord.objects.filter(instance=instance).order_by("period_start")
+    assert [(r.seconds, r.period_end) for r in records] == [(36, now - timedelta(minutes=30)), (1800, now)]
 
 
 @override_settings(BILLING={**__import__("django.conf").conf.settings.BILLING, "THRESHOLD_AMOUNT": Decimal("1.00")})

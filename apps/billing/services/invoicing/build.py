@@ -32,6 +32,7 @@ from ...models import (
 )
 from ...money import usage_cost, usage_cost_exact
 from ...selectors.usage import month_bounds
+from ..metering import usage_open_runs_cut
 from ..accounts import billing_account_get_or_create, billing_account_lock
 from ..credits import credits_apply
 from .reservations import (
@@ -221,6 +222,8 @@ def invoice_threshold_create(*, account: BillingAccount, now: datetime | None = 
     account = billing_account_lock(account=account)
     if not account_is_young(account=account, now=now):
         return None
+    # The meter writes finished hours only; a pay-as-you-go invoice bills up to now.
+    usage_open_runs_cut(organization_id=account.pk, now=now)
     rows = _rows(records_uninvoiced(organization_id=account.pk, before=now))
     charges = list(reservation_charges_uninvoiced(organization_id=account.pk, before=now))
     exact = sum((usage_cost_exact(seconds=r[3], hourly_amount=r[2]) for r in rows), Decimal(0))
@@ -258,7 +261,8 @@ def organizations_to_close(*, month_start: datetime, month_end: datetime) -> lis
 
 def young_accounts_over_threshold(*, now: datetime) -> list[int]:
     """Young accounts whose unbilled usage and reservation charges (exact, before rounding) reached
-    the threshold."""
+    the threshold, counting the seconds of open runs not written yet (the meter writes finished
+    hours only, so without them the threshold could be passed up to an hour late)."""
     young = BillingAccount.objects.filter(
         created_at__gt=now - timedelta(days=settings.BILLING["YOUNG_ACCOUNT_DAYS"])
     ).values_list("pk", flat=True)
@@ -271,6 +275,12 @@ def young_accounts_over_threshold(*, now: datetime) -> list[int]:
             SELECT c.organization_id, c.seconds * c.hourly_amount FROM billing_reservationcharge c
             WHERE c.organization_id = ANY(%(ids)s) AND c.period_start < %(now)s
               AND NOT EXISTS (SELECT 1 FROM billing_invoicedreservationcharge i WHERE i.charge_id = c.id)
+            UNION ALL
+            SELECT m.organization_id,
+                   GREATEST(FLOOR(EXTRACT(EPOCH FROM (%(now)s - m.started_at))) - m.metered_seconds, 0)
+                   * m.hourly_amount
+            FROM billing_meteredrun m
+            WHERE m.organization_id = ANY(%(ids)s) AND m.ended_at IS NULL AND m.started_at < %(now)s
         ) unbilled
         GROUP BY organization_id HAVING SUM(cost) / 3600 >= %(threshold)s
     """
