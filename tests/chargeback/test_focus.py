@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.accounts.models import Project, Role
 from apps.billing.models import UsageRecord
 from apps.billing.services.credits import credit_grant_create
-from apps.billing.services.invoicing import invoice_monthly_create
+from apps.billing.services.invoicing import invoice_monthly_create, invoice_threshold_create
 from apps.billing.services.metering import usage_correction_add
 from apps.chargeback.exports_focus import focus_csv
 from apps.chargeback.selectors.focus import FOCUS_COLUMNS, focus_rows
@@ -261,6 +261,28 @@ def test_the_estimate_from_the_roll_up_is_what_the_invoice_then_says_to_the_cent
     assert gpu_hours[0] == gpu_hours[1]
     assert sum(costs(estimate).values()) == invoice.subtotal == invoice.total
     assert {row["InvoiceId"] for row in invoiced} == {invoice.number}
+
+
+def test_a_month_with_a_threshold_invoice_adds_up_to_both_invoices():
+    # given a young account invoiced at the threshold on October 10th, then at the month's end
+    account = BillingAccountFactory()
+    instance = InstanceFactory(organization=account.organization, name="big")
+    run_record(instance=instance, started_at=OCT, ended_at=OCT + timedelta(hours=100), hourly_amount="1.500000")
+    threshold = invoice_threshold_create(account=account, now=OCT + timedelta(days=10))
+    run_record(
+        instance=instance,
+        started_at=OCT + timedelta(days=20),
+        ended_at=OCT + timedelta(days=20, minutes=20),
+        hourly_amount="1.500000",
+    )
+    monthly = invoice_monthly_create(account=account, month_start=OCT, now=NOV + timedelta(hours=1))
+    assert threshold is not None and monthly is not None
+
+    rows = focus_rows(organization_id=account.organization.pk, month=date(2025, 10, 1))
+
+    # then both invoices' lines are there, each row with its own invoice, adding up to both totals
+    assert sum(Decimal(row["BilledCost"]) for row in rows) == threshold.total + monthly.total == Decimal("150.50")
+    assert sorted(row["InvoiceId"] for row in rows) == sorted([threshold.number, monthly.number])
 
 
 def _invoiced_month(instances: int):
