@@ -247,3 +247,13 @@ def test_report_endpoint_query_count_does_not_grow_with_rows(api_client, world):
         inst = InstanceFactory(organization=world.org, project=world.web, owner=world.bob)
         usage_day(instance=inst, day=NOV2, seconds=60 * (n + 1))
     assert count() == few
+
+
+def test_daily_csv_has_a_line_per_day_and_series_adding_up_to_the_json(api_client, world):
+    client = as_user(api_client, world.owner)
+    body = get(client, world, "chargeback/daily/", group_by="project").json()
+    rows = _csv_rows(get(client, world, "chargeback/daily/", group_by="project", format="csv"))
+    assert rows[0][:4] == ["day", "series", "value", "cost"]
+    assert len(rows) - 1 == 30 * len(body["series"])
+    assert sum(Decimal(r[3]) for r in rows[1:]) == sum(Decimal(c) for s in body["series"] for c in s["cost"])
+    assert rows[1][:4] == ["2026-11-01", "Research", str(world.research.pk), "4.00"]

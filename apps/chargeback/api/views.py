@@ -28,6 +28,7 @@ from apps.accounts.api.access import OrganizationScopedMixin
 
 from ..selectors.exports import (
     chargeback_csv_response,
+    chargeback_daily_csv,
     chargeback_idle_csv,
     csv_streaming_response,
 )
@@ -144,8 +145,12 @@ class ChargebackDailyView(_ChargebackView):
             OpenApiParameter(
                 "top", OpenApiTypes.INT, description="Keep the biggest N series, fold the rest into Other."
             ),
+            _FORMAT,
         ],
-        responses=DailySerializer,
+        responses={
+            (200, "application/json"): DailySerializer,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="A line per day and series."),
+        },
     )
     def get(self, request, org_slug):
         access = self.access
@@ -154,6 +159,12 @@ class ChargebackDailyView(_ChargebackView):
         )
         top = _top(request.query_params.get("top"))
         daily = chargeback_daily(query=query, top=top)
+        if self.wants_csv():
+            last = query.end - timedelta(days=1)
+            return csv_streaming_response(
+                lines=chargeback_daily_csv(daily=daily),
+                filename=f"{access.organization.slug}-chargeback-daily-{query.start}-to-{last}.csv",
+            )
         return Response(
             {
                 "start": query.start,

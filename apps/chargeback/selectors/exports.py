@@ -20,7 +20,7 @@ from decimal import Decimal
 from django.http import StreamingHttpResponse
 
 from .idle import IdleHolder
-from .report import ChargebackReport, ChargebackRow, dimension_title
+from .report import ChargebackDaily, ChargebackReport, ChargebackRow, dimension_title
 
 CSV_MEASURES = ("hours", "allocated_gpu_hours", "used_gpu_hours", "utilisation_pct", "cost", "currency")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -66,6 +66,27 @@ def chargeback_csv(*, report: ChargebackReport) -> Iterator[str]:
         keys = [_text(k.name) for k in row.keys] or ["All usage"]
         yield writer.writerow([*keys, *_measures(row)])
     yield writer.writerow(["TOTAL", *[""] * (width - 1), *_measures(report.total)])
+
+
+def chargeback_daily_csv(*, daily: ChargebackDaily) -> Iterator[str]:
+    """The daily series as CSV lines in long form (a line per day and series), which pivot
+    tables read directly: day, series, its key value, cost, allocated and used GPU-hours."""
+    writer = csv.writer(_Line())
+    yield writer.writerow(["day", "series", "value", "cost", "allocated_gpu_hours", "used_gpu_hours", "currency"])
+    for series in daily.series:
+        value = "" if series.key is None or series.key.value is None else series.key.value
+        for n, day in enumerate(daily.days):
+            yield writer.writerow(
+                [
+                    day.isoformat(),
+                    _text(series.name),
+                    _text(value),
+                    _decimal(series.cost[n]),
+                    _decimal(series.allocated_gpu_hours[n]),
+                    _decimal(series.used_gpu_hours[n]),
+                    daily.currency,
+                ]
+            )
 
 
 IDLE_CSV_HEADER = (
