@@ -17,7 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.accounts.models import Project, Role
-from apps.billing.models import UsageRecord
+from apps.billing.models import InvoiceLine, UsageRecord
 from apps.billing.services.credits import credit_grant_create
 from apps.billing.services.invoicing import invoice_monthly_create, invoice_threshold_create
 from apps.billing.services.metering import usage_correction_add
@@ -168,8 +168,13 @@ def test_an_invoiced_month_is_its_invoice_lines_and_adds_up_to_the_invoice_to_th
 
 
 def test_the_focus_validator_finds_no_error_in_the_export_and_finds_them_in_a_broken_file(october, validator, tmp_path):
-    # given October's export as CSV
+    # given October's export as CSV, its invoice with a line made by hand besides (an adjustment)
+    InvoiceLine.objects.create(
+        invoice=october.invoice, description="Goodwill: node maintenance", amount=Decimal("-1.50")
+    )
     rows = focus_rows(organization_id=october.org.pk, month=date(2025, 10, 1))
+    (adjustment,) = _by(rows, ChargeCategory="Adjustment")
+    assert adjustment["BilledCost"] == "-1.50" and adjustment["InvoiceId"] == october.invoice.number
     good = tmp_path / "focus.csv"
     good.write_text(focus_csv(rows=rows))
 

@@ -149,7 +149,17 @@ def _invoiced_rows(*, organization: Organization, invoices: list[Invoice]) -> li
             continue
         if line.instance_id is None:
             reservation = reservations.get(line.pk)
-            if reservation is None:  # a hand-made line with nothing behind it: shown as it is billed
+            if reservation is None:  # a line made by hand, nothing behind it: billed, so exported
+                rows.append(
+                    credit_row(
+                        base=base,
+                        amount=line.amount,
+                        currency=invoice.currency,
+                        description=line.description,
+                        period=period,
+                        category="Adjustment",
+                    )
+                )
                 continue
             span = charge_spans[line.pk]
             rows.append(

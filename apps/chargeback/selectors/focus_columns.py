@@ -85,6 +85,7 @@ QUANTITY = Decimal("0.000001")  # quantities to a millionth: a GPU-second is 0.0
 SERVICE_CATEGORY = "AI and Machine Learning"  # one of FOCUS 1.2's allowed ServiceCategory values
 SERVICE_SUBCATEGORY = "AI Platforms"
 RESERVATION_TYPE = "Capacity Reservation"
+ADJUSTMENT_SERVICE = "Billing adjustments"
 CREDIT_SERVICE = "Credits"  # ServiceName may not be null, even on a credit of the whole account
 
 
@@ -285,8 +286,12 @@ def usage_row(
     )
 
 
-def credit_row(*, base: dict, amount: Decimal, currency: str, description: str, period) -> dict[str, str | None]:
-    """A credit line of an invoice: money off the whole account, so no project or resource."""
+def credit_row(
+    *, base: dict, amount: Decimal, currency: str, description: str, period, category: str = "Credit"
+) -> dict[str, str | None]:
+    """A credit line of an invoice: money off the whole account, so no project or resource. With
+    category "Adjustment": a line billed with no instance or reservation behind it (made by hand),
+    kept so the export still adds up to the invoice."""
     value = _dec(amount)
     zero = _dec(Decimal("0.00"))
     row = dict.fromkeys(FOCUS_COLUMNS)
@@ -301,10 +306,10 @@ def credit_row(*, base: dict, amount: Decimal, currency: str, description: str, 
             "ContractedCost": zero,
             "BillingCurrency": currency,
             "PricingCurrencyEffectiveCost": value,
-            "ChargeCategory": "Credit",
+            "ChargeCategory": category,
             "ChargeDescription": description,
             "ChargeFrequency": "One-Time",
-            "ServiceName": CREDIT_SERVICE,
+            "ServiceName": CREDIT_SERVICE if category == "Credit" else ADJUSTMENT_SERVICE,
         }
     )
     return _ascii_row(row)
