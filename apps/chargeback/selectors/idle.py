@@ -10,21 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.db import connection
 
 from apps.instances.models import Instance
 
 from ._sql import COST_SQL, subjects_sql, usage_where
+from .measures import MILLI_PER_GPU_HOUR, gpu_hours, utilisation_pct
 from .names import user_display
-
-_MILLI_HOUR = Decimal(3_600_000)
-_HOURS_QUANTUM = Decimal("0.0001")
-
-
-def _hours(milli_seconds: int) -> Decimal:
-    return (Decimal(milli_seconds) / _MILLI_HOUR).quantize(_HOURS_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -44,20 +38,22 @@ class IdleHolder:
 
     @property
     def allocated_gpu_hours(self) -> Decimal:
-        return _hours(self.allocated_milli_seconds)
+        return gpu_hours(self.allocated_milli_seconds)
 
     @property
     def used_gpu_hours(self) -> Decimal:
-        return _hours(self.used_milli_seconds)
+        return gpu_hours(self.used_milli_seconds)
 
     @property
     def wasted_gpu_hours(self) -> Decimal:
-        return _hours(self.allocated_milli_seconds - self.used_milli_seconds)
+        return gpu_hours(self.allocated_milli_seconds - self.used_milli_seconds)
 
     @property
     def utilisation_pct(self) -> Decimal:
-        value = Decimal(self.used_milli_seconds) * 100 / Decimal(self.allocated_milli_seconds)
-        return value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+        # An idle holder held something: allocated is never 0 here.
+        return utilisation_pct(
+            used_milli_seconds=self.used_milli_seconds, allocated_milli_seconds=self.allocated_milli_seconds
+        )
 
 
 def chargeback_idle_holders(
@@ -74,7 +70,7 @@ def chargeback_idle_holders(
     below `below_pct` percent while they held at least `min_hours` GPU-hours, most wasted
     GPU-hours (allocated − used) first. `owner_id`: only that user's instances."""
     below = Decimal(str(below_pct))
-    min_milli = int(Decimal(str(min_hours)) * _MILLI_HOUR)
+    min_milli = int(Decimal(str(min_hours)) * MILLI_PER_GPU_HOUR)
     where = usage_where(organization_id=organization_id, start=start, end=end, owner_id=owner_id, instances_only=True)
     subjects, params = subjects_sql(where)
     # Per instance: its subjects (one per unit price) each rounded once, added up. Idle when

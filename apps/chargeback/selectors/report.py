@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.db import connection
 
@@ -31,6 +31,7 @@ from ._sql import (
     usage_where,
 )
 from .idle import IdleHolder, chargeback_idle_holders  # noqa: F401 - part of this module's API
+from .measures import gpu_hours, utilisation_pct
 from .names import dimension_names
 
 # Dimension names used in URLs, the API and CSV; `label:<key>` groups by an effective label.
@@ -45,10 +46,6 @@ DIMENSION_TITLES = {
 }
 GROUP_BY_MAX = 2
 DEFAULT_CURRENCY = "USD"
-
-_MILLI_HOUR = Decimal(3_600_000)  # thousandths of a GPU × seconds in one GPU-hour
-_HOURS_QUANTUM = Decimal("0.0001")
-_PCT_QUANTUM = Decimal("0.1")
 
 
 def dimension_is_valid(name: str) -> bool:
@@ -88,18 +85,6 @@ class ChargebackKey:
     name: str
 
 
-def _hours(milli_seconds: int) -> Decimal:
-    return (Decimal(milli_seconds) / _MILLI_HOUR).quantize(_HOURS_QUANTUM, rounding=ROUND_HALF_UP)
-
-
-def utilisation_pct(*, used_milli_seconds: int, allocated_milli_seconds: int) -> Decimal | None:
-    """Used over allocated GPU time in percent, to 0.1; None when nothing was allocated."""
-    if not allocated_milli_seconds:
-        return None
-    value = Decimal(used_milli_seconds) * 100 / Decimal(allocated_milli_seconds)
-    return value.quantize(_PCT_QUANTUM, rounding=ROUND_HALF_UP)
-
-
 @dataclass(frozen=True)
 class ChargebackRow:
     keys: tuple[ChargebackKey, ...]
@@ -111,15 +96,15 @@ class ChargebackRow:
 
     @property
     def hours(self) -> Decimal:
-        return _hours(self.seconds * 1000)
+        return gpu_hours(self.seconds * 1000)
 
     @property
     def allocated_gpu_hours(self) -> Decimal:
-        return _hours(self.allocated_milli_seconds)
+        return gpu_hours(self.allocated_milli_seconds)
 
     @property
     def used_gpu_hours(self) -> Decimal:
-        return _hours(self.used_milli_seconds)
+        return gpu_hours(self.used_milli_seconds)
 
     @property
     def utilisation_pct(self) -> Decimal | None:
@@ -318,8 +303,8 @@ def chargeback_daily(*, query: ChargebackQuery, top: int | None = None) -> Charg
                 key=key,
                 name=name,
                 cost=[acc.cost.get(d, Decimal(0)) for d in days],
-                allocated_gpu_hours=[_hours(acc.allocated.get(d, 0)) for d in days],
-                used_gpu_hours=[_hours(acc.used.get(d, 0)) for d in days],
+                allocated_gpu_hours=[gpu_hours(acc.allocated.get(d, 0)) for d in days],
+                used_gpu_hours=[gpu_hours(acc.used.get(d, 0)) for d in days],
             )
         )
     return ChargebackDaily(days=days, series=series, currency=currency)
