@@ -257,3 +257,17 @@ def test_daily_csv_has_a_line_per_day_and_series_adding_up_to_the_json(api_clien
     assert len(rows) - 1 == 30 * len(body["series"])
     assert sum(Decimal(r[3]) for r in rows[1:]) == sum(Decimal(c) for s in body["series"] for c in s["cost"])
     assert rows[1][:4] == ["2026-11-01", "Research", str(world.research.pk), "4.00"]
+
+
+def test_month_and_repeated_labels_and_an_inclusive_end(api_client, world):
+    client = as_user(api_client, world.owner)
+    body = client.get(url(world), {"month": "2026-11", "label": ["team=ml", "cost-centre=CC-1"]}).json()
+    assert (body["start"], body["end"], body["labels"]) == (
+        "2026-11-01",
+        "2026-11-30",
+        {"cost-centre": "CC-1", "team": "ml"},
+    )
+    assert body["total"]["cost"] == "6.00"  # train only: tune's own cost-centre is CC-2
+    # end is the last day, included: the 2nd's usage counts when end=2026-11-02, not when end=2026-11-01
+    assert client.get(url(world), {"start": "2026-11-02", "end": "2026-11-02"}).json()["total"]["cost"] == "4.00"
+    assert client.get(url(world), {"start": "2026-11-01", "end": "2026-11-01"}).json()["total"]["cost"] == "4.50"
