@@ -247,6 +247,9 @@ class ChargebackDaily:
     currency: str
 
 
+_OTHER = object()  # the folded series' key: no group value can be it
+
+
 @dataclass
 class _Acc:
     cost: dict = field(default_factory=lambda: defaultdict(Decimal))
@@ -287,11 +290,11 @@ def chargeback_daily(*, query: ChargebackQuery, top: int | None = None) -> Charg
         for _, acc in ordered[top:]:
             for day in acc.cost:
                 other.add(day, acc.cost[day], acc.allocated[day], acc.used[day])
-        ordered = [*ordered[:top], ("\x00other", other)]
+        ordered = [*ordered[:top], (_OTHER, other)]
     days = [query.start + timedelta(days=n) for n in range(query.days)]
     series = []
     for value, acc in ordered:
-        if value == "\x00other":
+        if value is _OTHER:
             key, name = None, "Other"
         elif query.group_by:
             key = ChargebackKey(dimension=query.group_by[0], value=value, name=names[value])
