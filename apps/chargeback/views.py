@@ -170,6 +170,11 @@ def _report_context(request, access: OrgAccess) -> tuple[dict, bool]:
         narrowed=_narrowed(request, access, form.data, report),
         last_day=query.end.fromordinal(query.end.toordinal() - 1),
         csv_url=f"{reverse('chargeback-csv', args=[access.organization.slug])}?{csv_params.urlencode()}",
+        # FOCUS is per billing period: the month the range starts in (owners, admins, billing).
+        focus_url=(
+            f"{reverse('chargeback-focus-csv', args=[access.organization.slug])}?month={query.start:%Y-%m}"
+            if access.can_view_billing else None
+        ),
     )
     if context["credits"] is not None:
         context["net"] = report.total.cost - context["credits"]

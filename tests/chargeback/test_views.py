@@ -76,6 +76,8 @@ def test_owners_admins_and_billing_see_the_whole_organization(client, world, rol
     assert groups(html) == ["Research", "Web"]
     assert total(html) == Decimal("8.50")  # 2 + 4 + 2 research, 0.50 web; not the stranger's 5
     assert 'data-testid="own-only"' not in html
+    # and the month's FOCUS export is offered
+    assert f'/orgs/{world.org.slug}/chargeback/focus.csv?month={NOV["start"][:7]}' in html
 
 
 @pytest.mark.parametrize("role", [Role.MEMBER, Role.VIEWER])
@@ -93,6 +95,7 @@ def test_members_and_viewers_see_their_own_usage_only_and_are_told_so(client, wo
     assert total(html) == Decimal("2.00")
     assert 'data-testid="own-only"' in html
     assert "Credits applied" not in html  # invoices are for billing roles
+    assert 'data-testid="focus-download"' not in html
 
 
 def test_a_members_csv_holds_only_their_own_usage(client, world):
