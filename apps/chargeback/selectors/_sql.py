@@ -52,22 +52,52 @@ MEASURES_SUM = (
     "SUM(r.seconds) AS seconds, SUM(r.allocated_milli_seconds) AS allocated_milli_seconds, "
     "SUM(r.used_milli_seconds) AS used_milli_seconds"
 )
-# Effective labels read the instance (none for a reservation) and the project.
-LABEL_JOINS = f"LEFT JOIN {INSTANCE} i ON i.id = r.instance_id JOIN {PROJECT} p ON p.id = r.project_id"
 
 
-def needs_label_joins(dimensions: tuple[str, ...], labels: tuple) -> bool:
-    return bool(labels) or any(d.startswith(LABEL_PREFIX) for d in dimensions)
+@dataclass
+class LabelReads:
+    """How a statement reads effective labels: for each key, the organization's instances' and
+    projects' values of it, read once into a small materialized table (a few thousand rows) and
+    joined to the usage rows by id. Reading the JSON of every usage row's instance instead costs
+    more than the whole aggregate over a year of rows."""
+
+    with_sql: str = ""  # "WITH …" (or nothing), to start the statement
+    joins: str = ""
+    params: list = field(default_factory=list)  # of with_sql
+    exprs: dict[str, str] = field(default_factory=dict)  # key -> the row's effective value
 
 
-def dimension_sql(dimension: str) -> tuple[str, list]:
-    """The SQL expression (text, so every key compares and sorts alike) a dimension groups by,
-    with its parameters. Reads r (a UsageDay or subject row), and i, p (LABEL_JOINS) for labels."""
+def label_reads(*, organization_id: int, keys) -> LabelReads:
+    """LabelReads for `keys` (duplicates ignored); empty when there are none."""
+    reads = LabelReads()
+    ctes = []
+    for n, key in enumerate(dict.fromkeys(keys)):
+        for alias, table in ((f"il{n}", INSTANCE), (f"pl{n}", PROJECT)):
+            ctes.append(
+                f"{alias} AS MATERIALIZED (SELECT id, labels ->> %s AS v FROM {table} "
+                "WHERE organization_id = %s AND labels ? %s)"
+            )
+            reads.params += [key, organization_id, key]
+        # Effective labels: the instance's value for the key, else its project's (a reservation
+        # has no labels of its own).
+        reads.joins += f" LEFT JOIN il{n} ON il{n}.id = r.instance_id LEFT JOIN pl{n} ON pl{n}.id = r.project_id"
+        reads.exprs[key] = f"COALESCE(il{n}.v, pl{n}.v)"
+    if ctes:
+        reads.with_sql = "WITH " + ", ".join(ctes) + " "
+    return reads
+
+
+def label_keys(dimensions: tuple[str, ...], labels: tuple[tuple[str, str], ...]) -> list[str]:
+    """The label keys a query reads: its label dimensions' and its filters'."""
+    return [d[len(LABEL_PREFIX) :] for d in dimensions if d.startswith(LABEL_PREFIX)] + [k for k, _ in labels]
+
+
+def dimension_sql(dimension: str, reads: LabelReads) -> str:
+    """The SQL expression (text, so every key compares and sorts alike) a dimension groups by.
+    Reads r (a UsageDay or subject row), and `reads`' joins for a label."""
     if dimension.startswith(LABEL_PREFIX):
-        key = dimension[len(LABEL_PREFIX) :]
-        # Effective labels: the instance's value for the key, else its project's.
-        return "COALESCE(i.labels ->> %s, p.labels ->> %s)", [key, key]
-    column = {
+        return reads.exprs[dimension[len(LABEL_PREFIX) :]]
+    return {
         "project": "r.project_id::text",
         "owner": "r.owner_id::text",
         "instance": "COALESCE(r.instance_id::text, 'reservation:' || r.reservation_id::text)",
@@ -75,7 +105,6 @@ def dimension_sql(dimension: str) -> tuple[str, list]:
         "flavor": "r.flavor_id::text",
         "region": "r.region_id::text",
     }[dimension]
-    return column, []
 
 
 @dataclass
@@ -114,13 +143,10 @@ def usage_where(
     return Where(" AND ".join(where), params)
 
 
-def labels_where(labels: tuple[tuple[str, str], ...]) -> Where:
-    """Every (key, value) must be the row's effective label (needs LABEL_JOINS); TRUE if none."""
-    where, params = [], []
-    for key, value in labels:
-        where.append("COALESCE(i.labels ->> %s, p.labels ->> %s) = %s")
-        params += [key, key, value]
-    return Where(" AND ".join(where) or "TRUE", params)
+def labels_where(labels: tuple[tuple[str, str], ...], reads: LabelReads) -> Where:
+    """Every (key, value) must be the row's effective label (through `reads`); TRUE if none."""
+    where = [f"{reads.exprs[key]} = %s" for key, _ in labels]
+    return Where(" AND ".join(where) or "TRUE", [value for _, value in labels])
 
 
 def subjects_sql(where: Where) -> tuple[str, list]:

@@ -21,12 +21,12 @@ from apps.accounts.labels import LABEL_KEY
 
 from ._sql import (
     COST_SQL,
-    LABEL_JOINS,
     LABEL_PREFIX,
     USAGE_DAY,
     dimension_sql,
+    label_keys,
+    label_reads,
     labels_where,
-    needs_label_joins,
     subjects_sql,
     usage_where,
 )
@@ -141,27 +141,24 @@ def _group_sql(query: ChargebackQuery, *, per_day: bool = False) -> tuple[str, l
         project_id=query.project_id,
         instance_id=query.instance_id,
     )
-    labels = labels_where(query.labels)
-    keys, params = (["r.day"] if per_day else []), []
-    for dimension in query.group_by:
-        expr, expr_params = dimension_sql(dimension)
-        keys.append(expr)
-        params += expr_params
+    reads = label_reads(organization_id=query.organization_id, keys=label_keys(query.group_by, query.labels))
+    labels = labels_where(query.labels, reads)
+    keys = (["r.day"] if per_day else []) + [dimension_sql(d, reads) for d in query.group_by]
+    params = list(reads.params)
     if per_day:
         source, conditions = f"{USAGE_DAY} r", [where, labels]
     else:
         subjects, subject_params = subjects_sql(where)
         source, conditions = f"({subjects}) r", [labels]
         params += subject_params
-    joins = LABEL_JOINS if needs_label_joins(query.group_by, query.labels) else ""
     for condition in conditions:
         params += condition.params
     # GROUP BY the key columns and the currency, by position (the expressions carry parameters).
     positions = ", ".join(str(n) for n in [*range(1, len(keys) + 1), len(keys) + 5])
     sql = (
-        f"SELECT {', '.join([*keys, ''])}SUM(r.seconds), SUM(r.allocated_milli_seconds), "
+        f"{reads.with_sql}SELECT {', '.join([*keys, ''])}SUM(r.seconds), SUM(r.allocated_milli_seconds), "
         f"SUM(r.used_milli_seconds), SUM({COST_SQL}), r.currency "
-        f"FROM {source} {joins} WHERE {' AND '.join(c.sql for c in conditions)} GROUP BY {positions}"
+        f"FROM {source}{reads.joins} WHERE {' AND '.join(c.sql for c in conditions)} GROUP BY {positions}"
     )
     return sql, params, len(keys)
 
