@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.accounts import services as accounts_services
 from apps.accounts.models import Role
 from apps.accounts.selectors import organization_access_get
+from tests.factories.accounts import UserFactory
 from tests.factories.billing import InstanceFactory
 from tests.factories.chargeback import chargeback_world, usage_day
 
@@ -234,17 +235,31 @@ def test_daily_endpoint_gives_every_day_and_series_per_first_dimension(api_clien
     ]
 
 
-def test_report_endpoint_query_count_does_not_grow_with_rows(api_client, world):
+@pytest.mark.parametrize(
+    ("endpoint", "params"),
+    [
+        ("chargeback/", {"group_by": "instance,owner"}),
+        ("chargeback/", {"group_by": "label:cost-centre,project", "format": "csv"}),
+        ("chargeback/daily/", {"group_by": "owner"}),
+        ("chargeback/idle/", {"below_pct": "100", "min_hours": "0"}),
+    ],
+)
+def test_endpoint_query_count_does_not_grow_with_rows(api_client, world, endpoint, params):
     client = as_user(api_client, world.owner)
 
     def count() -> int:
         with CaptureQueriesContext(connection) as ctx:
-            assert get(client, world, group_by="instance,owner").status_code == 200
+            response = get(client, world, endpoint, **params)
+            assert response.status_code == 200
+            if params.get("format") == "csv":
+                b"".join(response.streaming_content)
         return len(ctx.captured_queries)
 
     few = count()
     for n in range(15):
-        inst = InstanceFactory(organization=world.org, project=world.web, owner=world.bob)
+        inst = InstanceFactory(
+            organization=world.org, project=world.web, owner=UserFactory(), labels={"cost-centre": f"X{n}"}
+        )
         usage_day(instance=inst, day=NOV2, seconds=60 * (n + 1))
     assert count() == few
 
