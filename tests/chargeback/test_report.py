@@ -172,6 +172,14 @@ def test_two_thirds_round_up_each_and_half_a_cent_rounds_up(db):
     assert rep.total.cost == Decimal("0.04")
 
 
+def test_a_currency_without_minor_units_rounds_to_whole_units(db):
+    # Half a yen (1 s at 1,800 JPY/h) rounds up to 1, as money_round does for JPY.
+    w = chargeback_world()
+    usage_day(instance=w.train, day=NOV1, seconds=1, hourly_amount="1800", currency="JPY")
+    rep = report(w)
+    assert (rep.total.cost, rep.currency) == (Decimal("1"), "JPY")
+
+
 def test_days_of_one_subject_are_added_before_rounding(db):
     # A third of a cent on each of three days is one cent for the month, like one invoice line.
     w = chargeback_world()
