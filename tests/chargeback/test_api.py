@@ -286,3 +286,11 @@ def test_month_and_repeated_labels_and_an_inclusive_end(api_client, world):
     # end is the last day, included: the 2nd's usage counts when end=2026-11-02, not when end=2026-11-01
     assert client.get(url(world), {"start": "2026-11-02", "end": "2026-11-02"}).json()["total"]["cost"] == "4.00"
     assert client.get(url(world), {"start": "2026-11-01", "end": "2026-11-01"}).json()["total"]["cost"] == "4.50"
+
+
+def test_a_label_named_like_a_measure_gets_a_column_name_of_its_own(api_client, world):
+    world.web.labels = {"cost": "high"}
+    world.web.save()
+    rows = _csv_rows(get(as_user(api_client, world.owner), world, group_by="label:cost,project", format="csv"))
+    assert rows[0][:3] == ["label:cost", "Project", "hours"] and rows[0].count("cost") == 1
+    assert ["high", "Web"] in [r[:2] for r in rows]

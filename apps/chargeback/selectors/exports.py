@@ -53,8 +53,10 @@ def _measures(row: ChargebackRow) -> list[str]:
 
 
 def chargeback_csv_header(report: ChargebackReport) -> list[str]:
-    keys = [dimension_title(d) for d in report.query.group_by] or ["Scope"]
-    return [*keys, *CSV_MEASURES]
+    """The page's column titles ("Project", "User", a label's key), then the measures' names. A
+    label whose key is a measure's name ("cost") is titled label:<key>, so no name is twice."""
+    keys = [d if dimension_title(d) in CSV_MEASURES else dimension_title(d) for d in report.query.group_by]
+    return [*(keys or ["Scope"]), *CSV_MEASURES]
 
 
 def chargeback_csv(*, report: ChargebackReport) -> Iterator[str]:
