@@ -12,12 +12,14 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from apps.billing.models import UsageRecord
-from apps.billing.services.metering import usage_correction_add, usage_run_close
+from apps.billing.models import InstancePrice, UsageRecord
+from apps.billing.services.metering import usage_correction_add, usage_run_close, usage_run_open
 from apps.capacity.models import Allocation, AllocationSlice, AllocationState, GpuSample
 from apps.chargeback.models import RollupCursor, UsageDay, UsageHour
+from apps.chargeback.selectors.idle import chargeback_idle_holders
 from apps.chargeback.services.rollup import usage_rollup_reset, usage_rollup_run
 from apps.chargeback.tasks import usage_rollup
+from apps.instances.models import Instance
 from tests.chargeback.conftest import reservation_held
 from tests.factories.accounts import UserFactory
 from tests.factories.billing import InstanceFactory, run_open, run_record
@@ -339,3 +341,89 @@ def test_the_backfill_command_rebuilds_the_roll_ups_from_the_records():
     # then the roll-ups are the records' again
     assert (hours(instance=instance), days(instance=instance)) == expected
     assert "folded 2 usage records" in out.getvalue()
+
+
+def test_an_instance_inside_a_reservation_counts_its_gpus_once_on_the_reservation():
+    # given a reservation of 2 whole GPUs held 10:00-12:00, and an instance launched into it that
+    # ran 10:00-11:00 on one of its GPUs at 50 % (metered by billing itself: priced 0, "In
+    # reservation <id>") and was corrected by 10 minutes, the instance since moved out of the
+    # reservation (its link cleared)
+    instance = InstanceFactory(flavor=FlavorFactory(gpu_count=1))
+    reservation = reservation_held(
+        project=instance.project, flavor=instance.flavor, region=instance.region, start=T0,
+        end=T0 + timedelta(hours=2), gpus=2, hourly_amount="1.00",
+    )
+    Instance.objects.filter(pk=instance.pk).update(reservation=reservation)
+    instance.refresh_from_db()
+    InstancePrice.objects.create(instance=instance, hourly_amount=Decimal("3.00"), currency="USD", captured_at=T0)
+    run = usage_run_open(instance=instance, at=T0)
+    assert (run.hourly_amount, run.note) == (Decimal(0), f"In reservation {reservation.pk}")
+    usage_run_close(instance=instance, ended_at=T0 + timedelta(hours=1), reason="stopped")
+    usage_correction_add(record=UsageRecord.objects.get(instance=instance), seconds=-600, reason="agent clock skew")
+    Instance.objects.filter(pk=instance.pk).update(reservation=None)
+    gpu = GpuFactory()
+    _held(instance, gpu, milli=1000, since=T0, until=T0 + timedelta(hours=1))
+    _samples(gpu, T0, 60, pct=50)
+
+    # when folded
+    usage_rollup_run(now=LATER)
+
+    # then the reservation's rows hold its 2 GPUs for the window, the instance's rows hold its
+    # billed seconds and what it used but no GPUs of their own: allocated counted once
+    assert hours(reservation=reservation) == {
+        T0: (3600, 2 * WHOLE_GPU_HOUR, 0),
+        T0 + timedelta(hours=1): (3600, 2 * WHOLE_GPU_HOUR, 0),
+    }
+    assert hours(instance=instance) == {T0: (3000, 0, WHOLE_GPU_HOUR // 2)}
+    assert days(instance=instance) == {T0.date(): (3000, 0, WHOLE_GPU_HOUR // 2)}
+    allocated = sum(UsageDay.objects.values_list("allocated_milli_seconds", flat=True))
+    assert allocated == 2 * 2 * WHOLE_GPU_HOUR
+
+
+def test_a_free_run_outside_any_reservation_still_holds_its_gpus():
+    # given a run priced 0 that is not in a reservation (say, a free flavor), corrected once
+    instance = InstanceFactory()
+    run_record(instance=instance, started_at=T0, ended_at=T0 + timedelta(minutes=30), hourly_amount="0")
+    usage_correction_add(record=UsageRecord.objects.get(instance=instance), seconds=-600, reason="agent clock skew")
+
+    # when folded
+    usage_rollup_run(now=LATER)
+
+    # then its GPUs count as its own
+    assert hours(instance=instance) == {T0: (1200, 1200 * 1000, 0)}
+
+
+def test_idle_holders_judge_an_instance_by_its_own_gpus_not_its_reservations():
+    # given an instance that ran 10:00-11:00 inside a reservation at 100 %, then 12:00-13:00 on
+    # demand on its own GPU at 0 %
+    instance = InstanceFactory(flavor=FlavorFactory(gpu_count=1))
+    reservation = reservation_held(
+        project=instance.project, flavor=instance.flavor, region=instance.region, start=T0,
+        end=T0 + timedelta(hours=1), gpus=1, hourly_amount="1.00",
+    )
+    Instance.objects.filter(pk=instance.pk).update(reservation=reservation)
+    instance.refresh_from_db()
+    InstancePrice.objects.create(instance=instance, hourly_amount=Decimal("3.00"), currency="USD", captured_at=T0)
+    usage_run_open(instance=instance, at=T0)
+    usage_run_close(instance=instance, ended_at=T0 + timedelta(hours=1), reason="stopped")
+    Instance.objects.filter(pk=instance.pk).update(reservation=None)
+    run_record(
+        instance=instance, started_at=T0 + timedelta(hours=2), ended_at=T0 + timedelta(hours=3), hourly_amount="3.00"
+    )
+    gpu = GpuFactory()
+    _held(instance, gpu, milli=1000, since=T0, until=T0 + timedelta(hours=3))
+    _samples(gpu, T0, 60, pct=100)
+    _samples(gpu, T0 + timedelta(hours=2), 60, pct=0)
+    usage_rollup_run(now=LATER)
+
+    # when the idle holders below 10 % are asked for that day
+    idle = chargeback_idle_holders(
+        organization_id=instance.organization_id, start=T0.date(), end=T0.date() + timedelta(days=1),
+        below_pct=10, min_hours=0,
+    )
+
+    # then the instance is listed for its own hour, idle (the reservation's hour is not its own),
+    # and the reservation is not listed
+    assert [(h.instance_id, h.allocated_milli_seconds, h.used_milli_seconds) for h in idle] == [
+        (instance.pk, WHOLE_GPU_HOUR, 0)
+    ]

@@ -71,16 +71,24 @@ def chargeback_idle_holders(
     GPU-hours (allocated − used) first. `owner_id`: only that user's instances."""
     below = Decimal(str(below_pct))
     min_milli = int(Decimal(str(min_hours)) * MILLI_PER_GPU_HOUR)
+    # Instances only. A reservation's rows hold all its GPUs but no used GPU-seconds (those land on
+    # the rows of the instances that ran in it), and the daily rows do not say which instances ran
+    # in which reservation (only billing's runs do, which selectors do not read), so a reservation
+    # cannot be judged here: listed, even a busy one would look idle.
     where = usage_where(organization_id=organization_id, start=start, end=end, owner_id=owner_id, instances_only=True)
     subjects, params = subjects_sql(where)
     # Per instance: its subjects (one per unit price) each rounded once, added up. Idle when
-    # used/allocated < below/100, said without division: used × 100 < below × allocated.
+    # used/allocated < below/100, said without division: used × 100 < below × allocated. Used
+    # counts only subjects that allocated: an instance's runs inside a reservation (priced 0)
+    # allocate nothing of their own (the reservation's row holds those GPUs), so their use would
+    # otherwise lift the instance's ratio for its own hours.
+    used_sql = "SUM(r.used_milli_seconds) FILTER (WHERE r.allocated_milli_seconds > 0)"
     sql = (
-        f"SELECT r.instance_id, SUM(r.allocated_milli_seconds), SUM(r.used_milli_seconds), SUM({COST_SQL}), "
+        f"SELECT r.instance_id, SUM(r.allocated_milli_seconds), COALESCE({used_sql}, 0), SUM({COST_SQL}), "
         f"MAX(r.currency) FROM ({subjects}) r GROUP BY r.instance_id "
         "HAVING SUM(r.allocated_milli_seconds) > 0 AND SUM(r.allocated_milli_seconds) >= %s "
-        "AND SUM(r.used_milli_seconds) * 100 < %s * SUM(r.allocated_milli_seconds) "
-        "ORDER BY SUM(r.allocated_milli_seconds) - SUM(r.used_milli_seconds) DESC, r.instance_id"
+        f"AND COALESCE({used_sql}, 0) * 100 < %s * SUM(r.allocated_milli_seconds) "
+        f"ORDER BY SUM(r.allocated_milli_seconds) - COALESCE({used_sql}, 0) DESC, r.instance_id"
     )
     params = [*params, min_milli, below]
     if limit is not None:

@@ -77,15 +77,25 @@ def _upsert(src: str, *, subject: str) -> str:
 # seconds across a month boundary in the rare case and break the reconciliation to the cent.
 # Share: the instance's flavor in thousandths of a GPU (%(flavor_ids)s / %(flavor_milli)s, from
 # capacity's flavor_slice_milli × gpu_count, which is what its allocation's gpu_milli is made of).
+# Except inside a reservation: a run on GPUs a reservation holds (metering prices it 0 with the
+# note "In reservation <id>", usage_run_open) holds no GPUs of its own, since the reservation's row
+# already counts all of its GPUs for the whole window; its seconds stay (they are billed, at 0) and
+# its used GPU-seconds land on the instance's row (TELEMETRY_FOLD), but it allocates nothing. Told
+# by the run's note, not Instance.reservation, which is cleared when the instance leaves it; a
+# correction carries its own reason, so the note is read from the run, only for 0-priced records.
 RECORDS_FOLD = _upsert(
     f"""
     SELECT g.hour, i.organization_id, i.project_id, i.owner_id, i.id AS instance_id,
            NULL::uuid AS reservation_id, i.offering_id, i.flavor_id, i.region_id, g.hourly_amount, g.currency,
-           g.seconds, g.seconds * COALESCE(m.milli, 0) AS allocated_milli_seconds,
+           g.seconds, g.held_seconds * COALESCE(m.milli, 0) AS allocated_milli_seconds,
            0::bigint AS used_milli_seconds, g.n
     FROM (
         SELECT date_trunc('hour', r.period_start, 'UTC') AS hour, r.instance_id, r.hourly_amount, r.currency,
-               SUM(r.seconds)::bigint AS seconds, COUNT(*) AS n
+               SUM(r.seconds)::bigint AS seconds,
+               SUM(CASE WHEN r.hourly_amount = 0 AND EXISTS (
+                       SELECT 1 FROM {T["run"]} run WHERE run.id = r.run_id AND run.note LIKE 'In reservation %%'
+                   ) THEN 0 ELSE r.seconds END)::bigint AS held_seconds,
+               COUNT(*) AS n
         FROM {T["record"]} r
         WHERE r.id > %(lo)s AND r.id <= %(hi)s
         GROUP BY 1, r.instance_id, r.hourly_amount, r.currency
