@@ -1,8 +1,8 @@
 """The agents' reports made cheap: telemetry rides on the heartbeat (one statement for both), the
 credential comes from a short-lived cache, and steady-state reports are answered on a lean ASGI
-path in front of Django. What must not change: a stale report never overwrites a newer one, a
-down node comes back with its next heartbeat, a deleted node is refused, bad input gets Django's
-own answer."""
+path in front of Django, which writes them in batches (tests/capacity/test_report_buffer.py). What
+must not change: a stale report never overwrites a newer one, a down node comes back with its next
+heartbeat, a deleted node is refused, bad input gets Django's own answer."""
 
 import copy
 import json
@@ -15,10 +15,24 @@ from django.utils import timezone
 
 from apps.capacity.api.fast import AgentReportsFastPath
 from apps.capacity.models import Gpu, GpuSample, Node, NodeState
+from apps.capacity.services.report_buffer import report_buffer
 from apps.capacity.services.nodes import node_state_transition, registration_token_create
 from apps.catalog.models import Region
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _empty_report_buffer():
+    """The process's buffer starts and ends each test empty (its nodes live in this test's transaction)."""
+    report_buffer.clear()
+    yield
+    report_buffer.clear()
+
+
+def lean_path(django) -> AgentReportsFastPath:
+    """The fast path without its flush task: a test writes the buffer itself (report_buffer.flush)."""
+    return AgentReportsFastPath(django, flush_every=None)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "agent" / "fixtures"
 TWO_H200 = json.loads((FIXTURES / "nvml_2xh200_capture.json").read_text())
@@ -168,30 +182,34 @@ def asgi_post(app, path: str, authorization: str, body: bytes) -> tuple[int, byt
     return async_to_sync(run)()
 
 
-def test_the_fast_path_answers_a_steady_heartbeat_with_telemetry_without_django(
+def test_the_fast_path_answers_a_steady_heartbeat_with_telemetry_without_django_and_a_query(
     node_client, django_assert_num_queries
 ):
     django = Django()
-    app = AgentReportsFastPath(django)
+    app = lean_path(django)
     asgi_post(app, "/api/v1/agent/heartbeat", node_client.authorization, json.dumps(beat(70)).encode())
+    report_buffer.flush()
 
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(0):  # the credential is cached; the report waits in the buffer
         status, body = asgi_post(
             app,
             "/api/v1/agent/heartbeat",
             node_client.authorization,
             json.dumps(beat(71, telemetry_payload(55))).encode(),
         )
+    with django_assert_num_queries(1):  # the batch: one statement for every node's reports
+        report_buffer.flush()
 
     assert (status, json.loads(body)) == (200, {"heartbeat_interval_s": 10, "gpus_updated": 2})
     assert django.bodies == []
     node = Node.objects.get(pk=node_client.node.pk)
     assert (node.last_seq, node.last_telemetry_seq) == (71, 71)
     assert utilizations(node) == [55, 55]
+    assert GpuSample.objects.filter(gpu__node=node, utilization_pct=55).count() == 2
 
 
 def test_the_fast_path_answers_telemetry_and_stale_reports_as_the_views_do(node_client):
-    app = AgentReportsFastPath(Django())
+    app = lean_path(Django())
     auth = node_client.authorization
     body = json.dumps({"seq": 80, "telemetry": telemetry_payload(12)}).encode()
 
@@ -203,6 +221,41 @@ def test_the_fast_path_answers_telemetry_and_stale_reports_as_the_views_do(node_
     assert status == 200  # heartbeats have their own seq compare-and-set
     status, answer = asgi_post(app, "/api/v1/agent/heartbeat", auth, json.dumps(beat(79)).encode())
     assert status == 409 and "Stale heartbeat" in json.loads(answer)["detail"]
+    report_buffer.flush()
+    node = Node.objects.get(pk=node_client.node.pk)
+    assert (node.last_seq, node.last_telemetry_seq) == (80, 80)
+    assert utilizations(node) == [12, 12]
+
+
+def test_on_the_fast_path_a_down_node_comes_back_when_its_heartbeat_is_stored(node_client):
+    app = lean_path(Django())
+    asgi_post(app, "/api/v1/agent/heartbeat", node_client.authorization, json.dumps(beat(84)).encode())
+    report_buffer.flush()
+    node_state_transition(node_id=node_client.node.pk, to_state=NodeState.DOWN, reason="missed 2 heartbeats")
+
+    status, _ = asgi_post(
+        app, "/api/v1/agent/heartbeat", node_client.authorization, json.dumps(beat(85, telemetry_payload(3))).encode()
+    )
+    result = report_buffer.flush()
+
+    assert status == 200 and result.came_back == [node_client.node.pk]
+    assert Node.objects.get(pk=node_client.node.pk).state == NodeState.READY
+
+
+def test_on_the_fast_path_a_deleted_node_is_refused_once_a_flush_finds_it_gone(node_client):
+    app = lean_path(Django())
+    auth = node_client.authorization
+    asgi_post(app, "/api/v1/agent/heartbeat", auth, json.dumps(beat(86)).encode())
+    report_buffer.flush()
+    Node.objects.filter(pk=node_client.node.pk).delete()
+
+    # Taken (the credential is cached), then dropped by the flush, which forgets the credential.
+    assert asgi_post(app, "/api/v1/agent/heartbeat", auth, json.dumps(beat(87)).encode())[0] == 200
+    assert report_buffer.flush().gone == [node_client.node.pk]
+
+    django = Django()
+    asgi_post(lean_path(django), "/api/v1/agent/heartbeat", auth, json.dumps(beat(88)).encode())
+    assert len(django.bodies) == 1  # not known any more: Django's view answers (401)
 
 
 @pytest.mark.parametrize(
@@ -222,7 +275,7 @@ def test_anything_but_a_clean_steady_report_goes_to_django_whole(node_client, ch
     change(body)
     raw = json.dumps(body).encode()
 
-    assert asgi_post(AgentReportsFastPath(django), "/api/v1/agent/heartbeat", node_client.authorization, raw) == (
+    assert asgi_post(lean_path(django), "/api/v1/agent/heartbeat", node_client.authorization, raw) == (
         299,
         b"django",
     )
@@ -234,7 +287,7 @@ def test_a_wrong_credential_goes_to_django_for_its_answer(node_client):
     django = Django()
     raw = json.dumps(beat(95)).encode()
 
-    asgi_post(AgentReportsFastPath(django), "/api/v1/agent/heartbeat", f"Node {node_client.node.pk}:wrong", raw)
+    asgi_post(lean_path(django), "/api/v1/agent/heartbeat", f"Node {node_client.node.pk}:wrong", raw)
 
     assert django.bodies == [raw]
 

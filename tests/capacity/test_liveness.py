@@ -6,7 +6,13 @@ import pytest
 from django.utils import timezone
 
 from apps.capacity.models import Node, NodeEvent, NodeState
-from apps.capacity.services.nodes import node_liveness_check, node_liveness_cutoff, node_state_transition
+from apps.capacity.services.nodes import (
+    REPORT_STORE_ALLOWANCE,
+    node_liveness_check,
+    node_liveness_cutoff,
+    node_state_transition,
+)
+from apps.capacity.services.report_buffer import FLUSH_INTERVAL_S
 from apps.capacity.tasks import LIVENESS_PLAN_STALE_S, liveness_next_sweep_eta, liveness_plan_needed
 from tests.factories.catalog import RegionFactory
 
@@ -59,15 +65,22 @@ def test_an_invalid_operator_transition_is_refused(settings):
     assert not NodeEvent.objects.exists()
 
 
-def test_the_cut_off_is_two_missed_intervals_to_the_microsecond(settings):
+def test_the_cut_off_is_two_missed_intervals_and_the_store_allowance_to_the_microsecond(settings):
+    """A heartbeat is stamped on arrival and stored in a batch up to REPORT_STORE_ALLOWANCE later
+    (services/report_buffer.py): the sweep waits for it, so a buffered beat cannot be missed."""
     settings.CAPACITY_HEARTBEAT_INTERVAL_S, settings.CAPACITY_HEARTBEAT_MISSES = INTERVAL_S, MISSES
     now = timezone.now()
     on_time = make_node(RegionFactory(), 2 * INTERVAL_S, now=now)
 
-    assert node_liveness_cutoff(now=now) == now - timedelta(seconds=2 * INTERVAL_S)
-    assert node_liveness_check(now=now) == 0  # beat exactly two intervals ago: not late yet
-    assert node_liveness_check(now=now + timedelta(microseconds=1)) == 1
+    assert node_liveness_cutoff(now=now) == now - timedelta(seconds=2 * INTERVAL_S) - REPORT_STORE_ALLOWANCE
+    assert node_liveness_check(now=now + REPORT_STORE_ALLOWANCE) == 0  # not late yet
+    assert node_liveness_check(now=now + REPORT_STORE_ALLOWANCE + timedelta(microseconds=1)) == 1
     assert Node.objects.get(pk=on_time.pk).state == NodeState.DOWN
+
+
+def test_the_store_allowance_leaves_room_for_the_sweeps_delivery_within_the_bound():
+    assert FLUSH_INTERVAL_S < REPORT_STORE_ALLOWANCE.total_seconds()
+    assert 2 * INTERVAL_S + REPORT_STORE_ALLOWANCE.total_seconds() <= BOUND_S - DELIVERY_ALLOWANCE_S
 
 
 def test_swept_when_planned_a_silent_node_is_down_within_two_intervals_and_a_second(settings):

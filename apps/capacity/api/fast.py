@@ -18,11 +18,15 @@ messages as before. So the checks may be stricter than the serializers, never lo
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -31,12 +35,9 @@ from django.db import connections
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from ..services.reports import (
-    ReportRejected,
-    node_authenticate,
-    node_heartbeat_report_apply,
-    node_telemetry_apply,
-)
+from ..live_presence import telemetry_announce
+from ..services.report_buffer import FLUSH_INTERVAL_S, STALE, TAKEN, FlushResult, ReportBuffer, report_buffer
+from ..services.reports import node_authenticate, node_credential_cached
 from .serializers import MAX_GPUS_PER_NODE, GpuTelemetrySerializer
 
 logger = logging.getLogger(__name__)
@@ -108,19 +109,17 @@ def _telemetry(body: Any) -> dict[str, Any] | None:
     return {"collected_at": collected_at, "gpus": checked}
 
 
-def _node(authorization: str):
+def _credential(authorization: str) -> tuple[str, str] | None:
     scheme, _, value = authorization.partition(" ")
     node_id, _, credential = value.strip().partition(":")
     if scheme != "Node" or not node_id or not credential:
         return None
-    try:
-        return node_authenticate(node_id=node_id, credential=credential)
-    except Exception:  # noqa: BLE001 - a malformed id: DRF gives the answer
-        return None
+    return node_id, credential
 
 
-def _report(path: str, authorization: str, body: bytes) -> Answer | None:
-    """The answer to a steady-state report, or None: Django answers it."""
+def _parsed(path: str, body: bytes) -> tuple[int, dict[str, Any] | None] | None:
+    """A steady-state report's seq and telemetry (None: a heartbeat without), or None: Django
+    answers it."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -135,19 +134,7 @@ def _report(path: str, authorization: str, body: bytes) -> Answer | None:
             return None
     elif (telemetry := _telemetry(data.get("telemetry"))) is None:
         return None
-    node = _node(authorization)
-    if node is None:
-        return None
-    try:
-        if path == TELEMETRY_PATH:
-            return 202, {"gpus_updated": node_telemetry_apply(node=node, seq=seq, telemetry=telemetry)}
-        node, updated = node_heartbeat_report_apply(node=node, seq=seq, inventory=None, telemetry=telemetry)
-    except ReportRejected as error:
-        return error.status, {"detail": error.message}
-    answer: dict[str, Any] = {"heartbeat_interval_s": node.heartbeat_interval_s}
-    if updated is not None:
-        answer["gpus_updated"] = updated
-    return 200, answer
+    return seq, telemetry
 
 
 def _connections_checked() -> None:
@@ -158,27 +145,128 @@ def _connections_checked() -> None:
             connection.close_if_unusable_or_obsolete()
 
 
-def agent_report_answer(*, path: str, authorization: str, body: bytes) -> Answer | None:
-    """One report, run as Django runs a request, database connections checked before and after."""
+def node_id_authenticated(*, node_id: str, credential: str) -> UUID | None:
+    """The node's key when the credential is its own (a query unless cached), run as Django runs a
+    request: database connections checked before and after."""
     _connections_checked()
     try:
-        return _report(path, authorization, body)
+        node = node_authenticate(node_id=node_id, credential=credential)
+    except Exception:  # noqa: BLE001 - a malformed id: DRF gives the answer
+        node = None
+    finally:
+        _connections_checked()
+    return None if node is None else node.pk
+
+
+def report_buffer_flushed(buffer: ReportBuffer) -> FlushResult:
+    """One flush, database connections checked before and after."""
+    _connections_checked()
+    try:
+        return buffer.flush()
     finally:
         _connections_checked()
 
 
-_answer_async = sync_to_async(agent_report_answer, thread_sensitive=True)
+_authenticated_async = sync_to_async(node_id_authenticated, thread_sensitive=True)
+_flushed_async = sync_to_async(report_buffer_flushed, thread_sensitive=True)
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
+_STALE_HEARTBEAT = (409, {"detail": "Stale heartbeat: a newer one was already accepted."})
+_STALE_TELEMETRY = (409, {"detail": "Stale telemetry: newer telemetry was already accepted."})
+
+
+def _flush_at_exit(buffer: ReportBuffer) -> None:
+    """What is left in the buffer when the server stops, written from a thread of its own (the
+    event loop's thread may not call the ORM), waited for."""
+
+    def run() -> None:
+        try:
+            report_buffer_flushed(buffer)
+        except Exception:
+            logger.exception("agent reports left at exit could not be stored")
+        finally:
+            connections.close_all()
+
+    if len(buffer):
+        worker = threading.Thread(target=run, name="agent-report-flush-at-exit")
+        worker.start()
+        worker.join()
+
 
 class AgentReportsFastPath:
-    """ASGI middleware: steady-state agent reports answered here, everything else by `app`."""
+    """ASGI middleware: steady-state agent reports answered here, everything else by `app`.
 
-    def __init__(self, app):
+    Reports are taken into `buffer` and written in batches every `flush_every` seconds by a task
+    on the server's event loop (started with the first report); `flush_every=None` starts no task
+    (tests flush the buffer themselves). When the server stops, the loop cancels the task, which
+    writes what is left first (services/report_buffer.py says what a crash loses)."""
+
+    def __init__(self, app, *, buffer: ReportBuffer = report_buffer, flush_every: float | None = FLUSH_INTERVAL_S):
         self.app = app
         self.paths = {HEARTBEAT_PATH, TELEMETRY_PATH}
+        self.buffer = buffer
+        self.flush_every = flush_every
+        self._flusher: asyncio.Task | None = None
+        self._exit_hook = False
+
+    def _flusher_started(self) -> None:
+        if self.flush_every is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush_loop(), name="agent-report-flush")
+            if not self._exit_hook:  # a server stopped without cancelling the task (SIGINT's path)
+                atexit.register(_flush_at_exit, self.buffer)
+                self._exit_hook = True
+
+    async def _flush_loop(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.flush_every)
+                if not len(self.buffer):
+                    continue
+                try:
+                    result = await _flushed_async(self.buffer)
+                except Exception:
+                    logger.exception("agent reports could not be stored; kept for the next flush")
+                    continue
+                # After the commit, so a page re-rendered on this push shows the stored values.
+                await telemetry_announce(node_ids=result.telemetry_nodes)
+        except asyncio.CancelledError:
+            _flush_at_exit(self.buffer)
+            raise
+
+    async def _answer(self, path: str, authorization: str, body: bytes) -> Answer | None:
+        """The answer to a steady-state report, or None: Django answers it."""
+        parsed, credential = _parsed(path, body), _credential(authorization)
+        if parsed is None or credential is None:
+            return None
+        seq, telemetry = parsed
+        node_id, secret = credential
+        known = node_credential_cached(node_id=node_id, credential=secret)
+        if known is None:  # not cached: one query, in Django's thread
+            node_pk = await _authenticated_async(node_id=node_id, credential=secret)
+        else:
+            node_pk = _uuid(node_id) if known else None
+        if node_pk is None:
+            return None
+        received_at = datetime.now(UTC)
+        if path == TELEMETRY_PATH:
+            if self.buffer.telemetry_take(node_id=node_pk, seq=seq, telemetry=telemetry) == STALE:
+                return _STALE_TELEMETRY
+            self._flusher_started()
+            return 202, {"gpus_updated": _gpu_count(telemetry)}
+        if self.buffer.heartbeat_take(node_id=node_pk, seq=seq, at=received_at) == STALE:
+            return _STALE_HEARTBEAT
+        answer: dict[str, Any] = {"heartbeat_interval_s": settings.CAPACITY_HEARTBEAT_INTERVAL_S}
+        if telemetry is not None:
+            # Only the telemetry may be stale (sent apart with a higher seq): the beat still counts.
+            taken = self.buffer.telemetry_take(node_id=node_pk, seq=seq, telemetry=telemetry) == TAKEN
+            answer["gpus_updated"] = _gpu_count(telemetry) if taken else 0
+        self._flusher_started()
+        return 200, answer
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
@@ -200,7 +288,7 @@ class AgentReportsFastPath:
         body = b"".join(chunks)
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         try:
-            answer = await _answer_async(path=scope["path"], authorization=authorization, body=body)
+            answer = await self._answer(scope["path"], authorization, body)
         except Exception:
             logger.exception("agent report on the fast path failed")
             answer = (500, {"detail": "Internal error; the report was not stored."})
@@ -220,6 +308,18 @@ class AgentReportsFastPath:
             }
         )
         await send({"type": "http.response.body", "body": content})
+
+
+def _uuid(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+def _gpu_count(telemetry: dict[str, Any]) -> int:
+    """GPUs the telemetry reports values for (a repeated UUID counts once)."""
+    return len({gpu["uuid"] for gpu in telemetry["gpus"]})
 
 
 def _secure(scope: dict, headers: dict[bytes, bytes]) -> bool:

@@ -118,10 +118,18 @@ def heartbeat_interval_s() -> int:
 _SWEPT_STATES = [s for s in NodeState.values if s != NodeState.DOWN]
 
 
+# A heartbeat is stamped when it arrives, and a web process stores it in a batch up to this much
+# later (services/report_buffer.py flushes at half of it): the sweep waits this long past the
+# missed intervals, so a beat still in a buffer never lets its node be marked down.
+REPORT_STORE_ALLOWANCE = timedelta(milliseconds=500)
+
+
 def node_liveness_cutoff(*, now: datetime) -> datetime:
     """A node whose last heartbeat is older than this at `now` has missed its beats. Strictly
-    older: a node that beat exactly `misses` intervals ago is still on time."""
-    return now - timedelta(seconds=settings.CAPACITY_HEARTBEAT_INTERVAL_S * settings.CAPACITY_HEARTBEAT_MISSES)
+    older: a node that beat exactly `misses` intervals (plus the store allowance) ago is still on
+    time."""
+    missed = timedelta(seconds=settings.CAPACITY_HEARTBEAT_INTERVAL_S * settings.CAPACITY_HEARTBEAT_MISSES)
+    return now - missed - REPORT_STORE_ALLOWANCE
 
 
 def node_liveness_check(*, now: datetime | None = None) -> int:
@@ -166,4 +174,5 @@ def node_liveness_next_sweep_at() -> datetime | None:
     if oldest is None:
         return None
     misses = settings.CAPACITY_HEARTBEAT_MISSES
-    return oldest + timedelta(seconds=settings.CAPACITY_HEARTBEAT_INTERVAL_S * misses) + _PAST_DEADLINE
+    missed = timedelta(seconds=settings.CAPACITY_HEARTBEAT_INTERVAL_S * misses)
+    return oldest + missed + REPORT_STORE_ALLOWANCE + _PAST_DEADLINE

@@ -34,6 +34,7 @@ from .nodes import node_state_transition
 __all__ = [
     "ReportRejected",
     "node_authenticate",
+    "node_credential_cached",
     "node_credential_forget",
     "node_heartbeat_apply",
     "node_heartbeat_report_apply",
@@ -89,6 +90,15 @@ _credentials: dict[str, tuple[str, float]] = {}
 
 def node_credential_forget(*, node_id) -> None:
     _credentials.pop(str(node_id), None)
+
+
+def node_credential_cached(*, node_id: str, credential: str) -> bool | None:
+    """Whether the cache holds this node's credential and it matches; None when the cache does not
+    know the node (node_authenticate then asks the database). No query: safe on the event loop."""
+    cached = _credentials.get(node_id)
+    if cached is None or cached[1] <= time.monotonic():
+        return None
+    return hmac.compare_digest(cached[0], token_digest(credential))
 
 
 def node_authenticate(*, node_id: str, credential: str) -> Node | None:
