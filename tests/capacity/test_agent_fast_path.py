@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from apps.capacity.api.fast import AgentReportsFastPath
 from apps.capacity.models import Gpu, GpuSample, Node, NodeState
-from apps.capacity.services.report_buffer import report_buffer
 from apps.capacity.services.nodes import node_state_transition, registration_token_create
+from apps.capacity.services.report_buffer import report_buffer
 from apps.catalog.models import Region
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +33,7 @@ def _empty_report_buffer():
 def lean_path(django) -> AgentReportsFastPath:
     """The fast path without its flush task: a test writes the buffer itself (report_buffer.flush)."""
     return AgentReportsFastPath(django, flush_every=None)
+
 
 FIXTURES = Path(__file__).resolve().parents[1] / "agent" / "fixtures"
 TWO_H200 = json.loads((FIXTURES / "nvml_2xh200_capture.json").read_text())
