@@ -16,7 +16,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-
 # Whose usage a row is: an instance's or a reservation's, never both.
 _ONE_SUBJECT = Q(instance__isnull=False, reservation__isnull=True) | Q(instance__isnull=True, reservation__isnull=False)
 

@@ -6,7 +6,10 @@ Three sources, each with a RollupCursor:
 - "reservation_charges": ReservationCharges with id > position, spread over their hours;
 - "telemetry": for each hour from `until` that has been over for TELEMETRY_LAG (late reports),
   the used share of the GPUs each running instance held (capacity GpuSample).
-The statements are in rollup_sql.py.
+Each batch is one call of a server-side function (apps/chargeback/sql/: chargeback_fold_records,
+chargeback_fold_charges, chargeback_fold_telemetry; README.md there says what each folds): one
+set-based statement that adds the batch onto the hour and day rows and answers how many source
+rows went in. This module keeps the batching, the cursors, the lock and the horizon.
 
 Exactly once. Each batch is one transaction that adds its rows and moves its cursor past them,
 so a crash leaves both or neither, and a run repeated finds nothing more to add. Runs never
@@ -44,7 +47,6 @@ from apps.capacity.selectors.availability import flavor_slice_milli
 from apps.catalog.models import Flavor
 
 from ..models import RollupCursor, UsageDay, UsageHour
-from .rollup_sql import CHARGES_FOLD, RECORDS_FOLD, TELEMETRY_FOLD
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,11 @@ TELEMETRY_HOURS_BATCH = 24
 # How long a run waits for the writers seen at the horizon to end before leaving that source to
 # the next run. Metering's transactions take milliseconds.
 HORIZON_WAIT_S = 2.0
+
+# The folds (apps/chargeback/sql/, installed by migration 0002), one call per batch.
+RECORDS_FOLD = "SELECT chargeback_fold_records(%(lo)s, %(hi)s, %(flavor_ids)s::bigint[], %(flavor_milli)s::bigint[])"
+CHARGES_FOLD = "SELECT chargeback_fold_charges(%(lo)s, %(hi)s)"
+TELEMETRY_FOLD = "SELECT chargeback_fold_telemetry(%(start)s, %(end)s)"
 
 
 @dataclass(frozen=True)
