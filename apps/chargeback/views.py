@@ -11,21 +11,16 @@ htmx swap (htmx swaps only 2xx answers), never a 500.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
 from decimal import Decimal
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Func, Sum
 from django.http import QueryDict
 from django.shortcuts import render
 from django.urls import reverse
 
 from apps.accounts.roles import OrgAccess
 from apps.accounts.selectors import organization_access_get, projects_list
-from apps.billing.models import InvoiceStatus
-from apps.billing.selectors.invoices import invoices_list
-from apps.instances.selectors import instances_list
 from portal.ui.charts import Series, chart_spec
 from portal.ui.money import CURRENCY_SYMBOLS
 from portal.ui.tables import table_configure
@@ -34,6 +29,7 @@ from .forms import ChargebackForm, IdleForm, ParamsForm
 from .selectors.exports import chargeback_csv_response, chargeback_idle_csv, csv_streaming_response
 from .selectors.idle import chargeback_idle_holders
 from .selectors.names import dimension_names
+from .selectors.page import chargeback_credits_applied, chargeback_label_keys
 from .selectors.params import chargeback_idle_query_from_params, chargeback_query_from_params
 from .selectors.report import ChargebackQuery, ChargebackReport, chargeback_daily, chargeback_report
 from .tables import ChargebackTable, IdleTable
@@ -60,32 +56,6 @@ def _params(request, *, default_group: bool) -> QueryDict:
         # The first visit groups by project, the first level of the drill-down.
         params["group_by"] = "project"
     return params
-
-
-def _label_keys(access: OrgAccess, *, own_only: bool) -> list[str]:
-    """The label keys the group-by select offers: every key on the organization's projects and
-    on the instances the viewer may see. Two queries, read in the database (jsonb_object_keys),
-    not one row per instance."""
-    keys_of = Func("labels", function="jsonb_object_keys")
-    projects = projects_list(organization=access.organization).exclude(labels={})
-    instances = instances_list(access=access).exclude(labels={})
-    if own_only:
-        instances = instances.filter(owner_id=access.user_id)
-    keys = set(projects.annotate(key=keys_of).values_list("key", flat=True).distinct())
-    keys |= set(instances.annotate(key=keys_of).values_list("key", flat=True).order_by().distinct())
-    return sorted(keys)
-
-
-def _credits_applied(access: OrgAccess, query: ChargebackQuery) -> Decimal | None:
-    """Credits applied on the invoices whose whole period lies in the range (billing roles
-    only): shown apart from the groups' costs, which are usage before credits."""
-    if not access.can_view_billing:
-        return None
-    start = datetime.combine(query.start, time.min, tzinfo=UTC)
-    end = datetime.combine(query.end, time.min, tzinfo=UTC)
-    invoices = invoices_list(access=access).filter(period_start__gte=start, period_end__lte=end)
-    total = invoices.exclude(status=InvoiceStatus.VOID).aggregate(credits=Sum("credits_applied"))["credits"]
-    return total or Decimal("0.00")
 
 
 @dataclass(frozen=True)
@@ -146,7 +116,7 @@ def _report_context(request, access: OrgAccess) -> tuple[dict, bool]:
     own_only = not access.can_view_billing
     params = _params(request, default_group=True)
     context = {"access": access, "organization": access.organization, "own_only": own_only}
-    label_keys = _label_keys(access, own_only=own_only)
+    label_keys = chargeback_label_keys(access=access, own_only=own_only)
     try:
         query = chargeback_query_from_params(organization=access.organization, access=access, params=params)
     except ValidationError as error:
@@ -166,7 +136,7 @@ def _report_context(request, access: OrgAccess) -> tuple[dict, bool]:
         report=report,
         table=table,
         chart=_chart(query),
-        credits=_credits_applied(access, query),
+        credits=chargeback_credits_applied(access=access, start=query.start, end=query.end),
         narrowed=_narrowed(request, access, form.data, report),
         last_day=query.end.fromordinal(query.end.toordinal() - 1),
         csv_url=f"{reverse('chargeback-csv', args=[access.organization.slug])}?{csv_params.urlencode()}",
