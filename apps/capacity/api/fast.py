@@ -6,9 +6,19 @@ interval). Through Django each paid a fixed cost several times its own work (ben
 13 middleware none of which an agent needs (sessions, CSRF, messages, CSP, ...), DRF's request,
 negotiation and renderer, and a field object per value in the serializer. This path answers
 `POST /api/v1/agent/heartbeat` (no inventory, with or without telemetry) and `POST
-/api/v1/agent/telemetry` itself, with one hop to a thread that authenticates (the cached
-credential) and runs the same service as the DRF views (`services.reports`), so what is stored,
-the seq compare-and-set, stale answers and a down node coming back are the same.
+/api/v1/agent/telemetry` itself, on the event loop: the credential from the per-process cache
+(a query in Django's thread only when it is not cached), then the report into the process's
+buffer (services/report_buffer.py), which a task on the same loop writes in batches, one statement
+for every node, 4 times a second, then announces the new telemetry to the node pages that are open
+(live_presence.py). No thread hop and no query per report.
+
+What the agent sees is as before: 200 (or 202 for telemetry apart), `heartbeat_interval_s`, and
+`gpus_updated` when the heartbeat carried telemetry — now the number of GPUs the report gave values
+for, taken (0 when only the telemetry was stale), rather than the number of rows written, which
+is not known when the answer goes; the agent only reads whether the key is there. A report at or
+below the newest seq this process took for the node is answered 409 as before; one that only the
+batch statement can find stale (another process took a newer one) is answered 200 and stored
+nowhere. A down node comes back when its heartbeat is written (at most a flush period later).
 
 Only a report that passes the strict checks below is taken here; anything else — no or a wrong
 credential, bad JSON, a value out of range, an inventory (the rare, full path) — goes on to
@@ -24,6 +34,7 @@ import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -168,7 +179,9 @@ def report_buffer_flushed(buffer: ReportBuffer) -> FlushResult:
 
 
 _authenticated_async = sync_to_async(node_id_authenticated, thread_sensitive=True)
-_flushed_async = sync_to_async(report_buffer_flushed, thread_sensitive=True)
+# Flushes run in a thread of their own, not Django's: a slow view in that thread must not hold
+# reports past the liveness sweep's allowance (services/nodes.py REPORT_STORE_ALLOWANCE).
+_flush_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-report-flush")
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -177,15 +190,21 @@ _STALE_HEARTBEAT = (409, {"detail": "Stale heartbeat: a newer one was already ac
 _STALE_TELEMETRY = (409, {"detail": "Stale telemetry: newer telemetry was already accepted."})
 
 
-def _flush_at_exit(buffer: ReportBuffer) -> None:
-    """What is left in the buffer when the server stops, written from a thread of its own (the
-    event loop's thread may not call the ORM), waited for."""
-
-    def run() -> None:
+def _flush_left(buffer: ReportBuffer) -> None:
+    if len(buffer):
         try:
             report_buffer_flushed(buffer)
         except Exception:
             logger.exception("agent reports left at exit could not be stored")
+
+
+def _flush_at_exit(buffer: ReportBuffer) -> None:
+    """The interpreter's exit: what is left in the buffer, written from a thread of its own (the
+    flush thread no longer takes work then), waited for."""
+
+    def run() -> None:
+        try:
+            _flush_left(buffer)
         finally:
             connections.close_all()
 
@@ -228,14 +247,21 @@ class AgentReportsFastPath:
                 if not len(self.buffer):
                     continue
                 try:
-                    result = await _flushed_async(self.buffer)
+                    result = await asyncio.wrap_future(_flush_thread.submit(report_buffer_flushed, self.buffer))
                 except Exception:
                     logger.exception("agent reports could not be stored; kept for the next flush")
                     continue
                 # After the commit, so a page re-rendered on this push shows the stored values.
                 await telemetry_announce(node_ids=result.telemetry_nodes)
         except asyncio.CancelledError:
-            _flush_at_exit(self.buffer)
+            # The server is stopping: after the flush in flight (queued behind it in its thread),
+            # what is left, waited for here, before the process exits.
+            try:
+                _flush_thread.submit(_flush_left, self.buffer).result(timeout=60)
+            except RuntimeError:  # the interpreter is shutting down: no new work for that thread
+                _flush_at_exit(self.buffer)
+            except Exception:  # noqa: BLE001 - a flush stuck past the timeout: stop anyway
+                logger.exception("agent reports left at exit could not be stored")
             raise
 
     async def _answer(self, path: str, authorization: str, body: bytes) -> Answer | None:
