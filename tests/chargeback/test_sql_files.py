@@ -9,7 +9,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from apps.chargeback.sql import SQL_DIR, sql_files, sql_join, sql_read, sql_replace
 from tests.capacity.test_sql_files import function_difference, statement
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.django_db
 
 MIGRATIONS_DIR = Path(SQL_DIR).parent / "migrations"
 FOLDS = {"chargeback_fold_records", "chargeback_fold_charges", "chargeback_fold_telemetry"}
+ROWS_ADD = "chargeback_rows_add"  # the one upsert into the hour and day tables, which each fold calls
 
 
 def newest() -> dict[str, int]:
@@ -44,8 +45,8 @@ def migration_references() -> set[tuple[str, int]]:
 def test_the_folds_are_the_files():
     # Given the SQL files
     # When they are listed
-    # Then there is one function per fold the roll-up calls
-    assert set(newest()) == FOLDS
+    # Then there is one function per fold the roll-up calls, and the upsert they share
+    assert set(newest()) == FOLDS | {ROWS_ADD}
 
 
 @pytest.mark.parametrize("name", sorted(newest()))
@@ -126,3 +127,11 @@ def test_the_loader_keeps_the_files_text():
     assert operation.sql == operation.reverse_sql == sql_join(stored)
     with pytest.raises(FileNotFoundError, match=r"chargeback_fold_charges\.v9\.sql"):
         sql_read("chargeback_fold_charges", 9)
+
+
+def test_the_upsert_names_only_a_subject_column():
+    # Given the upsert the folds share, which builds its ON CONFLICT from the column it is given
+    # When it is given a column that is not a subject
+    # Then it refuses before building anything
+    with connection.cursor() as cursor, pytest.raises(DatabaseError, match="instance_id or reservation_id"):
+        cursor.execute("SELECT chargeback_rows_add(ARRAY[]::chargeback_usage[], 'organization_id')")

@@ -1,7 +1,7 @@
 CREATE OR REPLACE FUNCTION chargeback_fold_records(p_lo bigint, p_hi bigint, p_flavor_ids bigint[], p_flavor_milli bigint[])
 RETURNS bigint LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
--- Usage records with p_lo < id <= p_hi added onto the instances' hour and day rows, in one
--- statement; returns how many records went in.
+-- Usage records with p_lo < id <= p_hi added onto the instances' hour and day rows: one statement
+-- makes the batch's rows, chargeback_rows_add stores them; returns how many records went in.
 --
 -- A record counts in the hour of its period_start, whole: metering cuts records at hour
 -- boundaries, and an older record that spans one (by a few seconds at most) stays with its
@@ -19,57 +19,29 @@ RETURNS bigint LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
 -- leaves it; a correction carries its own reason, so the note is read from the run, and only for
 -- records priced 0.
 DECLARE
+    v_rows chargeback_usage[];
     v_folded bigint;
 BEGIN
-    WITH src AS (
-        SELECT g.hour, i.organization_id, i.project_id, i.owner_id, i.id AS instance_id,
-               NULL::uuid AS reservation_id, i.offering_id, i.flavor_id, i.region_id, g.hourly_amount, g.currency,
-               g.seconds, g.held_seconds * COALESCE(m.milli, 0) AS allocated_milli_seconds,
-               0::bigint AS used_milli_seconds, g.n
-        FROM (
-            SELECT date_trunc('hour', r.period_start, 'UTC') AS hour, r.instance_id, r.hourly_amount, r.currency,
-                   SUM(r.seconds)::bigint AS seconds,
-                   SUM(CASE WHEN r.hourly_amount = 0 AND EXISTS (
-                           SELECT 1 FROM billing_meteredrun run WHERE run.id = r.run_id AND run.note LIKE 'In reservation %'
-                       ) THEN 0 ELSE r.seconds END)::bigint AS held_seconds,
-                   COUNT(*) AS n
-            FROM billing_usagerecord r
-            WHERE r.id > p_lo AND r.id <= p_hi
-            GROUP BY 1, r.instance_id, r.hourly_amount, r.currency
-        ) g
-        JOIN instances_instance i ON i.id = g.instance_id
-        LEFT JOIN unnest(p_flavor_ids, p_flavor_milli) AS m(flavor_id, milli) ON m.flavor_id = i.flavor_id
-    ),
-    hours AS (
-        INSERT INTO chargeback_usagehour (hour, organization_id, project_id, owner_id, instance_id, reservation_id,
-                                          offering_id, flavor_id, region_id, hourly_amount, currency,
-                                          seconds, allocated_milli_seconds, used_milli_seconds)
-        SELECT hour, organization_id, project_id, owner_id, instance_id, reservation_id,
-               offering_id, flavor_id, region_id, hourly_amount, currency,
-               seconds, allocated_milli_seconds, used_milli_seconds
-        FROM src
-        ON CONFLICT (hour, instance_id, hourly_amount) WHERE instance_id IS NOT NULL
-        DO UPDATE SET seconds = chargeback_usagehour.seconds + EXCLUDED.seconds,
-                      allocated_milli_seconds = chargeback_usagehour.allocated_milli_seconds + EXCLUDED.allocated_milli_seconds,
-                      used_milli_seconds = chargeback_usagehour.used_milli_seconds + EXCLUDED.used_milli_seconds
-        RETURNING 1
-    ),
-    days AS (
-        INSERT INTO chargeback_usageday (day, organization_id, project_id, owner_id, instance_id, reservation_id,
-                                         offering_id, flavor_id, region_id, hourly_amount, currency,
-                                         seconds, allocated_milli_seconds, used_milli_seconds)
-        SELECT (hour AT TIME ZONE 'UTC')::date, organization_id, project_id, owner_id, instance_id, reservation_id,
-               offering_id, flavor_id, region_id, hourly_amount, currency,
-               SUM(seconds), SUM(allocated_milli_seconds), SUM(used_milli_seconds)
-        FROM src
-        GROUP BY (hour AT TIME ZONE 'UTC')::date, organization_id, project_id, owner_id, instance_id, reservation_id,
-                 offering_id, flavor_id, region_id, hourly_amount, currency
-        ON CONFLICT (day, instance_id, hourly_amount) WHERE instance_id IS NOT NULL
-        DO UPDATE SET seconds = chargeback_usageday.seconds + EXCLUDED.seconds,
-                      allocated_milli_seconds = chargeback_usageday.allocated_milli_seconds + EXCLUDED.allocated_milli_seconds,
-                      used_milli_seconds = chargeback_usageday.used_milli_seconds + EXCLUDED.used_milli_seconds
-        RETURNING 1
-    )
-    SELECT COALESCE(SUM(n), 0)::bigint INTO v_folded FROM src;
+    -- The rows, in chargeback_usage's order: hour, organization, project, owner, instance,
+    -- reservation, offering, flavor, region, price, currency, seconds, allocated, used.
+    SELECT array_agg(ROW(g.hour, i.organization_id, i.project_id, i.owner_id, i.id,
+                         NULL, i.offering_id, i.flavor_id, i.region_id, g.hourly_amount, g.currency,
+                         g.seconds, g.held_seconds * COALESCE(m.milli, 0), 0)::chargeback_usage),
+           COALESCE(SUM(g.n), 0)::bigint
+    INTO v_rows, v_folded
+    FROM (
+        SELECT date_trunc('hour', r.period_start, 'UTC') AS hour, r.instance_id, r.hourly_amount, r.currency,
+               SUM(r.seconds)::bigint AS seconds,
+               SUM(CASE WHEN r.hourly_amount = 0 AND EXISTS (
+                       SELECT 1 FROM billing_meteredrun run WHERE run.id = r.run_id AND run.note LIKE 'In reservation %'
+                   ) THEN 0 ELSE r.seconds END)::bigint AS held_seconds,
+               COUNT(*) AS n
+        FROM billing_usagerecord r
+        WHERE r.id > p_lo AND r.id <= p_hi
+        GROUP BY 1, r.instance_id, r.hourly_amount, r.currency
+    ) g
+    JOIN instances_instance i ON i.id = g.instance_id
+    LEFT JOIN unnest(p_flavor_ids, p_flavor_milli) AS m(flavor_id, milli) ON m.flavor_id = i.flavor_id;
+    PERFORM chargeback_rows_add(v_rows, 'instance_id');
     RETURN v_folded;
 END $$;
