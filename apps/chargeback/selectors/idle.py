@@ -17,12 +17,12 @@ from django.db import connection
 from apps.instances.models import Instance
 
 from ._sql import COST_SQL, subjects_sql, usage_where
-from .measures import MILLI_PER_GPU_HOUR, gpu_hours, utilisation_pct
+from .measures import MILLI_PER_GPU_HOUR, GpuTimeMeasures, gpu_hours
 from .names import user_display
 
 
 @dataclass(frozen=True)
-class IdleHolder:
+class IdleHolder(GpuTimeMeasures):
     instance_id: object  # UUID
     instance_name: str
     instance_state: str
@@ -36,24 +36,12 @@ class IdleHolder:
     cost: Decimal
     currency: str
 
-    @property
-    def allocated_gpu_hours(self) -> Decimal:
-        return gpu_hours(self.allocated_milli_seconds)
-
-    @property
-    def used_gpu_hours(self) -> Decimal:
-        return gpu_hours(self.used_milli_seconds)
+    # allocated_gpu_hours, used_gpu_hours, utilisation_pct: GpuTimeMeasures's (an idle holder held
+    # something, so its allocated is never 0 and its utilisation never None).
 
     @property
     def wasted_gpu_hours(self) -> Decimal:
         return gpu_hours(self.allocated_milli_seconds - self.used_milli_seconds)
-
-    @property
-    def utilisation_pct(self) -> Decimal:
-        # An idle holder held something: allocated is never 0 here.
-        return utilisation_pct(
-            used_milli_seconds=self.used_milli_seconds, allocated_milli_seconds=self.allocated_milli_seconds
-        )
 
 
 def chargeback_idle_holders(

@@ -22,3 +22,26 @@ def utilisation_pct(*, used_milli_seconds: int, allocated_milli_seconds: int) ->
         return None
     value = Decimal(used_milli_seconds) * 100 / Decimal(allocated_milli_seconds)
     return value.quantize(_PCT, rounding=ROUND_HALF_UP)
+
+
+class GpuTimeMeasures:
+    """allocated_gpu_hours, used_gpu_hours and utilisation_pct of a row that carries the roll-ups'
+    allocated_milli_seconds and used_milli_seconds (a report row, an idle holder): one definition,
+    so the two write the same figure for the same integers."""
+
+    allocated_milli_seconds: int
+    used_milli_seconds: int
+
+    @property
+    def allocated_gpu_hours(self) -> Decimal:
+        return gpu_hours(self.allocated_milli_seconds)
+
+    @property
+    def used_gpu_hours(self) -> Decimal:
+        return gpu_hours(self.used_milli_seconds)
+
+    @property
+    def utilisation_pct(self) -> Decimal | None:
+        return utilisation_pct(
+            used_milli_seconds=self.used_milli_seconds, allocated_milli_seconds=self.allocated_milli_seconds
+        )

@@ -31,7 +31,7 @@ from ._sql import (
     usage_where,
 )
 from .idle import IdleHolder, chargeback_idle_holders  # noqa: F401 - part of this module's API
-from .measures import gpu_hours, utilisation_pct
+from .measures import GpuTimeMeasures, gpu_hours
 from .names import dimension_names
 
 # Dimension names used in URLs, the API and CSV; `label:<key>` groups by an effective label.
@@ -86,7 +86,7 @@ class ChargebackKey:
 
 
 @dataclass(frozen=True)
-class ChargebackRow:
+class ChargebackRow(GpuTimeMeasures):
     keys: tuple[ChargebackKey, ...]
     seconds: int  # billed seconds, corrections included
     allocated_milli_seconds: int
@@ -97,20 +97,6 @@ class ChargebackRow:
     @property
     def hours(self) -> Decimal:
         return gpu_hours(self.seconds * 1000)
-
-    @property
-    def allocated_gpu_hours(self) -> Decimal:
-        return gpu_hours(self.allocated_milli_seconds)
-
-    @property
-    def used_gpu_hours(self) -> Decimal:
-        return gpu_hours(self.used_milli_seconds)
-
-    @property
-    def utilisation_pct(self) -> Decimal | None:
-        return utilisation_pct(
-            used_milli_seconds=self.used_milli_seconds, allocated_milli_seconds=self.allocated_milli_seconds
-        )
 
     @property
     def label(self) -> str:
