@@ -136,7 +136,11 @@ def _invoiced_rows(*, organization: Organization, invoices: list[Invoice]) -> li
         invoice = by_id[line.invoice_id]
         period = (invoice.period_start, invoice.period_end)
         base = {**account_columns(organization, period), "InvoiceId": invoice.number}
-        if line.kind == InvoiceLineKind.CREDIT:
+        credit = line.kind == InvoiceLineKind.CREDIT
+        reservation = reservations.get(line.pk)
+        # A credit, or a line made by hand (no instance, no reservation behind it): billed, so
+        # exported, as an Adjustment.
+        if credit or (line.instance_id is None and reservation is None):
             rows.append(
                 credit_row(
                     base=base,
@@ -144,23 +148,11 @@ def _invoiced_rows(*, organization: Organization, invoices: list[Invoice]) -> li
                     currency=invoice.currency,
                     description=line.description,
                     period=period,
+                    category="Credit" if credit else "Adjustment",
                 )
             )
             continue
         if line.instance_id is None:
-            reservation = reservations.get(line.pk)
-            if reservation is None:  # a line made by hand, nothing behind it: billed, so exported
-                rows.append(
-                    credit_row(
-                        base=base,
-                        amount=line.amount,
-                        currency=invoice.currency,
-                        description=line.description,
-                        period=period,
-                        category="Adjustment",
-                    )
-                )
-                continue
             span = charge_spans[line.pk]
             rows.append(
                 usage_row(
