@@ -18,7 +18,7 @@ from apps.accounts.models import Role
 from apps.accounts.selectors import organization_access_get
 from tests.factories.accounts import UserFactory
 from tests.factories.billing import InstanceFactory
-from tests.factories.chargeback import chargeback_world, usage_day
+from tests.factories.chargeback import chargeback_november, usage_day
 
 pytestmark = pytest.mark.django_db
 
@@ -29,13 +29,7 @@ ENDPOINTS = ["chargeback/", "chargeback/daily/", "chargeback/idle/"]
 
 @pytest.fixture
 def world():
-    w = chargeback_world()
-    usage_day(instance=w.train, day=NOV1, seconds=3600, hourly_amount="2.00", util_pct=50)
-    usage_day(instance=w.train, day=NOV2, seconds=7200, hourly_amount="2.00", util_pct=10)
-    usage_day(instance=w.tune, day=NOV1, seconds=3600, hourly_amount="2.00", util_pct=90)
-    usage_day(instance=w.serve, day=NOV1, seconds=1800, hourly_amount="1.00", gpus="0.5", util_pct=20)
-    usage_day(instance=w.stranger_instance, day=NOV1, seconds=3600, hourly_amount="5.00")
-    return w
+    return chargeback_november()
 
 
 def url(w, endpoint="chargeback/", org=None) -> str:

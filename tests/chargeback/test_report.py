@@ -24,7 +24,7 @@ from apps.chargeback.selectors.report import (
     chargeback_report,
 )
 from tests.factories.billing import InstanceFactory
-from tests.factories.chargeback import chargeback_world, usage_day
+from tests.factories.chargeback import chargeback_november, chargeback_world, usage_day
 
 pytestmark = pytest.mark.django_db
 
@@ -33,13 +33,7 @@ NOV1, NOV2, DEC1 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 12, 1)
 
 @pytest.fixture
 def world():
-    w = chargeback_world()
-    usage_day(instance=w.train, day=NOV1, seconds=3600, hourly_amount="2.00", util_pct=50)
-    usage_day(instance=w.train, day=NOV2, seconds=7200, hourly_amount="2.00", util_pct=10)
-    usage_day(instance=w.tune, day=NOV1, seconds=3600, hourly_amount="2.00", util_pct=90)
-    usage_day(instance=w.serve, day=NOV1, seconds=1800, hourly_amount="1.00", gpus="0.5", util_pct=20)
-    usage_day(instance=w.stranger_instance, day=NOV1, seconds=3600, hourly_amount="5.00")
-    return w
+    return chargeback_november()
 
 
 def report(w, **query):

@@ -114,3 +114,17 @@ def chargeback_world() -> World:
             organization=stranger_org, project=stranger_org.projects.first(), owner=stranger, name="theirs"
         ),
     )
+
+
+def chargeback_november() -> World:
+    """chargeback_world with the usage the report and API tests read, on 1 and 2 November 2026:
+    train 1 h at 50 % then 2 h at 10 %, tune 1 h at 90 % (all at 2.00 on a whole GPU), serve
+    half an hour on half a GPU at 1.00 and 20 %, and the stranger's instance 1 h at 5.00."""
+    w = chargeback_world()
+    nov1, nov2 = date(2026, 11, 1), date(2026, 11, 2)
+    usage_day(instance=w.train, day=nov1, seconds=3600, hourly_amount="2.00", util_pct=50)
+    usage_day(instance=w.train, day=nov2, seconds=7200, hourly_amount="2.00", util_pct=10)
+    usage_day(instance=w.tune, day=nov1, seconds=3600, hourly_amount="2.00", util_pct=90)
+    usage_day(instance=w.serve, day=nov1, seconds=1800, hourly_amount="1.00", gpus="0.5", util_pct=20)
+    usage_day(instance=w.stranger_instance, day=nov1, seconds=3600, hourly_amount="5.00")
+    return w
