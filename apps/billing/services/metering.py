@@ -174,23 +174,28 @@ def _records_plan(*, run: MeteredRun, total: int) -> tuple[list[UsageRecord], in
     while done < total:
         start = run.started_at + timedelta(seconds=done)
         upto = min(total, _second_at(run, _boundary_after(start)))
-        records.append(
-            UsageRecord(
-                run_id=run.pk,
-                instance_id=run.instance_id,
-                organization_id=run.organization_id,
-                project_id=run.project_id,
-                kind=UsageKind.USAGE,
-                period_start=start,
-                period_end=run.started_at + timedelta(seconds=upto),
-                seconds=upto - done,
-                hourly_amount=run.hourly_amount,
-                currency=run.currency,
-                reason=run.note,
-            )
-        )
+        records.append(usage_record_plan(run=run, done=done, upto=upto))
         done = upto
     return records, done
+
+
+def usage_record_plan(*, run: MeteredRun, done: int, upto: int) -> UsageRecord:
+    """The usage record (not saved) of `run`'s seconds from `done` to `upto` (counted from its
+    start), at its price and with its note as the reason: what every meter pass writes, whatever
+    its cuts (tests of migration 0007 build the old per-pass records with it)."""
+    return UsageRecord(
+        run_id=run.pk,
+        instance_id=run.instance_id,
+        organization_id=run.organization_id,
+        project_id=run.project_id,
+        kind=UsageKind.USAGE,
+        period_start=run.started_at + timedelta(seconds=done),
+        period_end=run.started_at + timedelta(seconds=upto),
+        seconds=upto - done,
+        hourly_amount=run.hourly_amount,
+        currency=run.currency,
+        reason=run.note,
+    )
 
 
 def _records_plan_finished(*, run: MeteredRun, now: datetime) -> tuple[list[UsageRecord], int]:

@@ -22,7 +22,12 @@ from apps.billing.models import (
     UsageKind,
     UsageRecord,
 )
-from apps.billing.services.metering import usage_correction_add, usage_open_runs_meter, usage_run_close
+from apps.billing.services.metering import (
+    usage_correction_add,
+    usage_open_runs_meter,
+    usage_record_plan,
+    usage_run_close,
+)
 from tests.factories.billing import BillingAccountFactory, InstanceFactory, run_open
 
 pytestmark = pytest.mark.django_db
@@ -40,21 +45,7 @@ def legacy_records(run: MeteredRun, *, until: datetime, every_s: int = 60) -> li
         cuts.add(month_edge)
     rows, done = [], run.metered_seconds
     for upto in sorted(cuts):
-        rows.append(
-            UsageRecord(
-                run=run,
-                instance_id=run.instance_id,
-                organization_id=run.organization_id,
-                project_id=run.project_id,
-                kind=UsageKind.USAGE,
-                period_start=run.started_at + timedelta(seconds=done),
-                period_end=run.started_at + timedelta(seconds=upto),
-                seconds=upto - done,
-                hourly_amount=run.hourly_amount,
-                currency=run.currency,
-                reason=run.note,
-            )
-        )
+        rows.append(usage_record_plan(run=run, done=done, upto=upto))  # the fields as any pass writes them
         done = upto
     created = UsageRecord.objects.bulk_create(rows)
     MeteredRun.objects.filter(pk=run.pk).update(metered_seconds=done)
