@@ -81,9 +81,12 @@ def node_register(*, token: str, inventory: dict[str, Any]) -> tuple[Node, str]:
 # node id -> (credential digest, monotonic expiry). Per process: every agent request is checked
 # here, and a query (or a Redis round trip) per request was a large part of a report's cost. A
 # credential never changes (registration makes a new node), so the only staleness is a node
-# deleted meanwhile: its reports then find no row and answer 401 (node_credential_forget).
+# deleted meanwhile: its reports then find no row and the credential is forgotten
+# (node_credential_forget: by the report's own statement, or by the batch that finds the node
+# gone), so its next report answers 401. The expiry is only a backstop for that, hence long: at
+# 60 s, 1,250 nodes re-read their credentials ~21 times a second, each a query and a thread hop.
 # Nothing else about the node is cached: the reports read its state from the row they update.
-CREDENTIAL_CACHE_TTL_S = 60.0
+CREDENTIAL_CACHE_TTL_S = 600.0
 CREDENTIAL_CACHE_MAX = 50_000  # nodes; past it, the cache starts over (10,000 GPUs are 1,250 nodes)
 _credentials: dict[str, tuple[str, float]] = {}
 
