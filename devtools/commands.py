@@ -19,8 +19,10 @@ def web_command(*, port: int, host: str = "127.0.0.1") -> list[str]:
         "--port",
         str(port),
         "--no-access-log",
+        # On: its shutdown is where the web process writes the agent reports it answered but has
+        # not stored yet (apps/capacity/api/fast.py); uvicorn gives an app no other moment.
         "--lifespan",
-        "off",
+        "on",
     ]
 
 

@@ -14,10 +14,16 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from apps.capacity.api.fast import AgentReportsFastPath  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
+# Agents' steady-state heartbeats and telemetry skip Django's stack and are written in batches by
+# a task this process runs (apps/capacity/api/fast.py).
+agent_reports = AgentReportsFastPath(django_http)
+
 application = ProtocolTypeRouter(
     {
-        # Agents' steady-state heartbeats and telemetry skip Django's stack (apps/capacity/api/fast.py).
-        "http": AgentReportsFastPath(django_http),
+        "http": agent_reports,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # The server's start and stop (uvicorn --lifespan on): on stop, the reports still in the
+        # buffer are written before the process exits.
+        "lifespan": agent_reports.lifespan,
     }
 )

@@ -6,6 +6,7 @@ agent's next report replaces) is stated in services/report_buffer.py; no test ca
 process's memory."""
 
 import copy
+import http.client
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from apps.capacity.services.report_buffer import STALE, TAKEN, ReportBuffer, rep
 from apps.capacity.services.reports import node_register
 from apps.catalog.models import Region
 from tests.capacity.test_agent_fast_path import Django, asgi_post, beat
+from tests.support.processes import free_port, process_env, spawn, wait_http_ok, web_command
 
 FIXTURES = Path(__file__).resolve().parents[1] / "agent" / "fixtures"
 TWO_H200 = json.loads((FIXTURES / "nvml_2xh200_capture.json").read_text())
@@ -169,14 +171,14 @@ def test_a_heartbeat_stored_in_a_batch_is_stamped_when_it_arrived_not_when_writt
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_report_taken_but_not_yet_written_is_written_when_the_server_stops(node):
+def test_a_report_taken_but_not_yet_written_is_written_when_the_event_loop_ends(node):
     # Given the fast path with a flush task that would not run for an hour
     node, credential = node
     buffer = ReportBuffer()
     app = AgentReportsFastPath(Django(), buffer=buffer, flush_every=3600)
 
-    # When a heartbeat is answered and the server's event loop then ends (as uvicorn's does on
-    # SIGTERM or SIGINT: the loop cancels its tasks before closing)
+    # When a heartbeat is answered and the event loop then ends without a lifespan shutdown (a
+    # loop that closes cancels its tasks; uvicorn's own stop is the next test)
     status, _ = asgi_post(app, "/api/v1/agent/heartbeat", f"Node {node.pk}:{credential}", json.dumps(beat(7)).encode())
 
     # Then the report was written on the way out
@@ -203,3 +205,43 @@ def test_a_batch_that_fails_is_kept_for_the_next_flush_then_dropped(node):
     buffer.heartbeat_take(node_id=node.pk, seq=5, at=now())
     buffer.flush()
     assert stored(node)[0] == 5
+
+
+@pytest.mark.integration
+def test_a_real_web_process_stopped_right_after_answering_has_written_every_report(
+    transactional_db, demo_catalog, process_logs
+):
+    """Given a uvicorn web process (the production command) and nodes whose reports it answered
+    moments ago, when it gets SIGTERM before its next flush (every 0.25 s), then every answered
+    report is stored: the ASGI lifespan shutdown writes the rest. Without it (`--lifespan off`)
+    this fails: uvicorn re-raises SIGTERM with the default handler as soon as it has shut down,
+    before the loop would cancel the flush task, so neither that nor the exit handlers run."""
+    region = Region.objects.get(code="us-east-1")
+    nodes = []
+    for index in range(20):
+        inventory = copy.deepcopy(TWO_H200["inventory_payload"])
+        inventory["hostname"] = f"stop-{index}"
+        for gpu in inventory["gpus"]:
+            gpu["uuid"] = f"{gpu['uuid'][:-2]}{index:02d}"
+        _, token = registration_token_create(region=region, actor=None)
+        nodes.append(node_register(token=token, inventory=inventory))
+    port = free_port()
+    web = spawn("web-stop", web_command(port=port), process_env(), process_logs)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", web)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        answered = {}
+        for node, credential in nodes:
+            body = json.dumps(beat(1_000 + len(answered)))
+            headers = {"Authorization": f"Node {node.pk}:{credential}", "Content-Type": "application/json"}
+            connection.request("POST", "/api/v1/agent/heartbeat", body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            answered[node.pk] = json.loads(body)["seq"]
+        connection.close()
+    finally:
+        web.stop()  # SIGTERM to its group, waited for
+
+    assert web.process.returncode is not None
+    assert dict(Node.objects.filter(pk__in=answered).values_list("pk", "last_seq")) == answered

@@ -8,9 +8,9 @@ negotiation and renderer, and a field object per value in the serializer. This p
 `POST /api/v1/agent/heartbeat` (no inventory, with or without telemetry) and `POST
 /api/v1/agent/telemetry` itself, on the event loop: the credential from the per-process cache
 (a query in Django's thread only when it is not cached), then the report into the process's
-buffer (services/report_buffer.py), which a task on the same loop writes in batches, one statement
-for every node, 4 times a second, then announces the new telemetry to the node pages that are open
-(live_presence.py). No thread hop and no query per report.
+buffer (services/report_buffer.py). A task on the same loop has the buffer written in batches (one
+statement for every node, 4 times a second, in a thread of its own), then announces the new
+telemetry to the node pages that are open (live_presence.py). No thread hop and no query per report.
 
 What the agent sees is as before: 200 (or 202 for telemetry apart), `heartbeat_interval_s`, and
 `gpus_updated` when the heartbeat carried telemetry — now the number of GPUs the report gave values
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import logging
 import threading
@@ -219,8 +220,10 @@ class AgentReportsFastPath:
 
     Reports are taken into `buffer` and written in batches every `flush_every` seconds by a task
     on the server's event loop (started with the first report); `flush_every=None` starts no task
-    (tests flush the buffer themselves). When the server stops, the loop cancels the task, which
-    writes what is left first (services/report_buffer.py says what a crash loses)."""
+    (tests flush the buffer themselves). When the server stops, its lifespan shutdown (`lifespan`)
+    ends the task, which writes what is left first; a loop closed otherwise cancels the task to the
+    same effect, and an exit handler covers the rest (services/report_buffer.py says what a crash
+    loses)."""
 
     def __init__(self, app, *, buffer: ReportBuffer = report_buffer, flush_every: float | None = FLUSH_INTERVAL_S):
         self.app = app
@@ -263,6 +266,32 @@ class AgentReportsFastPath:
             except Exception:  # noqa: BLE001 - a flush stuck past the timeout: stop anyway
                 logger.exception("agent reports left at exit could not be stored")
             raise
+
+    async def stopped(self) -> None:
+        """The server is stopping: the flush task ends, writing what is left, and this waits."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if len(self.buffer):  # no task ran on this loop (or it could not write): once more
+            await asyncio.wrap_future(_flush_thread.submit(_flush_left, self.buffer))
+
+    async def lifespan(self, scope: dict, receive: Receive, send: Send) -> None:
+        """ASGI lifespan (portal/asgi.py). Its shutdown is the one moment uvicorn gives an app on
+        SIGTERM/SIGINT, after the last connection closed: it re-raises the signal with the default
+        handler as soon as its serve() returns, before the loop would cancel this task, so neither
+        that cancellation nor the interpreter's exit handlers would run."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.stopped()
+                except Exception:
+                    logger.exception("agent reports left at shutdown could not be stored")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def _answer(self, path: str, authorization: str, body: bytes) -> Answer | None:
         """The answer to a steady-state report, or None: Django answers it."""
