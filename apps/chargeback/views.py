@@ -29,7 +29,7 @@ from .forms import ChargebackForm, IdleForm, ParamsForm
 from .selectors.exports import chargeback_csv_response, chargeback_idle_csv, csv_streaming_response
 from .selectors.idle import chargeback_idle_holders
 from .selectors.names import dimension_names
-from .selectors.page import chargeback_credits_applied, chargeback_label_keys
+from .selectors.page import chargeback_credits_applied, chargeback_label_keys, chargeback_rolled_up_at
 from .selectors.params import chargeback_idle_query_from_params, chargeback_query_from_params
 from .selectors.report import ChargebackQuery, ChargebackReport, chargeback_daily, chargeback_report
 from .tables import ChargebackTable, IdleTable
@@ -115,7 +115,12 @@ def _chart(query: ChargebackQuery) -> dict:
 def _report_context(request, access: OrgAccess) -> tuple[dict, bool]:
     own_only = not access.can_view_billing
     params = _params(request, default_group=True)
-    context = {"access": access, "organization": access.organization, "own_only": own_only}
+    context = {
+        "access": access,
+        "organization": access.organization,
+        "own_only": own_only,
+        "rolled_up_at": chargeback_rolled_up_at(),
+    }
     label_keys = chargeback_label_keys(access=access, own_only=own_only)
     try:
         query = chargeback_query_from_params(organization=access.organization, access=access, params=params)

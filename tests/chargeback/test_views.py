@@ -17,6 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.accounts.models import Membership, Role
+from apps.chargeback.services.rollup import usage_rollup_run
 from tests.factories.billing import InstanceFactory
 from tests.factories.chargeback import chargeback_world, usage_day
 
@@ -301,3 +302,17 @@ def test_the_page_runs_the_same_number_of_queries_whatever_its_rows(client, worl
         instance = InstanceFactory(organization=world.org, project=world.research, owner=world.bob, name=f"x{n}")
         usage_day(instance=instance, day=NOV1, seconds=60 * (n + 1), hourly_amount="3.00")
     assert count() == few
+
+
+def test_the_page_says_how_fresh_its_figures_are(client, world):
+    # Given no roll-up has run yet
+    html = page(client, world.owner, url(world), NOV).content.decode()
+    assert "Not rolled up yet" in html
+
+    # When the roll-up runs
+    usage_rollup_run()
+
+    # Then the page says its figures are finished hours as of that run
+    html = page(client, world.owner, url(world), NOV).content.decode()
+    assert "Not rolled up yet" not in html
+    assert "Finished hours as of the last roll-up" in html and "running hour is added once it ends" in html

@@ -14,6 +14,9 @@ from apps.billing.models import InvoiceStatus
 from apps.billing.selectors.invoices import invoices_list
 from apps.instances.selectors import instances_list
 
+from ..models import RollupCursor
+from ..services.rollup import RECORDS
+
 
 def chargeback_label_keys(*, access: OrgAccess, own_only: bool) -> list[str]:
     """Every label key on the organization's projects and on the instances the viewer may see.
@@ -39,3 +42,10 @@ def chargeback_credits_applied(*, access: OrgAccess, start: date, end: date) -> 
     )
     total = invoices.exclude(status=InvoiceStatus.VOID).aggregate(credits=Sum("credits_applied"))["credits"]
     return total or Decimal("0.00")
+
+
+def chargeback_rolled_up_at() -> datetime | None:
+    """When the roll-up last folded usage records in (None before its first run). The pages say
+    it: they show finished hours as of then, never the running hour, whose seconds the meter
+    writes only once it ends (the billing overview shows them live)."""
+    return RollupCursor.objects.filter(source=RECORDS).values_list("updated_at", flat=True).first()

@@ -9,7 +9,8 @@ Three sources, each with a RollupCursor:
 Each batch is one call of a server-side function (apps/chargeback/sql/: chargeback_fold_records,
 chargeback_fold_charges, chargeback_fold_telemetry; README.md there says what each folds):
 set-based, the batch's rows made in one statement and added onto the hour and day rows by
-chargeback_rows_add (the one upsert), answering how many source rows went in. This module keeps the batching, the cursors, the lock and the horizon.
+chargeback_rows_add (the one upsert), answering how many source rows went in. This module keeps
+the batching, the cursors, the lock and the horizon.
 
 Exactly once. Each batch is one transaction that adds its rows and moves its cursor past them,
 so a crash leaves both or neither, and a run repeated finds nothing more to add. Runs never
