@@ -69,6 +69,10 @@ CACHES = {
 }
 
 CELERY_BROKER_URL = f"{REDIS_URL}/0"
+# The queue every task goes to and every worker takes from. Two portals on one Redis (a test's
+# own set of web processes and workers beside the test session's) each name their own, so neither
+# runs the other's tasks.
+CELERY_TASK_DEFAULT_QUEUE = env_str("PORTAL_CELERY_QUEUE") or "celery"
 CELERY_RESULT_BACKEND = None  # tasks write their outcome to PostgreSQL, not to a result store
 CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the message for another worker
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

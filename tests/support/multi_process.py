@@ -50,7 +50,10 @@ def multi_portal_start(log_dir: Path, *, web: int, workers: int, concurrency: in
     """`web` web processes and `workers` Celery workers on the test database, behind nginx."""
     proxy_port = free_port()
     url = f"http://127.0.0.1:{proxy_port}"
-    env = process_env(PORTAL_BASE_URL=url)
+    # A queue of its own: the test session's worker and beat share this Redis, and would otherwise
+    # run this portal's tasks (a launch "paused" by SIGSTOP to these workers was placed by the
+    # session's worker) and send it theirs.
+    env = process_env(PORTAL_BASE_URL=url, PORTAL_CELERY_QUEUE=f"multi-{os.getpid()}")
     ports: list[int] = []
     while len(ports) < web:
         if (port := free_port()) not in ports and port != proxy_port:
