@@ -13,7 +13,7 @@ from apps.capacity.models import Allocation, AllocationState
 from apps.instances.models import Instance, InstanceState
 from apps.instances.services.actions import instance_launch, instance_stop
 from apps.instances.services.placement import instance_schedule
-from apps.instances.services.queue import instances_queue_place
+from apps.instances.services.queue import _line_head_place, instances_queue_place
 from apps.instances.services.reports import workload_report_apply
 
 S = InstanceState
@@ -203,3 +203,13 @@ def test_the_page_of_a_queued_launch_shows_its_place_in_line_and_what_it_waits_f
     assert 'data-testid="queue-position"' in html
     assert "2nd in line</strong> for 1 × NVIDIA H100 80GB SXM in us-east-1; 0 of 8 free." in html
     assert "Leave the queue" in html
+
+
+@pytest.mark.django_db
+def test_a_queue_line_of_large_ids_takes_its_lock(notebook_setup):
+    # Given ids whose old lock key (region × 1,000,003 + flavor) passed PostgreSQL's int4: a
+    # long-lived database (or the test suite's) gets there, and the line was then never placed
+    region_id, flavor_id = 2194, 77
+
+    # When the line's head is placed, Then its lock is taken (an empty line: nothing to place)
+    assert _line_head_place(region_id=region_id, flavor_id=flavor_id, skip=frozenset()) == ("empty", None)

@@ -66,7 +66,12 @@ def instances_queue_place() -> list[UUID]:
 @atomic_retry
 def _line_head_place(*, region_id: int, flavor_id: int, skip: frozenset[UUID]) -> tuple[str, UUID | None]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [QUEUE_LINE_LOCK, region_id * 1_000_003 + flavor_id])
+        # The line's key hashed to the lock's int4: ids multiplied together overflowed it (region
+        # 2194 × 1,000,003 > 2^31: "function pg_advisory_xact_lock(integer, bigint) does not
+        # exist", and the line was never placed). Two lines sharing a hash only wait for each other.
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [QUEUE_LINE_LOCK, f"{region_id}:{flavor_id}"]
+        )
     head = (
         queue_line(region_id=region_id, flavor_id=flavor_id)
         .exclude(pk__in=skip)
