@@ -74,16 +74,22 @@ def test_within_a_process_a_report_at_or_below_the_newest_taken_is_stale(node):
     assert stored(node) == (5, 5, [50, 50])
 
 
-@pytest.mark.django_db
-def test_a_stale_report_in_a_later_batch_of_another_process_overwrites_nothing(node):
-    # Given two web processes: A took seq 10, B (the agent's request went there first, and was
-    # slow) took seq 9 with other values
-    node, _ = node
+def _two_processes_took(node) -> tuple[ReportBuffer, ReportBuffer]:
+    """Two web processes' buffers: A took seq 10 (utilisation 10), B seq 9 (utilisation 99)."""
     a, b = ReportBuffer(), ReportBuffer()
     a.heartbeat_take(node_id=node.pk, seq=10, at=now())
     a.telemetry_take(node_id=node.pk, seq=10, telemetry=telemetry(10))
     b.heartbeat_take(node_id=node.pk, seq=9, at=now())
     b.telemetry_take(node_id=node.pk, seq=9, telemetry=telemetry(99))
+    return a, b
+
+
+@pytest.mark.django_db
+def test_a_stale_report_in_a_later_batch_of_another_process_overwrites_nothing(node):
+    # Given two web processes: A took seq 10, B (the agent's request went there first, and was
+    # slow) took seq 9 with other values
+    node, _ = node
+    a, b = _two_processes_took(node)
 
     # When A's batch is written first, then B's
     a.flush()
@@ -98,11 +104,7 @@ def test_a_stale_report_in_a_later_batch_of_another_process_overwrites_nothing(n
 @pytest.mark.django_db
 def test_a_newer_report_in_a_later_batch_wins_and_the_older_one_first_stored_is_replaced(node):
     node, _ = node
-    a, b = ReportBuffer(), ReportBuffer()
-    a.heartbeat_take(node_id=node.pk, seq=10, at=now())
-    a.telemetry_take(node_id=node.pk, seq=10, telemetry=telemetry(10))
-    b.heartbeat_take(node_id=node.pk, seq=9, at=now())
-    b.telemetry_take(node_id=node.pk, seq=9, telemetry=telemetry(99))
+    a, b = _two_processes_took(node)
 
     b.flush()  # the older one first
     assert stored(node) == (9, 9, [99, 99])
