@@ -17,6 +17,20 @@ from devtools.processes import free_port
 from tests.support.launcher import output_line_wait, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
+_SIGINT_DEFAULT_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _signal_masks(pid: int) -> dict[str, str]:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    fields = (line.partition(":") for line in status.splitlines())
+    return {key: value.strip() for key, _, value in fields if key in ("SigBlk", "SigIgn", "SigCgt")}
+
+
 pytestmark = pytest.mark.integration
 
 
@@ -40,8 +54,12 @@ def test_sigint_to_make_stops_every_process_and_says_so(data):
     env.pop("PORTAL_DB_POOL_MAX_SIZE", None)
     # `make run` as a person types it; `-o` so that a dependency list newer than the virtualenv
     # never makes this test reinstall it, PY so that it runs this interpreter.
+    # Started with SIGINT at its default, as a shell starts it: an ignored SIGINT is inherited
+    # across exec, and GNU make leaves a signal ignored at its start ignored, so the SIGINT below
+    # would then do nothing (suspected in two CI runs where the launcher never heard of it).
     make = subprocess.Popen(
-        ["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "run", f"PY={sys.executable}"],
+        [sys.executable, "-c", _SIGINT_DEFAULT_EXEC,
+         "make", "--no-print-directory", "-o", ".venv/.installed-stamp", "run", f"PY={sys.executable}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own group: the SIGINT below reaches make alone, as `kill -INT` does
     )
@@ -62,8 +80,14 @@ def test_sigint_to_make_stops_every_process_and_says_so(data):
         assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
 
         # When make alone gets SIGINT
+        signals_before = _signal_masks(make.pid)
         make.send_signal(signal.SIGINT)
-        output_line_wait(make, r"^Neocloud portal stopped\.$", 90, seen)
+        try:
+            output_line_wait(make, r"^Neocloud portal stopped\.$", 90, seen)
+        except AssertionError as missed:
+            # Say how make held SIGINT (ignored, blocked, caught) before and after it was sent.
+            raise AssertionError(f"{missed}\nmake's signal masks before: {signals_before}; "
+                                 f"after: {_signal_masks(make.pid)}") from None
         make.wait(30)
 
         # Then nothing it started is left: children, notebooks, postgres, redis, nginx, localstripe
